@@ -1,0 +1,120 @@
+/* Atomics, a futex-backed event count and a monotonic clock for logpipe's
+ * ring buffer. Everything here is callable without the GIL.
+ *
+ * Atomics are the GCC/Clang __atomic builtins on plain integers, so Cython can
+ * declare the fields as ordinary uint64_t and the orderings stay explicit at
+ * each call site.
+ *
+ * The event count is how blocked threads park without polling: a waiter reads
+ * the epoch, re-checks its condition, then sleeps in futex(WAIT) only while
+ * the epoch is unchanged. A notifier publishes its change, issues a full fence
+ * and looks at the waiter count: no waiter, no system call, which keeps the
+ * uncontended fast path free of syscalls and shared writes.
+ */
+#ifndef LOGPIPE_LP_SYNC_H
+#define LOGPIPE_LP_SYNC_H
+
+#ifndef __linux__
+#error "logpipe's ring buffer parks threads on a Linux futex; other platforms are not supported yet"
+#endif
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- constants -------------------------------------------------------- */
+#define LP_CLOSED_BIT 0x8000000000000000ULL /* in enqueue_pos: the ring is closed */
+#define LP_SLOT_HEADER 16                   /* sequence (8), length (4), flag (4) */
+#define LP_SPIN_LIMIT 200                   /* pause loops before parking (~2-5 us) */
+#define LP_TAKE_CHUNK 1024                  /* most records one batch claim takes */
+
+#ifdef Py_GIL_DISABLED
+#define LP_FREE_THREADED 1
+#else
+#define LP_FREE_THREADED 0
+#endif
+
+/* ---- atomics ---------------------------------------------------------- */
+#define lp_load_relaxed(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define lp_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define lp_store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define lp_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+static inline int lp_cas_u64(uint64_t *p, uint64_t *expected, uint64_t desired) {
+    /* Weak CAS: callers loop anyway. acq_rel on success orders the claim with
+     * the slot accesses that follow it; relaxed on failure reloads cheaply. */
+    return __atomic_compare_exchange_n(p, expected, desired, 1, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_RELAXED);
+}
+static inline uint64_t lp_fetch_or_u64(uint64_t *p, uint64_t v) {
+    return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST);
+}
+static inline uint64_t lp_fetch_add_u64(uint64_t *p, uint64_t v) {
+    return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL);
+}
+static inline uint64_t lp_fetch_sub_u64(uint64_t *p, uint64_t v) {
+    return __atomic_fetch_sub(p, v, __ATOMIC_ACQ_REL);
+}
+static inline void lp_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+static inline void lp_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- monotonic clock -------------------------------------------------- */
+static inline double lp_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- event count ------------------------------------------------------ */
+typedef struct {
+    uint32_t epoch;   /* bumped by every notify that found a waiter */
+    uint32_t waiters; /* threads between lp_ec_prepare and lp_ec_done */
+} lp_event_t;
+
+/* Register as a waiter and return the epoch to wait on. The caller must
+ * re-check its condition AFTER this call and before lp_ec_wait. */
+static inline uint32_t lp_ec_prepare(lp_event_t *ev) {
+    __atomic_fetch_add(&ev->waiters, 1, __ATOMIC_SEQ_CST);
+    lp_fence(); /* pairs with the fence in lp_ec_notify (store-fence-load on both sides) */
+    return __atomic_load_n(&ev->epoch, __ATOMIC_SEQ_CST);
+}
+
+static inline void lp_ec_done(lp_event_t *ev) {
+    __atomic_fetch_sub(&ev->waiters, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Sleep while the epoch still equals `epoch`, at most `timeout` seconds
+ * (timeout < 0: no limit). Spurious returns are fine: callers re-check. */
+static inline void lp_ec_wait(lp_event_t *ev, uint32_t epoch, double timeout) {
+    struct timespec ts, *tsp = NULL;
+    if (timeout >= 0) {
+        if (timeout > 1e9) timeout = 1e9;
+        ts.tv_sec = (time_t)timeout;
+        ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
+        tsp = &ts;
+    }
+    syscall(SYS_futex, &ev->epoch, FUTEX_WAIT_PRIVATE, epoch, tsp, NULL, 0);
+}
+
+/* Wake every parked waiter, if there is one. The fence pairs with the
+ * seq_cst increment in lp_ec_prepare: either the notifier sees the waiter,
+ * or the waiter's re-check sees the change published before this call. */
+static inline void lp_ec_notify(lp_event_t *ev) {
+    lp_fence();
+    if (__atomic_load_n(&ev->waiters, __ATOMIC_RELAXED) == 0) return;
+    __atomic_fetch_add(&ev->epoch, 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, &ev->epoch, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+#endif /* LOGPIPE_LP_SYNC_H */

@@ -1,0 +1,114 @@
+# C-level interface of the ring buffer, for other Cython modules to cimport
+# (the batch encoder, the nogil stress test). Everything declared nogil here is
+# safe to call from any thread, with or without the GIL.
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+cdef extern from "_lp_sync.h" nogil:
+    ctypedef struct lp_event_t:
+        uint32_t epoch
+        uint32_t waiters
+    uint64_t lp_load_relaxed(uint64_t *p)
+    uint64_t lp_load_acquire(uint64_t *p)
+    int lp_load_acquire_int "lp_load_acquire"(int *p)
+    void lp_store_relaxed(uint64_t *p, uint64_t v)
+    void lp_store_release(uint64_t *p, uint64_t v)
+    void lp_store_release_int "lp_store_release"(int *p, int v)
+    bint lp_cas_u64(uint64_t *p, uint64_t *expected, uint64_t desired)
+    uint64_t lp_fetch_or_u64(uint64_t *p, uint64_t v)
+    uint64_t lp_fetch_add_u64(uint64_t *p, uint64_t v)
+    uint64_t lp_fetch_sub_u64(uint64_t *p, uint64_t v)
+    void lp_fence()
+    void lp_cpu_relax()
+    double lp_now()
+    uint32_t lp_ec_prepare(lp_event_t *ev)
+    void lp_ec_done(lp_event_t *ev)
+    void lp_ec_wait(lp_event_t *ev, uint32_t epoch, double timeout)
+    void lp_ec_notify(lp_event_t *ev)
+    uint64_t LP_CLOSED_BIT
+    uint64_t LP_SLOT_HEADER
+    int LP_SPIN_LIMIT
+    uint64_t LP_TAKE_CHUNK
+    bint LP_FREE_THREADED
+
+# Status codes of the C-level calls.
+cdef enum:
+    LP_OK = 0
+    LP_WOULD_BLOCK = 1   # full (push) or empty (pop) right now
+    LP_CLOSED = 2        # push: ring closed; pop: closed and drained
+    LP_NOMEM = 3
+    LP_TIMEOUT = 4
+    LP_STOPPED = 5       # a StopSignal was set while waiting
+
+# Most records one lp_push_many call takes (it keeps per-record scratch on the stack).
+cdef enum:
+    LP_PUSH_CHUNK = 256
+
+# Header of every slot; the payload (inline bytes, or a pointer to an
+# out-of-line copy) follows it.
+cdef struct lp_slot_t:
+    uint64_t seq       # Vyukov sequence: == pos free for push at pos, == pos+1 ready to pop
+    uint32_t length
+    uint32_t out_of_line
+
+# The shared state. Fields written by producers, by consumers and by both sit
+# on separate cache lines so the two sides do not invalidate each other.
+cdef struct lp_ring_t:
+    uint64_t enqueue_pos     # next position to claim for push; bit 63: closed
+    uint8_t _pad0[56]
+    uint64_t dequeue_pos     # next position to claim for pop
+    uint8_t _pad1[56]
+    uint64_t nbytes          # payload bytes held or reserved by pushers
+    uint8_t _pad2[56]
+    lp_event_t not_empty     # getters park here; pushers notify
+    lp_event_t not_full      # putters park here; poppers notify
+    uint64_t put_waits
+    uint64_t get_waits
+    uint8_t _pad3[32]
+    # read-only after lp_ring_init
+    char *slots
+    uint64_t capacity
+    uint64_t slot_size
+    uint64_t inline_max
+    uint64_t max_record
+    uint64_t max_bytes
+
+cdef int lp_ring_init(lp_ring_t *r, uint64_t capacity, uint64_t slot_size,
+                      uint64_t max_record, uint64_t max_bytes) noexcept nogil
+cdef void lp_ring_destroy(lp_ring_t *r) noexcept nogil
+cdef void lp_ring_close(lp_ring_t *r) noexcept nogil
+cdef bint lp_ring_is_closed(lp_ring_t *r) noexcept nogil
+cdef bint lp_ring_drained(lp_ring_t *r) noexcept nogil
+cdef uint64_t lp_ring_len(lp_ring_t *r) noexcept nogil
+cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *lengths,
+                             Py_ssize_t count, int *status) noexcept nogil
+cdef int lp_push_wait(lp_ring_t *r, const char *data, uint32_t length,
+                      double deadline) noexcept nogil
+cdef uint64_t lp_claim_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos) noexcept nogil
+cdef const char *lp_slot_record(lp_ring_t *r, uint64_t pos, uint32_t *length) noexcept nogil
+cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept nogil
+cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop) noexcept nogil
+cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline) noexcept nogil
+
+
+cdef class RingBuffer:
+    cdef lp_ring_t *ring
+    cdef object __weakref__
+    cdef Py_ssize_t _put_many(self, object items, bint block, object timeout) except -1
+    cdef int _wait_for_records(self, bint block, double deadline, int *stop) except -1
+
+
+cdef class StopSignal:
+    cdef int flag
+    cdef readonly RingBuffer ring
+
+
+cdef class Batch:
+    cdef char *buf
+    cdef Py_ssize_t size
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t *offsets    # offsets[i]: start of record i; offsets[count]: end
+    cdef Py_ssize_t count
+    cdef Py_ssize_t offsets_cap
+    cdef int reserve(self, Py_ssize_t records, Py_ssize_t nbytes) noexcept nogil
+    cdef int take_from(self, lp_ring_t *r, uint64_t max_items) noexcept nogil

@@ -1,0 +1,999 @@
+# cython: freethreading_compatible = True
+"""A bounded, lock-free MPMC ring buffer of byte records, and its batches.
+
+Algorithm
+---------
+Dmitry Vyukov's bounded MPMC queue: an array of ``capacity`` slots, each with
+a 64-bit sequence number, and two 64-bit positions that only grow
+(``enqueue_pos`` for producers, ``dequeue_pos`` for consumers). Position ``p``
+lives in slot ``p % capacity``.
+
+* A slot whose sequence equals ``p`` is free for the producer that claims
+  position ``p``; one whose sequence equals ``p + 1`` holds the record of
+  position ``p``, ready for the consumer that claims ``p``.
+* A producer claims ``n`` consecutive positions with one compare-and-swap of
+  ``enqueue_pos`` from ``p`` to ``p + n`` after checking that the ``n`` slots
+  are free; it then copies the records in and publishes each slot with a
+  *release* store of ``seq = p + i + 1``.
+* A consumer claims ``n`` ready positions the same way on ``dequeue_pos``
+  (checking ``seq == p + i + 1`` with *acquire* loads, so the record bytes are
+  visible), copies them out, and hands each slot back with a *release* store
+  of ``seq = p + i + capacity`` (free for the producer one lap later).
+
+A slot checked free (or ready) stays so until someone claims its position, and
+claims only move the positions forward by CAS, so the batch claim is as safe
+as the single one. Positions are 64-bit: they do not wrap in practice (2**63
+records at a billion a second is three centuries).
+
+Records are variable length. Each slot holds a 16-byte header (sequence,
+length, flag) and ``slot_size - 16`` inline bytes; a longer record is copied
+into its own allocation (made *before* the claim, so a claimed slot is never
+left unpublished by a failed malloc) whose pointer sits inline, and the
+consumer frees it. A byte budget bounds the payload: producers reserve the
+record bytes with a CAS on ``nbytes`` before they claim slots, consumers give
+them back after; a record that does not fit the budget makes the ring "full"
+exactly as a missing slot does.
+
+Closing sets bit 63 of ``enqueue_pos`` (an atomic OR). A producer's claim CAS
+then fails and it sees the bit, so no record enters after ``close()``;
+producers that claimed before the bit publish normally. Consumers report
+"closed" only when the bit is set *and* ``dequeue_pos`` has reached the
+claimed end, i.e. every record that got in has been taken out: Go's closed
+channel, the basis of logpipe's zero-loss shutdown.
+
+Waiting
+-------
+Nothing here takes a lock, and no waiting loop holds the GIL or sleeps in
+Python. A blocked call first retries with a short spin (``pause``), then parks
+on an event count over a Linux futex (``_lp_sync.h``): it registers as a
+waiter, re-checks, and sleeps while the epoch is unchanged. Pushers notify
+``not_empty``, poppers ``not_full``, ``close()`` and ``StopSignal.set()`` both.
+A notify is one fence and one load when nobody waits, so the fast paths make
+no system call. The fence on each side (after the publish, after the waiter
+registration) guarantees that either the notifier sees the waiter or the
+waiter's re-check sees the change: no lost wake-ups.
+
+Without the GIL
+---------------
+All shared state is read and written with atomics; the Python objects
+(RingBuffer, Batch, StopSignal) are immutable after construction except
+through those atomics, so the module is declared freethreading-compatible and
+its C functions (declared in ``_ringbuf.pxd``) may be called from nogil code
+in any thread.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+from logpipe.exceptions import Closed, Empty, Full
+
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+
+cdef extern from "Python.h":
+    PyObject **PySequence_Fast_ITEMS(object o)
+    Py_ssize_t PySequence_Fast_GET_SIZE(object o)
+
+DEFAULT_MAX_RECORD_SIZE = 1 << 20
+DEFAULT_SLOT_SIZE = 128
+DEFAULT_MAX_BYTES = 64 << 20
+
+MAX_RECORD_LIMIT = 0x7FFFFFFF
+
+cdef char EMPTY_BUFFER[1]
+
+
+# --------------------------------------------------------------------------
+# The C core: everything below up to the Python classes runs without the GIL.
+# --------------------------------------------------------------------------
+
+cdef inline lp_slot_t *slot_at(lp_ring_t *r, uint64_t pos) noexcept nogil:
+    return <lp_slot_t *>(r.slots + (pos % r.capacity) * r.slot_size)
+
+
+cdef inline char *slot_payload(lp_slot_t *s) noexcept nogil:
+    return (<char *>s) + LP_SLOT_HEADER
+
+
+cdef int lp_ring_init(lp_ring_t *r, uint64_t capacity, uint64_t slot_size,
+                      uint64_t max_record, uint64_t max_bytes) noexcept nogil:
+    cdef uint64_t i
+    cdef void *mem = NULL
+    memset(r, 0, sizeof(lp_ring_t))
+    if posix_memalign(&mem, 64, capacity * slot_size) != 0:
+        return LP_NOMEM
+    r.slots = <char *>mem
+    r.capacity = capacity
+    r.slot_size = slot_size
+    r.inline_max = slot_size - LP_SLOT_HEADER
+    r.max_record = max_record
+    r.max_bytes = max_bytes
+    for i in range(capacity):
+        slot_at(r, i).seq = i
+        slot_at(r, i).length = 0
+        slot_at(r, i).out_of_line = 0
+    lp_fence()
+    return LP_OK
+
+
+cdef void lp_ring_destroy(lp_ring_t *r) noexcept nogil:
+    """Free the slots and every out-of-line record still held."""
+    cdef uint64_t pos = r.dequeue_pos
+    cdef uint64_t end = r.enqueue_pos & ~LP_CLOSED_BIT
+    cdef lp_slot_t *s
+    if r.slots == NULL:
+        return
+    while pos < end:
+        s = slot_at(r, pos)
+        if s.seq == pos + 1 and s.out_of_line:
+            free((<char **>slot_payload(s))[0])
+        pos += 1
+    free(r.slots)
+    r.slots = NULL
+
+
+cdef void lp_ring_close(lp_ring_t *r) noexcept nogil:
+    lp_fetch_or_u64(&r.enqueue_pos, LP_CLOSED_BIT)
+    lp_ec_notify(&r.not_empty)
+    lp_ec_notify(&r.not_full)
+
+
+cdef bint lp_ring_is_closed(lp_ring_t *r) noexcept nogil:
+    return (lp_load_acquire(&r.enqueue_pos) & LP_CLOSED_BIT) != 0
+
+
+cdef bint lp_ring_drained(lp_ring_t *r) noexcept nogil:
+    """Closed, and every record that got in has been claimed by a consumer."""
+    cdef uint64_t enq = lp_load_acquire(&r.enqueue_pos)
+    if not (enq & LP_CLOSED_BIT):
+        return False
+    return lp_load_acquire(&r.dequeue_pos) >= (enq & ~LP_CLOSED_BIT)
+
+
+cdef uint64_t lp_ring_len(lp_ring_t *r) noexcept nogil:
+    # dequeue_pos first: it can only have grown by the time enqueue_pos is
+    # read, so the difference is never negative (at worst briefly stale).
+    cdef uint64_t deq = lp_load_acquire(&r.dequeue_pos)
+    cdef uint64_t enq = lp_load_acquire(&r.enqueue_pos) & ~LP_CLOSED_BIT
+    cdef uint64_t n = enq - deq if enq > deq else 0
+    return n if n < r.capacity else r.capacity
+
+
+cdef inline uint64_t reserve_bytes(lp_ring_t *r, const uint32_t *lengths, Py_ssize_t count,
+                                   Py_ssize_t *fitting) noexcept nogil:
+    """Reserve the bytes of the longest prefix of records that fits the budget."""
+    cdef uint64_t cur = lp_load_relaxed(&r.nbytes)
+    cdef uint64_t room, total
+    cdef Py_ssize_t k
+    while True:
+        room = r.max_bytes - cur if cur < r.max_bytes else 0
+        total = 0
+        k = 0
+        while k < count and total + lengths[k] <= room:
+            total += lengths[k]
+            k += 1
+        if k == 0 or lp_cas_u64(&r.nbytes, &cur, cur + total):
+            fitting[0] = k
+            return total
+
+
+cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *lengths,
+                             Py_ssize_t count, int *status) noexcept nogil:
+    """Push up to ``count`` (at most LP_PUSH_CHUNK) records without waiting.
+
+    Returns how many were pushed, in order; ``status`` says why it stopped
+    short (LP_WOULD_BLOCK, LP_CLOSED or LP_NOMEM), LP_OK when all went in.
+    Lengths must already be checked against ``max_record``.
+    """
+    cdef char *copies[LP_PUSH_CHUNK]
+    cdef Py_ssize_t k, n, i
+    cdef uint64_t reserved, unused, pos, seq
+    cdef int64_t dif
+    cdef lp_slot_t *s
+
+    if count > LP_PUSH_CHUNK:
+        count = LP_PUSH_CHUNK
+    status[0] = LP_OK
+    if count <= 0:
+        return 0
+    if lp_load_relaxed(&r.enqueue_pos) & LP_CLOSED_BIT:
+        status[0] = LP_CLOSED
+        return 0
+
+    reserved = reserve_bytes(r, lengths, count, &k)
+    if k == 0:
+        status[0] = LP_WOULD_BLOCK
+        return 0
+
+    # Out-of-line copies before the claim: a claimed slot must always be
+    # published, so nothing may fail after it.
+    for i in range(k):
+        copies[i] = NULL
+        if lengths[i] > r.inline_max:
+            copies[i] = <char *>malloc(lengths[i])
+            if copies[i] == NULL:
+                unused = 0
+                for n in range(i, k):
+                    unused += lengths[n]
+                lp_fetch_sub_u64(&r.nbytes, unused)
+                k = i
+                status[0] = LP_NOMEM
+                break
+            memcpy(copies[i], data[i], lengths[i])
+
+    # Claim n <= k consecutive free slots with one CAS.
+    n = 0
+    pos = lp_load_relaxed(&r.enqueue_pos)
+    while k > 0:
+        if pos & LP_CLOSED_BIT:
+            status[0] = LP_CLOSED
+            break
+        seq = lp_load_acquire(&slot_at(r, pos).seq)
+        dif = <int64_t>(seq - pos)
+        if dif == 0:
+            n = 1
+            while n < k and lp_load_acquire(&slot_at(r, pos + n).seq) == pos + n:
+                n += 1
+            if lp_cas_u64(&r.enqueue_pos, &pos, pos + n):
+                break
+            n = 0               # lost the race; pos now holds the fresh value
+        elif dif < 0:
+            status[0] = LP_WOULD_BLOCK   # the slot still holds last lap's record
+            break
+        else:
+            pos = lp_load_relaxed(&r.enqueue_pos)
+
+    # Fill and publish the claimed slots.
+    for i in range(n):
+        s = slot_at(r, pos + i)
+        s.length = lengths[i]
+        if copies[i] != NULL:
+            s.out_of_line = 1
+            (<char **>slot_payload(s))[0] = copies[i]
+        else:
+            s.out_of_line = 0
+            if lengths[i]:
+                memcpy(slot_payload(s), data[i], lengths[i])
+        lp_store_release(&s.seq, pos + i + 1)
+
+    # Give back what was reserved for records that did not get a slot.
+    if n < k:
+        unused = 0
+        for i in range(n, k):
+            unused += lengths[i]
+            free(copies[i])
+        if unused:
+            lp_fetch_sub_u64(&r.nbytes, unused)
+            lp_ec_notify(&r.not_full)
+        if status[0] == LP_OK:
+            status[0] = LP_WOULD_BLOCK
+    elif k < count and status[0] == LP_OK:
+        status[0] = LP_WOULD_BLOCK      # the byte budget stopped us
+    if n > 0:
+        lp_ec_notify(&r.not_empty)
+    return n
+
+
+cdef uint64_t lp_claim_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out) noexcept nogil:
+    """Claim up to ``max_items`` ready records; return the count (0: none ready).
+
+    The caller reads them with lp_slot_record and must hand them back with
+    lp_release_pop(r, pos, count).
+    """
+    cdef uint64_t pos = lp_load_relaxed(&r.dequeue_pos)
+    cdef uint64_t seq, n
+    cdef int64_t dif
+    if max_items == 0:
+        return 0
+    while True:
+        seq = lp_load_acquire(&slot_at(r, pos).seq)
+        dif = <int64_t>(seq - (pos + 1))
+        if dif == 0:
+            n = 1
+            while n < max_items and lp_load_acquire(&slot_at(r, pos + n).seq) == pos + n + 1:
+                n += 1
+            if lp_cas_u64(&r.dequeue_pos, &pos, pos + n):
+                pos_out[0] = pos
+                return n
+        elif dif < 0:
+            return 0
+        else:
+            pos = lp_load_relaxed(&r.dequeue_pos)
+
+
+cdef const char *lp_slot_record(lp_ring_t *r, uint64_t pos, uint32_t *length) noexcept nogil:
+    cdef lp_slot_t *s = slot_at(r, pos)
+    length[0] = s.length
+    if s.out_of_line:
+        return (<char **>slot_payload(s))[0]
+    return slot_payload(s)
+
+
+cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept nogil:
+    cdef uint64_t i, total = 0
+    cdef lp_slot_t *s
+    for i in range(count):
+        s = slot_at(r, pos + i)
+        total += s.length
+        if s.out_of_line:
+            free((<char **>slot_payload(s))[0])
+        lp_store_release(&s.seq, pos + i + r.capacity)
+    if total:
+        lp_fetch_sub_u64(&r.nbytes, total)
+    lp_ec_notify(&r.not_full)
+
+
+cdef inline bint readable(lp_ring_t *r) noexcept nogil:
+    cdef uint64_t pos = lp_load_acquire(&r.dequeue_pos)
+    return lp_load_acquire(&slot_at(r, pos).seq) == pos + 1 or lp_ring_drained(r)
+
+
+cdef inline bint writable(lp_ring_t *r, uint64_t need_bytes) noexcept nogil:
+    cdef uint64_t pos = lp_load_acquire(&r.enqueue_pos)
+    if pos & LP_CLOSED_BIT:
+        return True
+    return (lp_load_acquire(&slot_at(r, pos).seq) == pos
+            and lp_load_relaxed(&r.nbytes) + need_bytes <= r.max_bytes)
+
+
+cdef inline double remaining(double deadline) noexcept nogil:
+    return -1.0 if deadline < 0 else deadline - lp_now()
+
+
+cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop) noexcept nogil:
+    """Wait until a record is probably ready or the ring is drained.
+
+    ``deadline`` is absolute (lp_now() scale), < 0 for none. Returns LP_OK
+    (the caller re-tries its pop), LP_TIMEOUT or LP_STOPPED.
+    """
+    cdef int spins = 0
+    cdef uint32_t epoch
+    cdef double left
+    while True:
+        if readable(r):
+            return LP_OK
+        if stop != NULL and lp_load_acquire_int(stop):
+            return LP_STOPPED
+        if spins < LP_SPIN_LIMIT:
+            spins += 1
+            lp_cpu_relax()
+            continue
+        epoch = lp_ec_prepare(&r.not_empty)
+        if readable(r) or (stop != NULL and lp_load_acquire_int(stop)):
+            lp_ec_done(&r.not_empty)
+            continue
+        left = remaining(deadline)
+        if deadline >= 0 and left <= 0:
+            lp_ec_done(&r.not_empty)
+            return LP_TIMEOUT
+        lp_fetch_add_u64(&r.get_waits, 1)
+        lp_ec_wait(&r.not_empty, epoch, left)
+        lp_ec_done(&r.not_empty)
+
+
+cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline) noexcept nogil:
+    """Wait until a record of ``need_bytes`` probably fits, or the ring is closed.
+
+    Returns LP_OK (the caller re-tries its push) or LP_TIMEOUT.
+    """
+    cdef int spins = 0
+    cdef uint32_t epoch
+    cdef double left
+    while True:
+        if writable(r, need_bytes):
+            return LP_OK
+        if spins < LP_SPIN_LIMIT:
+            spins += 1
+            lp_cpu_relax()
+            continue
+        epoch = lp_ec_prepare(&r.not_full)
+        if writable(r, need_bytes):
+            lp_ec_done(&r.not_full)
+            return LP_OK
+        left = remaining(deadline)
+        if deadline >= 0 and left <= 0:
+            lp_ec_done(&r.not_full)
+            return LP_TIMEOUT
+        lp_fetch_add_u64(&r.put_waits, 1)
+        lp_ec_wait(&r.not_full, epoch, left)
+        lp_ec_done(&r.not_full)
+
+
+cdef int lp_push_wait(lp_ring_t *r, const char *data, uint32_t length, double deadline) noexcept nogil:
+    """Push one record, waiting while the ring is full (for nogil callers)."""
+    cdef int status
+    while True:
+        if lp_push_many(r, &data, &length, 1, &status) == 1:
+            return LP_OK
+        if status != LP_WOULD_BLOCK:
+            return status
+        if lp_wait_writable(r, length, deadline) == LP_TIMEOUT:
+            return LP_TIMEOUT
+
+
+# --------------------------------------------------------------------------
+# Python API
+# --------------------------------------------------------------------------
+
+cdef double deadline_from(object timeout) except? -2.0:
+    """Absolute deadline for a timeout in seconds; -1.0 means wait forever."""
+    if timeout is None:
+        return -1.0
+    cdef double t = timeout
+    if t < 0:
+        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
+    return lp_now() + t
+
+
+cdef str record_too_large(Py_ssize_t size, uint64_t limit):
+    return f"record of {size} bytes is over max_record_size ({limit} bytes)"
+
+
+cdef int check_record_size(Py_ssize_t size, uint64_t limit) except -1:
+    if size > <Py_ssize_t>limit:
+        raise ValueError(record_too_large(size, limit))
+    return 0
+
+
+cdef int get_record_buffer(object item, Py_buffer *view) except -1:
+    """Fill ``view`` with a contiguous view of ``item``, or raise TypeError."""
+    try:
+        PyObject_GetBuffer(item, view, PyBUF_SIMPLE)
+    except (TypeError, BufferError):
+        raise TypeError(
+            f"records must be bytes-like (bytes, bytearray, memoryview, ...), "
+            f"got {type(item).__name__}") from None
+    return 0
+
+
+cdef int check_max_items(object max_items) except -1:
+    if max_items < 1:
+        raise ValueError(f"max_items must be at least 1, got {max_items!r}")
+    return 0
+
+
+cdef class Batch:
+    """Records copied out of a ring in one pass, newline framed.
+
+    ``bytes(batch)``, ``memoryview(batch)`` and ``file.write(batch)`` see
+    ``rec1\\nrec2\\n...`` (one system call for the lot); iterating or indexing
+    yields each record without its newline, so records that contain newlines
+    come back intact. ``len(batch)`` is the record count, ``batch.nbytes`` the
+    framed size. A Batch is immutable.
+    """
+
+    def __cinit__(self):
+        self.buf = NULL
+        self.offsets = NULL
+        self.size = self.cap = self.count = self.offsets_cap = 0
+
+    def __dealloc__(self):
+        free(self.buf)
+        free(self.offsets)
+
+    def __init__(self):
+        raise TypeError("Batch objects come from RingBuffer.get_batch()")
+
+    cdef int reserve(self, Py_ssize_t records, Py_ssize_t nbytes) noexcept nogil:
+        """Make room for ``records`` more records of ``nbytes`` framed bytes."""
+        cdef Py_ssize_t want
+        cdef void *p
+        want = self.count + records + 1
+        if want > self.offsets_cap:
+            want = max(want, 2 * self.offsets_cap, 64)
+            p = realloc(self.offsets, want * sizeof(Py_ssize_t))
+            if p == NULL:
+                return LP_NOMEM
+            self.offsets = <Py_ssize_t *>p
+            self.offsets_cap = want
+        want = self.size + nbytes
+        if want > self.cap:
+            want = max(want, 2 * self.cap, 4096)
+            p = realloc(self.buf, want)
+            if p == NULL:
+                return LP_NOMEM
+            self.buf = <char *>p
+            self.cap = want
+        return LP_OK
+
+    cdef int take_from(self, lp_ring_t *r, uint64_t max_items) noexcept nogil:
+        """Move up to ``max_items`` ready records from the ring into the batch.
+
+        Takes at most LP_TAKE_CHUNK per call. Returns LP_OK (check count for
+        how many) or LP_NOMEM.
+        """
+        cdef uint64_t pos, n, i
+        cdef uint32_t length
+        cdef const char *src
+        cdef Py_ssize_t framed = 0
+        if max_items > LP_TAKE_CHUNK:
+            max_items = LP_TAKE_CHUNK
+        # Room for a chunk of inline records first, so that only out-of-line
+        # records can need a realloc while records are claimed.
+        if self.reserve(max_items, max_items * (r.inline_max + 1)) != LP_OK:
+            return LP_NOMEM
+        n = lp_claim_pop(r, max_items, &pos)
+        if n == 0:
+            return LP_OK
+        for i in range(n):
+            lp_slot_record(r, pos + i, &length)
+            framed += length + 1
+        if self.reserve(n, framed) != LP_OK:
+            # Out of memory with out-of-line records claimed: they can only be
+            # dropped. (Inline records had their room reserved above.)
+            lp_release_pop(r, pos, n)
+            return LP_NOMEM
+        for i in range(n):
+            src = lp_slot_record(r, pos + i, &length)
+            self.offsets[self.count] = self.size
+            if length:
+                memcpy(self.buf + self.size, src, length)
+            self.buf[self.size + length] = b'\n'
+            self.size += length + 1
+            self.count += 1
+        self.offsets[self.count] = self.size
+        lp_release_pop(r, pos, n)
+        return LP_OK
+
+    @property
+    def nbytes(self):
+        """Size of the framed buffer in bytes (records plus one newline each)."""
+        return self.size
+
+    def __len__(self):
+        return self.count
+
+    def __bool__(self):
+        return self.count > 0
+
+    def __getitem__(self, Py_ssize_t index):
+        if index < 0:
+            index += self.count
+        if index < 0 or index >= self.count:
+            raise IndexError("Batch index out of range")
+        return PyBytes_FromStringAndSize(
+            self.buf + self.offsets[index], self.offsets[index + 1] - self.offsets[index] - 1)
+
+    def __iter__(self):
+        cdef Py_ssize_t i
+        for i in range(self.count):
+            yield PyBytes_FromStringAndSize(
+                self.buf + self.offsets[i], self.offsets[i + 1] - self.offsets[i] - 1)
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        PyBuffer_FillInfo(view, self, self.buf if self.buf != NULL else EMPTY_BUFFER,
+                          self.size, 1, flags)
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+    def tobytes(self):
+        """The framed records as one bytes object (a copy)."""
+        return PyBytes_FromStringAndSize(self.buf if self.buf != NULL else EMPTY_BUFFER, self.size)
+
+    def __repr__(self):
+        return f"<logpipe.Batch records={self.count} nbytes={self.size}>"
+
+
+cdef class StopSignal:
+    """A one-way stop flag bound to a ring: a worker's own stop channel.
+
+    ``set()`` wakes every getter blocked on the ring; a getter passed
+    ``stop=signal`` then returns early (``get_batch`` with what it holds,
+    ``get``/``get_many`` by raising Empty); the others go back to waiting.
+    """
+
+    def __cinit__(self, RingBuffer ring not None):
+        self.ring = ring
+        self.flag = 0
+
+    def set(self):
+        """Raise the flag and wake the ring's blocked getters."""
+        lp_store_release_int(&self.flag, 1)
+        lp_ec_notify(&self.ring.ring.not_empty)
+
+    def is_set(self):
+        return lp_load_acquire_int(&self.flag) != 0
+
+    def __bool__(self):
+        return lp_load_acquire_int(&self.flag) != 0
+
+    def __repr__(self):
+        return f"<logpipe.StopSignal set={self.is_set()}>"
+
+
+cdef inline int *stop_flag(StopSignal stop) noexcept:
+    if stop is None:
+        return NULL
+    return &stop.flag
+
+
+cdef class RingBuffer:
+    """A bounded multi-producer multi-consumer queue of byte records.
+
+    Args:
+        capacity: most records held at once (>= 1).
+        max_record_size: largest record accepted, in bytes (default 1 MiB).
+        max_bytes: most payload bytes held at once (default: 64 MiB or
+            max_record_size, the larger).
+        slot_size: bytes per preallocated slot (default 128); records up to
+            ``slot_size - 16`` bytes are stored inline, longer ones in their
+            own allocation. Memory: ``capacity * slot_size`` up front, plus at
+            most ``max_bytes`` for out-of-line records.
+
+    The API follows ``queue.Queue``: put/get with ``block`` and ``timeout``
+    (None waits forever), put_nowait/get_nowait, plus the batch calls
+    put_many, get_many and get_batch, and close() with Go channel semantics.
+    See docs/ringbuffer.md.
+    """
+
+    def __cinit__(self, capacity, *, max_record_size=DEFAULT_MAX_RECORD_SIZE,
+                  max_bytes=None, slot_size=DEFAULT_SLOT_SIZE):
+        self.ring = NULL
+        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        if capacity > (1 << 40):
+            raise ValueError(f"capacity must be at most 2**40, got {capacity!r}")
+        if not isinstance(max_record_size, int) or not 0 <= max_record_size <= MAX_RECORD_LIMIT:
+            raise ValueError(
+                f"max_record_size must be an integer in [0, {MAX_RECORD_LIMIT}], got {max_record_size!r}")
+        if max_bytes is None:
+            max_bytes = max(DEFAULT_MAX_BYTES, max_record_size)
+        if not isinstance(max_bytes, int) or max_bytes < max_record_size:
+            raise ValueError(
+                f"max_bytes must be an integer >= max_record_size ({max_record_size}), got {max_bytes!r}")
+        if (not isinstance(slot_size, int) or slot_size % 8 or not 32 <= slot_size <= 65536):
+            raise ValueError(
+                f"slot_size must be a multiple of 8 between 32 and 65536, got {slot_size!r}")
+        cdef void *mem = NULL
+        if posix_memalign(&mem, 64, sizeof(lp_ring_t)) != 0:
+            raise MemoryError()
+        self.ring = <lp_ring_t *>mem
+        if lp_ring_init(self.ring, capacity, slot_size, max_record_size, max_bytes) != LP_OK:
+            free(self.ring)
+            self.ring = NULL
+            raise MemoryError(f"cannot allocate {capacity} slots of {slot_size} bytes")
+
+    def __dealloc__(self):
+        if self.ring != NULL:
+            lp_ring_destroy(self.ring)
+            free(self.ring)
+            self.ring = NULL
+
+    # -- occupancy ----------------------------------------------------------
+
+    def __len__(self):
+        return lp_ring_len(self.ring)
+
+    @property
+    def capacity(self):
+        """Most records held at once."""
+        return self.ring.capacity
+
+    @property
+    def max_record_size(self):
+        """Largest record accepted, in bytes."""
+        return self.ring.max_record
+
+    @property
+    def max_bytes(self):
+        """Most payload bytes held at once."""
+        return self.ring.max_bytes
+
+    @property
+    def slot_size(self):
+        """Bytes per preallocated slot (16 of them are the slot header)."""
+        return self.ring.slot_size
+
+    @property
+    def nbytes(self):
+        """Payload bytes held now (including those being pushed)."""
+        return lp_load_relaxed(&self.ring.nbytes)
+
+    @property
+    def usage(self):
+        """Occupancy from 0.0 to 1.0: the larger of len/capacity and nbytes/max_bytes."""
+        cdef double by_records = <double>lp_ring_len(self.ring) / self.ring.capacity
+        cdef double by_bytes = 0.0
+        if self.ring.max_bytes:
+            by_bytes = <double>lp_load_relaxed(&self.ring.nbytes) / self.ring.max_bytes
+        return min(1.0, max(by_records, by_bytes))
+
+    @property
+    def closed(self):
+        """True once close() has been called."""
+        return lp_ring_is_closed(self.ring)
+
+    @property
+    def pushed(self):
+        """Records ever put into the ring (claimed by producers)."""
+        return lp_load_acquire(&self.ring.enqueue_pos) & ~LP_CLOSED_BIT
+
+    @property
+    def popped(self):
+        """Records ever taken out of the ring."""
+        return lp_load_acquire(&self.ring.dequeue_pos)
+
+    @property
+    def put_waits(self):
+        """Times a blocking put had to park because the ring was full."""
+        return lp_load_relaxed(&self.ring.put_waits)
+
+    @property
+    def get_waits(self):
+        """Times a blocking get had to park because the ring was empty."""
+        return lp_load_relaxed(&self.ring.get_waits)
+
+    def __repr__(self):
+        return (f"<logpipe.RingBuffer len={len(self)} capacity={self.capacity} "
+                f"nbytes={self.nbytes} closed={self.closed}>")
+
+    # -- producing ----------------------------------------------------------
+
+    def put(self, item, block=True, timeout=None):
+        """Put one record; wait while full if ``block`` (up to ``timeout`` s).
+
+        Raises Full if it could not be taken in time, Closed after close(),
+        ValueError if larger than max_record_size, TypeError if not bytes-like.
+        """
+        cdef double deadline = deadline_from(timeout) if block else 0.0
+        cdef Py_buffer view
+        cdef const char *data
+        cdef Py_ssize_t size
+        cdef uint32_t length
+        cdef bint has_view = False
+        cdef bint last_try = False
+        cdef int status
+        cdef lp_ring_t *r = self.ring
+        if PyBytes_CheckExact(item):
+            data = PyBytes_AS_STRING(item)
+            size = PyBytes_GET_SIZE(item)
+        else:
+            get_record_buffer(item, &view)
+            has_view = True
+            data = <const char *>view.buf
+            size = view.len
+        try:
+            check_record_size(size, r.max_record)
+            length = <uint32_t>size
+            while True:
+                if lp_push_many(r, &data, &length, 1, &status) == 1:
+                    return
+                if status == LP_CLOSED:
+                    raise Closed("ring buffer is closed")
+                if status == LP_NOMEM:
+                    raise MemoryError("out of memory copying a record into the ring")
+                if not block or last_try:
+                    raise Full("ring buffer is full")
+                with nogil:
+                    status = lp_wait_writable(r, length, deadline)
+                # On timeout, one last try: room may have come as time ran out.
+                last_try = status == LP_TIMEOUT
+        finally:
+            if has_view:
+                PyBuffer_Release(&view)
+
+    def put_nowait(self, item):
+        """Put one record without waiting; Full if there is no room."""
+        self.put(item, False)
+
+    def put_many(self, items, block=True, timeout=None):
+        """Put records in order; return how many were taken.
+
+        Non-blocking: takes what fits now (maybe 0). Blocking: waits while
+        full, up to ``timeout``. Raises Closed only if the ring was closed
+        before anything was taken. A bad record raises after the records
+        before it were taken.
+        """
+        return self._put_many(items, block, timeout)
+
+    cdef Py_ssize_t _put_many(self, object items, bint block, object timeout) except -1:
+        # Under the GIL a list cannot change while we gather from it; on a
+        # free-threaded build another thread could resize it, so copy it.
+        cdef object seq = items
+        if type(items) is not tuple and (type(items) is not list or LP_FREE_THREADED):
+            seq = tuple(items)
+        cdef double deadline = deadline_from(timeout) if block else 0.0
+        cdef Py_ssize_t done = 0, chunk, pushed, i, size
+        cdef int status, wait_status
+        cdef const char *data[LP_PUSH_CHUNK]
+        cdef uint32_t lengths[LP_PUSH_CHUNK]
+        cdef Py_buffer views[LP_PUSH_CHUNK]
+        cdef PyObject *holders[LP_PUSH_CHUNK]
+        cdef bint has_view[LP_PUSH_CHUNK]
+        cdef PyObject **fast_items
+        cdef object item
+        cdef object bad = None
+        cdef lp_ring_t *r = self.ring
+        cdef uint32_t need
+
+        while bad is None and done < PySequence_Fast_GET_SIZE(seq):
+            # Gather a chunk of pointers. Each item is held by a reference
+            # (and non-bytes by a buffer view) so that its bytes stay valid
+            # while we wait without the GIL.
+            chunk = 0
+            fast_items = PySequence_Fast_ITEMS(seq)
+            while chunk < LP_PUSH_CHUNK and done + chunk < PySequence_Fast_GET_SIZE(seq):
+                item = <object>fast_items[done + chunk]
+                has_view[chunk] = False
+                if PyBytes_CheckExact(item):
+                    data[chunk] = PyBytes_AS_STRING(item)
+                    size = PyBytes_GET_SIZE(item)
+                else:
+                    try:
+                        get_record_buffer(item, &views[chunk])
+                    except TypeError as exc:
+                        bad = exc
+                        break
+                    has_view[chunk] = True
+                    data[chunk] = <const char *>views[chunk].buf
+                    size = views[chunk].len
+                if size > <Py_ssize_t>r.max_record:
+                    if has_view[chunk]:
+                        PyBuffer_Release(&views[chunk])
+                    bad = ValueError(record_too_large(size, r.max_record))
+                    break
+                lengths[chunk] = <uint32_t>size
+                holders[chunk] = <PyObject *>item
+                Py_INCREF(item)
+                chunk += 1
+
+            try:
+                i = 0
+                while i < chunk:
+                    pushed = lp_push_many(r, &data[i], &lengths[i], chunk - i, &status)
+                    i += pushed
+                    if i == chunk:
+                        break
+                    if status == LP_NOMEM:
+                        raise MemoryError("out of memory copying a record into the ring")
+                    if status == LP_CLOSED:
+                        if done + i == 0:
+                            raise Closed("ring buffer is closed")
+                        return done + i
+                    if not block or pushed:
+                        if not block:
+                            return done + i
+                        continue        # progress: retry before parking
+                    need = lengths[i]
+                    with nogil:
+                        wait_status = lp_wait_writable(r, need, deadline)
+                    if wait_status == LP_TIMEOUT:
+                        i += lp_push_many(r, &data[i], &lengths[i], chunk - i, &status)
+                        return done + i
+                done += chunk
+            finally:
+                for i in range(chunk):
+                    if has_view[i]:
+                        PyBuffer_Release(&views[i])
+                    Py_DECREF(<object>holders[i])
+        if bad is not None:
+            raise bad
+        return done
+
+    # -- consuming ----------------------------------------------------------
+
+    cdef int _wait_for_records(self, bint block, double deadline, int *stop) except -1:
+        """After an empty pop: raise Closed/Empty, or return once worth a retry."""
+        cdef int status
+        if lp_ring_drained(self.ring):
+            raise Closed("ring buffer is closed and drained")
+        if not block:
+            raise Empty("ring buffer is empty")
+        with nogil:
+            status = lp_wait_readable(self.ring, deadline, stop)
+        if status == LP_TIMEOUT or status == LP_STOPPED:
+            # A record may have landed just as we gave up: take it if so.
+            if lp_ring_drained(self.ring):
+                raise Closed("ring buffer is closed and drained")
+            return 1
+        return 0
+
+    def get(self, block=True, timeout=None, *, StopSignal stop=None):
+        """Take one record (bytes); wait while empty if ``block``.
+
+        Raises Empty (non-blocking, timeout, or ``stop`` set) and Closed once
+        the ring is closed and drained.
+        """
+        cdef double deadline = deadline_from(timeout) if block else 0.0
+        cdef int *flag = stop_flag(stop)
+        cdef uint64_t pos
+        cdef uint32_t length
+        cdef const char *src
+        cdef int last_try = 0
+        while True:
+            if lp_claim_pop(self.ring, 1, &pos):
+                src = lp_slot_record(self.ring, pos, &length)
+                try:
+                    return PyBytes_FromStringAndSize(src, length)
+                finally:
+                    lp_release_pop(self.ring, pos, 1)
+            if last_try:
+                raise Empty("ring buffer is empty")
+            last_try = self._wait_for_records(block, deadline, flag)
+
+    def get_nowait(self):
+        """Take one record without waiting; Empty if there is none."""
+        return self.get(False)
+
+    def get_many(self, max_items, block=True, timeout=None, *, StopSignal stop=None):
+        """Take 1..max_items records as a list, as soon as at least one is there.
+
+        Raises Empty / Closed as get().
+        """
+        check_max_items(max_items)
+        cdef double deadline = deadline_from(timeout) if block else 0.0
+        cdef int *flag = stop_flag(stop)
+        cdef uint64_t pos, n, i
+        cdef uint32_t length
+        cdef const char *src
+        cdef int last_try = 0
+        cdef list out
+        while True:
+            n = lp_claim_pop(self.ring, max_items, &pos)
+            if n:
+                out = []
+                try:
+                    for i in range(n):
+                        src = lp_slot_record(self.ring, pos + i, &length)
+                        out.append(PyBytes_FromStringAndSize(src, length))
+                finally:
+                    lp_release_pop(self.ring, pos, n)
+                return out
+            if last_try:
+                raise Empty("ring buffer is empty")
+            last_try = self._wait_for_records(block, deadline, flag)
+
+    def get_batch(self, max_items, timeout=None, *, StopSignal stop=None):
+        """Collect up to ``max_items`` records into one newline-framed Batch.
+
+        Returns when max_items are taken, when ``timeout`` expires or ``stop``
+        is set (with what it holds, maybe nothing), or when the ring is closed
+        and drained (raising Closed if it holds nothing). ``timeout=0`` takes
+        what is there now. The copying runs without the GIL, in one pass.
+        """
+        check_max_items(max_items)
+        cdef double deadline = deadline_from(timeout)
+        cdef bint no_wait = timeout is not None and timeout == 0
+        cdef int *flag = stop_flag(stop)
+        cdef Batch batch = Batch.__new__(Batch)
+        cdef uint64_t want = max_items
+        cdef int status = LP_OK
+        cdef lp_ring_t *r = self.ring
+        with nogil:
+            while <uint64_t>batch.count < want:
+                if batch.take_from(r, want - batch.count) != LP_OK:
+                    status = LP_NOMEM
+                    break
+                if <uint64_t>batch.count == want:
+                    break
+                if lp_ring_drained(r):
+                    status = LP_CLOSED
+                    break
+                if no_wait:
+                    break
+                status = lp_wait_readable(r, deadline, flag)
+                if status != LP_OK:
+                    # One last look: records may have landed as time ran out.
+                    if batch.take_from(r, want - batch.count) != LP_OK:
+                        status = LP_NOMEM
+                    break
+        if status == LP_NOMEM:
+            raise MemoryError("out of memory growing a batch")
+        if status == LP_CLOSED and batch.count == 0:
+            raise Closed("ring buffer is closed and drained")
+        return batch
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def close(self):
+        """Refuse further puts; gets drain what is left, then raise Closed.
+
+        Idempotent. Every thread blocked in a put or a get wakes at once.
+        """
+        lp_ring_close(self.ring)

@@ -1,0 +1,32 @@
+"""Errors raised by logpipe.
+
+Every error derives from :class:`LogpipeError`. Where an error means the same
+as a standard-library one it subclasses that too, so code written for
+``queue.Queue`` (``except queue.Full:``) keeps working with a RingBuffer.
+"""
+
+from __future__ import annotations
+
+import queue
+
+__all__ = ["Closed", "ConfigError", "Empty", "Full", "LogpipeError"]
+
+
+class LogpipeError(Exception):
+    """Base class of every logpipe error."""
+
+
+class Full(LogpipeError, queue.Full):
+    """A put could not take the record: the ring is full (records or bytes)."""
+
+
+class Empty(LogpipeError, queue.Empty):
+    """A get found nothing to take before its timeout (or its stop signal)."""
+
+
+class Closed(LogpipeError):
+    """The ring is closed: puts are refused, and gets have drained it."""
+
+
+class ConfigError(LogpipeError, ValueError):
+    """A configuration value breaks its rule; the message names both."""
