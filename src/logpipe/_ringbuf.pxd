@@ -67,7 +67,9 @@ cdef struct lp_ring_t:
     uint8_t _pad3[32]
     # read-only after lp_ring_init
     char *slots
-    uint64_t capacity
+    char *slots_end          # slots + nslots * slot_size
+    uint64_t nslots          # max(capacity, 2): Vyukov's sequences need two slots
+    uint64_t capacity        # most records held; < nslots only when capacity is 1
     uint64_t slot_size
     uint64_t inline_max
     uint64_t max_record

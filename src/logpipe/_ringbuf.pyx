@@ -85,6 +85,11 @@ DEFAULT_MAX_BYTES = 64 << 20
 
 MAX_RECORD_LIMIT = 0x7FFFFFFF
 
+# put_many copies chunks at least this long without the GIL: below it the
+# release/re-acquire costs more than the parallelism gains.
+cdef enum:
+    NOGIL_PUSH_MIN = 32
+
 cdef char EMPTY_BUFFER[1]
 
 
@@ -93,7 +98,13 @@ cdef char EMPTY_BUFFER[1]
 # --------------------------------------------------------------------------
 
 cdef inline lp_slot_t *slot_at(lp_ring_t *r, uint64_t pos) noexcept nogil:
-    return <lp_slot_t *>(r.slots + (pos % r.capacity) * r.slot_size)
+    return <lp_slot_t *>(r.slots + (pos % r.nslots) * r.slot_size)
+
+
+cdef inline lp_slot_t *next_slot(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
+    # The slot of position pos + 1, without the division slot_at needs.
+    cdef char *p = (<char *>s) + r.slot_size
+    return <lp_slot_t *>(r.slots if p == r.slots_end else p)
 
 
 cdef inline char *slot_payload(lp_slot_t *s) noexcept nogil:
@@ -104,16 +115,19 @@ cdef int lp_ring_init(lp_ring_t *r, uint64_t capacity, uint64_t slot_size,
                       uint64_t max_record, uint64_t max_bytes) noexcept nogil:
     cdef uint64_t i
     cdef void *mem = NULL
+    cdef uint64_t nslots = capacity if capacity >= 2 else 2
     memset(r, 0, sizeof(lp_ring_t))
-    if posix_memalign(&mem, 64, capacity * slot_size) != 0:
+    if posix_memalign(&mem, 64, nslots * slot_size) != 0:
         return LP_NOMEM
     r.slots = <char *>mem
+    r.slots_end = r.slots + nslots * slot_size
+    r.nslots = nslots
     r.capacity = capacity
     r.slot_size = slot_size
     r.inline_max = slot_size - LP_SLOT_HEADER
     r.max_record = max_record
     r.max_bytes = max_bytes
-    for i in range(capacity):
+    for i in range(nslots):
         slot_at(r, i).seq = i
         slot_at(r, i).length = 0
         slot_at(r, i).out_of_line = 0
@@ -191,10 +205,11 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
     Lengths must already be checked against ``max_record``.
     """
     cdef char *copies[LP_PUSH_CHUNK]
-    cdef Py_ssize_t k, n, i
-    cdef uint64_t reserved, unused, pos, seq
+    cdef Py_ssize_t k, n, i, limit
+    cdef uint64_t reserved, unused, pos, seq, held
     cdef int64_t dif
     cdef lp_slot_t *s
+    cdef lp_slot_t *first = NULL
 
     if count > LP_PUSH_CHUNK:
         count = LP_PUSH_CHUNK
@@ -233,12 +248,23 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
         if pos & LP_CLOSED_BIT:
             status[0] = LP_CLOSED
             break
-        seq = lp_load_acquire(&slot_at(r, pos).seq)
+        limit = k
+        if r.capacity < r.nslots:
+            # Capacity 1 lives in 2 slots: bound the occupancy explicitly.
+            held = pos - lp_load_acquire(&r.dequeue_pos)
+            if held >= r.capacity:
+                status[0] = LP_WOULD_BLOCK
+                break
+            limit = min(k, <Py_ssize_t>(r.capacity - held))
+        first = slot_at(r, pos)
+        seq = lp_load_acquire(&first.seq)
         dif = <int64_t>(seq - pos)
         if dif == 0:
             n = 1
-            while n < k and lp_load_acquire(&slot_at(r, pos + n).seq) == pos + n:
+            s = next_slot(r, first)
+            while n < limit and lp_load_acquire(&s.seq) == pos + n:
                 n += 1
+                s = next_slot(r, s)
             if lp_cas_u64(&r.enqueue_pos, &pos, pos + n):
                 break
             n = 0               # lost the race; pos now holds the fresh value
@@ -249,8 +275,10 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
             pos = lp_load_relaxed(&r.enqueue_pos)
 
     # Fill and publish the claimed slots.
+    s = first
     for i in range(n):
-        s = slot_at(r, pos + i)
+        if i:
+            s = next_slot(r, s)
         s.length = lengths[i]
         if copies[i] != NULL:
             s.out_of_line = 1
@@ -288,15 +316,19 @@ cdef uint64_t lp_claim_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out) 
     cdef uint64_t pos = lp_load_relaxed(&r.dequeue_pos)
     cdef uint64_t seq, n
     cdef int64_t dif
+    cdef lp_slot_t *s
     if max_items == 0:
         return 0
     while True:
-        seq = lp_load_acquire(&slot_at(r, pos).seq)
+        s = slot_at(r, pos)
+        seq = lp_load_acquire(&s.seq)
         dif = <int64_t>(seq - (pos + 1))
         if dif == 0:
             n = 1
-            while n < max_items and lp_load_acquire(&slot_at(r, pos + n).seq) == pos + n + 1:
+            s = next_slot(r, s)
+            while n < max_items and lp_load_acquire(&s.seq) == pos + n + 1:
                 n += 1
+                s = next_slot(r, s)
             if lp_cas_u64(&r.dequeue_pos, &pos, pos + n):
                 pos_out[0] = pos
                 return n
@@ -316,13 +348,14 @@ cdef const char *lp_slot_record(lp_ring_t *r, uint64_t pos, uint32_t *length) no
 
 cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept nogil:
     cdef uint64_t i, total = 0
-    cdef lp_slot_t *s
+    cdef lp_slot_t *s = slot_at(r, pos)
     for i in range(count):
-        s = slot_at(r, pos + i)
+        if i:
+            s = next_slot(r, s)
         total += s.length
         if s.out_of_line:
             free((<char **>slot_payload(s))[0])
-        lp_store_release(&s.seq, pos + i + r.capacity)
+        lp_store_release(&s.seq, pos + i + r.nslots)
     if total:
         lp_fetch_sub_u64(&r.nbytes, total)
     lp_ec_notify(&r.not_full)
@@ -337,6 +370,8 @@ cdef inline bint writable(lp_ring_t *r, uint64_t need_bytes) noexcept nogil:
     cdef uint64_t pos = lp_load_acquire(&r.enqueue_pos)
     if pos & LP_CLOSED_BIT:
         return True
+    if r.capacity < r.nslots and pos - lp_load_acquire(&r.dequeue_pos) >= r.capacity:
+        return False
     return (lp_load_acquire(&slot_at(r, pos).seq) == pos
             and lp_load_relaxed(&r.nbytes) + need_bytes <= r.max_bytes)
 
@@ -510,6 +545,8 @@ cdef class Batch:
         cdef uint64_t pos, n, i
         cdef uint32_t length
         cdef const char *src
+        cdef lp_slot_t *first
+        cdef lp_slot_t *s
         cdef Py_ssize_t framed = 0
         if max_items > LP_TAKE_CHUNK:
             max_items = LP_TAKE_CHUNK
@@ -520,16 +557,23 @@ cdef class Batch:
         n = lp_claim_pop(r, max_items, &pos)
         if n == 0:
             return LP_OK
+        first = slot_at(r, pos)
+        s = first
         for i in range(n):
-            lp_slot_record(r, pos + i, &length)
-            framed += length + 1
+            if i:
+                s = next_slot(r, s)
+            framed += s.length + 1
         if self.reserve(n, framed) != LP_OK:
             # Out of memory with out-of-line records claimed: they can only be
             # dropped. (Inline records had their room reserved above.)
             lp_release_pop(r, pos, n)
             return LP_NOMEM
+        s = first
         for i in range(n):
-            src = lp_slot_record(r, pos + i, &length)
+            if i:
+                s = next_slot(r, s)
+            length = s.length
+            src = (<char **>slot_payload(s))[0] if s.out_of_line else slot_payload(s)
             self.offsets[self.count] = self.size
             if length:
                 memcpy(self.buf + self.size, src, length)
@@ -846,7 +890,13 @@ cdef class RingBuffer:
             try:
                 i = 0
                 while i < chunk:
-                    pushed = lp_push_many(r, &data[i], &lengths[i], chunk - i, &status)
+                    if chunk - i >= NOGIL_PUSH_MIN:
+                        # Big enough to copy without the GIL, so a consumer
+                        # can run Python code meanwhile.
+                        with nogil:
+                            pushed = lp_push_many(r, &data[i], &lengths[i], chunk - i, &status)
+                    else:
+                        pushed = lp_push_many(r, &data[i], &lengths[i], chunk - i, &status)
                     i += pushed
                     if i == chunk:
                         break
