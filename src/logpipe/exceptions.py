@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 
-__all__ = ["Closed", "ConfigError", "Empty", "Full", "LogpipeError"]
+__all__ = ["Closed", "ConfigError", "Empty", "Full", "LogpipeError", "SinkError"]
 
 
 class LogpipeError(Exception):
@@ -30,3 +30,11 @@ class Closed(LogpipeError):
 
 class ConfigError(LogpipeError, ValueError):
     """A configuration value breaks its rule; the message names both."""
+
+
+class SinkError(LogpipeError):
+    """A sink cannot deliver: its target refused a write (broken pipe, disk full...).
+
+    The message names the sink and the reason on one line; the OSError that
+    caused it is chained as ``__cause__``.
+    """
