@@ -79,6 +79,9 @@ class RingBuffer:
     def put_many(
         self, items: Iterable[Buffer], block: bool = True, timeout: float | None = None
     ) -> int: ...
+    def put_objects(
+        self, objects: Iterable[Any], block: bool = True, timeout: float | None = None
+    ) -> int: ...
     # consumers
     def get(
         self, block: bool = True, timeout: float | None = None, *, stop: StopSignal | None = None

@@ -70,6 +70,8 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
+from orjson import dumps as orjson_dumps
+
 from logpipe.exceptions import Closed, Empty, Full
 
 cdef extern from "stdlib.h" nogil:
@@ -835,6 +837,15 @@ cdef class RingBuffer:
         before it were taken.
         """
         return self._put_many(items, block, timeout)
+
+    def put_objects(self, objects, block=True, timeout=None):
+        """Serialise each object to one JSON line (orjson) and put them in order.
+
+        For callers that hold dicts rather than bytes. Returns how many were
+        taken, as put_many; an object orjson cannot serialise raises
+        TypeError before anything is put.
+        """
+        return self._put_many([orjson_dumps(obj) for obj in objects], block, timeout)
 
     cdef Py_ssize_t _put_many(self, object items, bint block, object timeout) except -1:
         # Under the GIL a list cannot change while we gather from it; on a

@@ -1,0 +1,229 @@
+"""The pipeline: Producer -> RingBuffer -> WorkerPool -> Sink, and its lifecycle.
+
+Shutdown always runs in this order, which is what makes it lose nothing:
+
+1. the source is cancelled and joined: nothing new enters the ring;
+2. the autoscaler is stopped: the pool stops changing;
+3. the ring is closed: workers drain it, flushing as they go, and leave
+   when it is empty (a closed ring reports Closed only once drained);
+4. every worker is joined, the sink closed, and the report printed:
+   lost = produced - processed - dropped, which must be 0.
+
+A run ends when its source is exhausted (``count`` reached, end of input),
+when ``duration`` has elapsed, or when request_stop() is called (the CLI
+calls it on SIGINT / SIGTERM).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+
+from logpipe._ringbuf import RingBuffer
+from logpipe.application.autoscaler import AutoScaler
+from logpipe.application.console import Console
+from logpipe.application.metrics import Metrics, MetricsReporter, Snapshot
+from logpipe.application.pool import WorkerPool
+from logpipe.application.producer import GeneratorSource
+from logpipe.application.worker import Worker
+from logpipe.domain.clock import Clock, SystemClock
+from logpipe.domain.config import PipelineConfig
+from logpipe.domain.durations import format_duration
+from logpipe.domain.ports import Sink, Source
+
+__all__ = ["Pipeline", "Report"]
+
+# How often a waiting main thread wakes to notice signals and finished joins.
+JOIN_SLICE = 0.1
+
+
+@dataclass(frozen=True)
+class Report:
+    """The final account of a run."""
+
+    produced: int
+    processed: int
+    dropped: int
+    lost: int
+    elapsed: float
+    backpressure_sleeps: int
+    scale_ups: int
+    scale_downs: int
+    sink_errors: int
+    peak_workers: int
+    reason: str
+
+    @property
+    def rate(self) -> float:
+        """Records processed per second over the whole run."""
+        return self.processed / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0
+
+    def line(self) -> str:
+        """One parseable line: ``Report: produced=N processed=N ... lost=0 ...``."""
+        return (
+            f"Report: produced={self.produced} processed={self.processed} "
+            f"dropped={self.dropped} lost={self.lost} elapsed={self.elapsed:.2f}s "
+            f"rate={self.rate:.0f} logs/s backpressure_sleeps={self.backpressure_sleeps} "
+            f"scale_ups={self.scale_ups} scale_downs={self.scale_downs} "
+            f"sink_errors={self.sink_errors} peak_workers={self.peak_workers}"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "rate": self.rate, "ok": self.ok}
+
+
+class Pipeline:
+    """One run of the pipeline.
+
+    Args:
+        config: validated parameters.
+        sink: where batches go (closed by the pipeline at the end).
+        source: where records come from (default: the generator of the spec,
+            with the config's rate, count, message and level).
+        console: where the status lines go (default: stdout).
+        clock: time source (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        sink: Sink,
+        *,
+        source: Source | None = None,
+        console: Console | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self.console = console if console is not None else Console(verbose=config.verbose)
+        self.clock = clock if clock is not None else SystemClock()
+        self.ring = RingBuffer(config.channel_size, max_record_size=config.max_record_size)
+        self.pool = WorkerPool(self._make_worker, min_workers=config.min_workers, max_workers=config.max_workers)
+        self.metrics = Metrics(
+            queue_depth=lambda: len(self.ring),
+            queue_capacity=self.ring.capacity,
+            workers=lambda: len(self.pool),
+        )
+        self.source = source if source is not None else GeneratorSource(
+            rate=config.rate,
+            count=config.count,
+            message=config.message,
+            level=config.level,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        self.scaler = AutoScaler(
+            self.ring,
+            self.pool,
+            metrics=self.metrics,
+            console=self.console,
+            interval=config.scale_interval,
+            scale_up=config.scale_up,
+            scale_down=config.scale_down,
+        )
+        self.reporter = MetricsReporter(
+            self.metrics, self.console, interval=config.metrics_interval, monotonic=self.clock.monotonic
+        )
+        self._cancel = threading.Event()  # the producer's context
+        self._wake = threading.Event()  # ends the main wait: stop asked or source done
+        self._stop_reason: str | None = None
+        self.draining = False
+
+    def _make_worker(self, worker_id: int) -> Worker:
+        return Worker(
+            worker_id,
+            self.ring,
+            self.sink,
+            batch_size=self.config.batch_size,
+            batch_timeout=self.config.batch_timeout,
+            io_latency=self.config.io_latency,
+            metrics=self.metrics,
+            console=self.console,
+        )
+
+    # -- control ------------------------------------------------------------
+
+    def request_stop(self, reason: str = "signal") -> None:
+        """Begin shutdown; safe from a signal handler or any thread."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._wake.set()
+
+    def pending(self) -> int:
+        """Records in the ring plus those held in workers' unwritten batches."""
+        return len(self.ring) + self.pool.pending()
+
+    # -- the run ------------------------------------------------------------
+
+    def run(self) -> Report:
+        """Run until the source ends, the duration elapses or a stop is requested."""
+        started = self.clock.monotonic()
+        self.pool.start()
+        source_thread = threading.Thread(target=self._run_source, name="logpipe-source", daemon=True)
+        source_thread.start()
+        self.scaler.start()
+        self.reporter.start()
+
+        self._wake.wait(self.config.duration)
+        if self._stop_reason is None:
+            self._stop_reason = "source finished" if not source_thread.is_alive() else "duration"
+        self._announce_stop()
+
+        self.draining = True
+        self._cancel.set()
+        self._join(source_thread)
+        self.scaler.stop()
+        self.ring.close()
+        self._join_workers()
+        self.reporter.stop()
+        self.sink.close()
+
+        report = self._report(self.metrics.snapshot(), self.clock.monotonic() - started)
+        self.console.say("Program finished")
+        self.console.say(report.line())
+        if not report.ok:
+            self.console.say(f"ERROR: {report.lost} logs were lost")
+        return report
+
+    def _run_source(self) -> None:
+        try:
+            self.source.run(self.ring, self._cancel)
+        finally:
+            self.request_stop("source finished")
+
+    def _announce_stop(self) -> None:
+        reason = self._stop_reason
+        if reason == "signal":
+            self.console.say("Shutdown signal received!")
+        elif reason == "duration":
+            self.console.say(f"Shutdown: --duration {format_duration(self.config.duration or 0)} elapsed")
+        else:
+            self.console.say(f"Shutdown: {reason}")
+
+    def _join(self, thread: threading.Thread) -> None:
+        # Join in slices so the main thread keeps handling signals.
+        while thread.is_alive():
+            thread.join(JOIN_SLICE)
+
+    def _join_workers(self) -> None:
+        while self.pool.join_all(JOIN_SLICE):
+            pass
+
+    def _report(self, snap: Snapshot, elapsed: float) -> Report:
+        return Report(
+            produced=snap.produced,
+            processed=snap.processed,
+            dropped=snap.dropped,
+            lost=snap.lost,
+            elapsed=elapsed,
+            backpressure_sleeps=snap.backpressure_sleeps,
+            scale_ups=snap.scale_ups,
+            scale_downs=snap.scale_downs,
+            sink_errors=snap.sink_errors,
+            peak_workers=self.pool.peak,
+            reason=self._stop_reason or "",
+        )
