@@ -61,6 +61,9 @@ class Metrics:
     """Counters written by the pipeline's threads; gauges read live.
 
     Args:
+        produced: returns the records that entered the pipeline so far; the
+            pipeline passes ``lambda: ring.pushed`` so that every source is
+            counted the same way. Without it, the ``produced`` counter is used.
         queue_depth: returns the records in the ring now.
         queue_capacity: the ring's capacity.
         workers: returns the live worker count.
@@ -69,11 +72,13 @@ class Metrics:
     def __init__(
         self,
         *,
+        produced: Callable[[], int] | None = None,
         queue_depth: Callable[[], int] = lambda: 0,
         queue_capacity: int = 0,
         workers: Callable[[], int] = lambda: 0,
     ) -> None:
         self.produced = Counter()
+        self._produced = produced if produced is not None else (lambda: self.produced.value)
         self.processed = Counter()
         self.dropped = Counter()
         self.batches_flushed = Counter()
@@ -91,7 +96,7 @@ class Metrics:
         processed = self.processed.value
         dropped = self.dropped.value
         return Snapshot(
-            produced=self.produced.value,
+            produced=self._produced(),
             processed=processed,
             dropped=dropped,
             queue_depth=self._queue_depth(),

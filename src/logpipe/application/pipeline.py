@@ -104,6 +104,7 @@ class Pipeline:
         self.ring = RingBuffer(config.channel_size, max_record_size=config.max_record_size)
         self.pool = WorkerPool(self._make_worker, min_workers=config.min_workers, max_workers=config.max_workers)
         self.metrics = Metrics(
+            produced=lambda: self.ring.pushed,
             queue_depth=lambda: len(self.ring),
             queue_capacity=self.ring.capacity,
             workers=lambda: len(self.pool),

@@ -70,7 +70,9 @@ class WorkerPool:
             self._retired.append(worker)
             count = len(self._workers)
         worker.stop()
-        worker.join(join_timeout)
+        if worker.join(join_timeout):
+            with self._lock:
+                self._retired.remove(worker)
         return count
 
     def pending(self) -> int:
