@@ -112,5 +112,10 @@ cdef class Batch:
     cdef Py_ssize_t *offsets    # offsets[i]: start of record i; offsets[count]: end
     cdef Py_ssize_t count
     cdef Py_ssize_t offsets_cap
+    cdef uint64_t *runs         # pairs (first ring position, record count), one per claim run
+    cdef Py_ssize_t nruns
+    cdef Py_ssize_t runs_cap
+    cdef int reserve_run(self) noexcept nogil
+    cdef int add_run(self, uint64_t pos, uint64_t n) noexcept nogil
     cdef int reserve(self, Py_ssize_t records, Py_ssize_t nbytes) noexcept nogil
     cdef int take_from(self, lp_ring_t *r, uint64_t max_items) noexcept nogil

@@ -507,11 +507,38 @@ cdef class Batch:
     def __cinit__(self):
         self.buf = NULL
         self.offsets = NULL
+        self.runs = NULL
         self.size = self.cap = self.count = self.offsets_cap = 0
+        self.nruns = self.runs_cap = 0
 
     def __dealloc__(self):
         free(self.buf)
         free(self.offsets)
+        free(self.runs)
+
+    cdef int reserve_run(self) noexcept nogil:
+        """Make room for one more run in the run list."""
+        cdef void *p
+        if self.nruns < self.runs_cap:
+            return LP_OK
+        p = realloc(self.runs, 2 * sizeof(uint64_t) * max(4, 2 * self.runs_cap))
+        if p == NULL:
+            return LP_NOMEM
+        self.runs = <uint64_t *>p
+        self.runs_cap = max(4, 2 * self.runs_cap)
+        return LP_OK
+
+    cdef int add_run(self, uint64_t pos, uint64_t n) noexcept nogil:
+        """Remember that ring positions pos .. pos+n-1 are in this batch."""
+        if self.nruns and self.runs[2 * self.nruns - 2] + self.runs[2 * self.nruns - 1] == pos:
+            self.runs[2 * self.nruns - 1] += n  # continues the previous run
+            return LP_OK
+        if self.reserve_run() != LP_OK:
+            return LP_NOMEM
+        self.runs[2 * self.nruns] = pos
+        self.runs[2 * self.nruns + 1] = n
+        self.nruns += 1
+        return LP_OK
 
     def __init__(self):
         raise TypeError("Batch objects come from RingBuffer.get_batch()")
@@ -556,6 +583,8 @@ cdef class Batch:
         # records can need a realloc while records are claimed.
         if self.reserve(max_items, max_items * (r.inline_max + 1)) != LP_OK:
             return LP_NOMEM
+        if self.reserve_run() != LP_OK:  # so that add_run cannot fail after the claim
+            return LP_NOMEM
         n = lp_claim_pop(r, max_items, &pos)
         if n == 0:
             return LP_OK
@@ -583,6 +612,7 @@ cdef class Batch:
             self.size += length + 1
             self.count += 1
         self.offsets[self.count] = self.size
+        self.add_run(pos, n)
         lp_release_pop(r, pos, n)
         return LP_OK
 
@@ -617,6 +647,16 @@ cdef class Batch:
 
     def __releasebuffer__(self, Py_buffer *view):
         pass
+
+    @property
+    def positions(self):
+        """Where the records sat in the ring: ``[(first_position, count), ...]``.
+
+        Positions number the records in the order they entered the ring
+        (0, 1, 2, ...). A pipeline uses them to know which prefix of its
+        input has been written (see logpipe.application.checkpoint).
+        """
+        return [(self.runs[2 * i], self.runs[2 * i + 1]) for i in range(self.nruns)]
 
     def tobytes(self):
         """The framed records as one bytes object (a copy)."""

@@ -57,7 +57,22 @@ def test_defaults_are_the_specification() -> None:
         "verbose": False,
         "message": "hello from producer",
         "level": "INFO",
+        "format": "raw",
+        "state_dir": None,
+        "dead_letter": None,
+        "once": False,
+        "max_connections": 256,
+        "rotate_bytes": None,
+        "rotate_keep": 5,
+        "nats_stream": None,
     }
+
+
+def test_a_choice_outside_its_list_is_one_line_naming_the_flag() -> None:
+    """--format accepts raw and json only; anything else names the flag, value and choices."""
+    with pytest.raises(ConfigError) as caught:
+        PipelineConfig(format="xml")
+    assert str(caught.value) == "--format: 'xml' is not one of raw, json"
 
 
 def test_options_describe_every_field_once() -> None:

@@ -50,6 +50,7 @@ class Snapshot:
     scale_ups: int
     scale_downs: int
     sink_errors: int
+    invalid: int = 0
 
     @property
     def lost(self) -> int:
@@ -86,6 +87,7 @@ class Metrics:
         self.scale_ups = Counter()
         self.scale_downs = Counter()
         self.sink_errors = Counter()
+        self.invalid = Counter()  # lines a source rejected (malformed, oversized)
         self._queue_depth = queue_depth
         self._queue_capacity = queue_capacity
         self._workers = workers
@@ -107,6 +109,7 @@ class Metrics:
             scale_ups=self.scale_ups.value,
             scale_downs=self.scale_downs.value,
             sink_errors=self.sink_errors.value,
+            invalid=self.invalid.value,
         )
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 from logpipe._ringbuf import RingBuffer
 from logpipe.application.autoscaler import AutoScaler
+from logpipe.application.checkpoint import FlushTracker
 from logpipe.application.console import Console
 from logpipe.application.metrics import Metrics, MetricsReporter, Snapshot
 from logpipe.application.pool import WorkerPool
@@ -35,6 +36,8 @@ __all__ = ["Pipeline", "Report"]
 
 # How often a waiting main thread wakes to notice signals and finished joins.
 JOIN_SLICE = 0.1
+# How often a resumable source is told how far its input has been written.
+CHECKPOINT_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class Pipeline:
         self.console = console if console is not None else Console(verbose=config.verbose)
         self.clock = clock if clock is not None else SystemClock()
         self.ring = RingBuffer(config.channel_size, max_record_size=config.max_record_size)
+        self.tracker = FlushTracker()
         self.pool = WorkerPool(self._make_worker, min_workers=config.min_workers, max_workers=config.max_workers)
         self.metrics = Metrics(
             produced=lambda: self.ring.pushed,
@@ -144,6 +148,7 @@ class Pipeline:
             io_latency=self.config.io_latency,
             metrics=self.metrics,
             console=self.console,
+            tracker=self.tracker,
         )
 
     # -- control ------------------------------------------------------------
@@ -168,6 +173,8 @@ class Pipeline:
         source_thread.start()
         self.scaler.start()
         self.reporter.start()
+        checkpointer = threading.Thread(target=self._checkpoint_loop, name="logpipe-checkpoint", daemon=True)
+        checkpointer.start()
 
         self._wake.wait(self.config.duration)
         if self._stop_reason is None:
@@ -182,6 +189,8 @@ class Pipeline:
         self._join_workers()
         self.reporter.stop()
         self.sink.close()
+        self._join(checkpointer)
+        self._commit()  # everything is written now: the final checkpoint
 
         report = self._report(self.metrics.snapshot(), self.clock.monotonic() - started)
         self.console.say("Program finished")
@@ -189,6 +198,18 @@ class Pipeline:
         if not report.ok:
             self.console.say(f"ERROR: {report.lost} logs were lost")
         return report
+
+    def _commit(self) -> None:
+        # Sources that can resume (a file tail) record how far the written
+        # prefix of their input reaches; the rest have no commit().
+        commit = getattr(self.source, "commit", None)
+        if commit is not None:
+            commit(self.tracker.watermark)
+
+    def _checkpoint_loop(self) -> None:
+        while not self.draining:
+            self._commit()
+            self._cancel.wait(CHECKPOINT_INTERVAL)
 
     def _run_source(self) -> None:
         try:

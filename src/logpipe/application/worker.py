@@ -19,6 +19,7 @@ import threading
 import time
 
 from logpipe._ringbuf import Batch, RingBuffer, StopSignal
+from logpipe.application.checkpoint import FlushTracker
 from logpipe.application.console import Console
 from logpipe.application.metrics import Metrics
 from logpipe.domain.ports import Sink
@@ -40,6 +41,7 @@ class Worker:
         batch_size, batch_timeout: the flush rule.
         io_latency: extra seconds per flush, to make backpressure observable.
         metrics, console: shared with the rest of the pipeline.
+        tracker: told the ring positions of every batch written (for checkpoints).
     """
 
     def __init__(
@@ -53,8 +55,10 @@ class Worker:
         io_latency: float = 0.0,
         metrics: Metrics,
         console: Console,
+        tracker: FlushTracker | None = None,
     ) -> None:
         self.worker_id = worker_id
+        self._tracker = tracker
         self._ring = ring
         self._sink = sink
         self._batch_size = batch_size
@@ -101,6 +105,8 @@ class Worker:
         if self._io_latency:
             time.sleep(self._io_latency)
         self._write_with_retry(batch)
+        if self._tracker is not None:
+            self._tracker.flushed(batch.positions)
         count = len(batch)
         self.processed += count
         self.holding = 0

@@ -60,6 +60,7 @@ class Option:
         low, high: the allowed range, when there is one.
         low_open, high_open: whether those bounds are excluded.
         unset: what leaving an optional parameter unset means.
+        choices: the allowed values of a str option, when they are fixed.
     """
 
     name: str
@@ -72,6 +73,7 @@ class Option:
     high: float | None = None
     high_open: bool = False
     unset: str | None = None
+    choices: tuple[str, ...] | None = None
 
     @property
     def optional(self) -> bool:
@@ -166,6 +168,8 @@ class Option:
 
         The value must already have the right type (see :meth:`convert`).
         """
+        if self.choices is not None and isinstance(value, str) and value not in self.choices:
+            return f"is not one of {', '.join(self.choices)}"
         if not _is_number(value):  # None (unset), strings and switches have no range
             return None
         too_low = self.low is not None and (
@@ -254,6 +258,28 @@ class PipelineConfig:
     verbose: bool = _opt(False, "bool", "print every flush, not only the final ones")
     message: str = _opt("hello from producer", "str", "the msg field of generated logs")
     level: str = _opt("INFO", "str", "the level field of generated logs")
+    # -- real inputs and outputs (sources and sinks) ---------------------------
+    format: str = _opt(
+        "raw", "str", "raw: any line is a record; json: lines must be JSON", choices=("raw", "json")
+    )
+    state_dir: str | None = _opt(
+        None, "str", "where file sources keep checkpoints", unset="keep no checkpoints"
+    )
+    dead_letter: str | None = _opt(
+        None,
+        "str",
+        "file for rejected lines, with the reason",
+        unset="use STATE_DIR/dead-letter.ndjson, or ./logpipe-dead-letter.ndjson",
+    )
+    once: bool = _opt(False, "bool", "file sources: read to the end once, then stop")
+    max_connections: int = _opt(256, "int", "tcp source: most clients at once", low=1)
+    rotate_bytes: int | None = _opt(
+        None, "int", "file sink: rotate after this many bytes", low=1, unset="never rotate"
+    )
+    rotate_keep: int = _opt(5, "int", "file sink: rotated files kept", low=1)
+    nats_stream: str | None = _opt(
+        None, "str", "nats sink: create this JetStream stream if missing", unset="use an existing stream"
+    )
 
     def __post_init__(self) -> None:
         # Normalise numbers first (rate=0 -> 0.0) so a config compares and
