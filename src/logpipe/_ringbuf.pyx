@@ -574,9 +574,9 @@ cdef class Batch:
         cdef uint64_t pos, n, i
         cdef uint32_t length
         cdef const char *src
-        cdef lp_slot_t *first
         cdef lp_slot_t *s
-        cdef Py_ssize_t framed = 0
+        cdef uint64_t freed = 0
+        cdef int status = LP_OK
         if max_items > LP_TAKE_CHUNK:
             max_items = LP_TAKE_CHUNK
         # Room for a chunk of inline records first, so that only out-of-line
@@ -588,33 +588,37 @@ cdef class Batch:
         n = lp_claim_pop(r, max_items, &pos)
         if n == 0:
             return LP_OK
-        first = slot_at(r, pos)
-        s = first
-        for i in range(n):
-            if i:
-                s = next_slot(r, s)
-            framed += s.length + 1
-        if self.reserve(n, framed) != LP_OK:
-            # Out of memory with out-of-line records claimed: they can only be
-            # dropped. (Inline records had their room reserved above.)
-            lp_release_pop(r, pos, n)
-            return LP_NOMEM
-        s = first
+        # One pass: copy each record and hand its slot straight back, so each
+        # slot's cache line is visited once.
+        s = slot_at(r, pos)
         for i in range(n):
             if i:
                 s = next_slot(r, s)
             length = s.length
-            src = (<char **>slot_payload(s))[0] if s.out_of_line else slot_payload(s)
-            self.offsets[self.count] = self.size
-            if length:
-                memcpy(self.buf + self.size, src, length)
-            self.buf[self.size + length] = b'\n'
-            self.size += length + 1
-            self.count += 1
+            freed += length
+            if s.out_of_line:
+                src = (<char **>slot_payload(s))[0]
+                # Only out-of-line records can outgrow the room reserved above.
+                if status == LP_OK and self.reserve(1, length + 1) != LP_OK:
+                    status = LP_NOMEM  # claimed records can only be dropped now
+            else:
+                src = slot_payload(s)
+            if status == LP_OK:
+                self.offsets[self.count] = self.size
+                if length:
+                    memcpy(self.buf + self.size, src, length)
+                self.buf[self.size + length] = b'\n'
+                self.size += length + 1
+                self.count += 1
+            if s.out_of_line:
+                free(<void *>src)
+            lp_store_release(&s.seq, pos + i + r.nslots)
         self.offsets[self.count] = self.size
         self.add_run(pos, n)
-        lp_release_pop(r, pos, n)
-        return LP_OK
+        if freed:
+            lp_fetch_sub_u64(&r.nbytes, freed)
+        lp_ec_notify(&r.not_full)
+        return status
 
     @property
     def nbytes(self):
