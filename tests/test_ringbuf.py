@@ -131,9 +131,18 @@ def test_explicit_limits_are_reported():
 
 
 def test_default_max_bytes_follows_large_max_record_size():
-    """Default max_bytes is max(64 MiB, max_record_size)."""
+    """Default max_bytes is max(64 MiB, max_record_size, capacity * inline bytes)."""
     assert RingBuffer(2, max_record_size=100).max_bytes == 64 * MiB
     assert RingBuffer(2, max_record_size=128 * MiB).max_bytes == 128 * MiB
+    assert RingBuffer(1_000_000).max_bytes == 1_000_000 * (128 - 16)
+
+
+def test_default_ring_full_of_inline_records_is_limited_by_count_not_bytes():
+    """With default limits, a ring fills to capacity with records that fit inline."""
+    rb = RingBuffer(700_000)
+    record = b"x" * 112
+    assert rb.put_many([record] * 700_000, block=False) == 700_000
+    assert len(rb) == 700_000 and rb.usage == 1.0
 
 
 @pytest.mark.parametrize("capacity", [0, -1, -1000])

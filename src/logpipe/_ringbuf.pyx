@@ -709,8 +709,9 @@ cdef class RingBuffer:
     Args:
         capacity: most records held at once (>= 1).
         max_record_size: largest record accepted, in bytes (default 1 MiB).
-        max_bytes: most payload bytes held at once (default: 64 MiB or
-            max_record_size, the larger).
+        max_bytes: most payload bytes held at once (default: the largest of
+            64 MiB, max_record_size and capacity * (slot_size - 16), so that
+            a ring full of inline records is never limited by bytes).
         slot_size: bytes per preallocated slot (default 128); records up to
             ``slot_size - 16`` bytes are stored inline, longer ones in their
             own allocation. Memory: ``capacity * slot_size`` up front, plus at
@@ -732,14 +733,16 @@ cdef class RingBuffer:
         if not isinstance(max_record_size, int) or not 0 <= max_record_size <= MAX_RECORD_LIMIT:
             raise ValueError(
                 f"max_record_size must be an integer in [0, {MAX_RECORD_LIMIT}], got {max_record_size!r}")
-        if max_bytes is None:
-            max_bytes = max(DEFAULT_MAX_BYTES, max_record_size)
-        if not isinstance(max_bytes, int) or max_bytes < max_record_size:
-            raise ValueError(
-                f"max_bytes must be an integer >= max_record_size ({max_record_size}), got {max_bytes!r}")
         if (not isinstance(slot_size, int) or slot_size % 8 or not 32 <= slot_size <= 65536):
             raise ValueError(
                 f"slot_size must be a multiple of 8 between 32 and 65536, got {slot_size!r}")
+        if max_bytes is None:
+            # Large enough that a ring full of inline records never hits it:
+            # by default only out-of-line records are held back by bytes.
+            max_bytes = max(DEFAULT_MAX_BYTES, max_record_size, capacity * (slot_size - 16))
+        if not isinstance(max_bytes, int) or max_bytes < max_record_size:
+            raise ValueError(
+                f"max_bytes must be an integer >= max_record_size ({max_record_size}), got {max_bytes!r}")
         cdef void *mem = NULL
         if posix_memalign(&mem, 64, sizeof(lp_ring_t)) != 0:
             raise MemoryError()
