@@ -37,4 +37,12 @@ class SinkError(LogpipeError):
 
     The message names the sink and the reason on one line; the OSError that
     caused it is chained as ``__cause__``.
+
+    Attributes:
+        retryable: whether writing the same batch again may succeed (a full
+            disk may be freed; a reader that closed its pipe never returns).
     """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

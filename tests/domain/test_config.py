@@ -49,6 +49,7 @@ def test_defaults_are_the_specification() -> None:
         "scale_down": 0.2,
         "io_latency": 0.0,
         "duration": None,
+        "load_duration": None,
         "count": None,
         "source": "generator",
         "sink": "null",

@@ -88,6 +88,23 @@ class Metrics:
         self.scale_downs = Counter()
         self.sink_errors = Counter()
         self.invalid = Counter()  # lines a source rejected (malformed, oversized)
+        self.bind(queue_depth=queue_depth, queue_capacity=queue_capacity, workers=workers)
+
+    def bind(
+        self,
+        *,
+        produced: Callable[[], int] | None = None,
+        queue_depth: Callable[[], int] = lambda: 0,
+        queue_capacity: int = 0,
+        workers: Callable[[], int] = lambda: 0,
+    ) -> None:
+        """Attach the live gauges (the pipeline does, once its ring and pool exist).
+
+        Lets a caller create the Metrics first and hand them to a source
+        (which counts ``invalid``) before the pipeline is built.
+        """
+        if produced is not None:
+            self._produced = produced
         self._queue_depth = queue_depth
         self._queue_capacity = queue_capacity
         self._workers = workers

@@ -89,6 +89,8 @@ class Pipeline:
             with the config's rate, count, message and level).
         console: where the status lines go (default: stdout).
         clock: time source (injectable for tests).
+        metrics: counters to use (default: new ones); pass the Metrics given
+            to a source so that its ``invalid`` count is in the report.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Pipeline:
         source: Source | None = None,
         console: Console | None = None,
         clock: Clock | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
@@ -107,7 +110,8 @@ class Pipeline:
         self.ring = RingBuffer(config.channel_size, max_record_size=config.max_record_size)
         self.tracker = FlushTracker()
         self.pool = WorkerPool(self._make_worker, min_workers=config.min_workers, max_workers=config.max_workers)
-        self.metrics = Metrics(
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics.bind(
             produced=lambda: self.ring.pushed,
             queue_depth=lambda: len(self.ring),
             queue_capacity=self.ring.capacity,
@@ -134,6 +138,9 @@ class Pipeline:
             self.metrics, self.console, interval=config.metrics_interval, monotonic=self.clock.monotonic
         )
         self._cancel = threading.Event()  # the producer's context
+        # What the source is given: set with _cancel, or earlier when
+        # --load-duration ends the load while the run goes on.
+        self._producing_stop = threading.Event()
         self._wake = threading.Event()  # ends the main wait: stop asked or source done
         self._stop_reason: str | None = None
         self.draining = False
@@ -149,6 +156,7 @@ class Pipeline:
             metrics=self.metrics,
             console=self.console,
             tracker=self.tracker,
+            on_fatal=self.request_stop,
         )
 
     # -- control ------------------------------------------------------------
@@ -183,6 +191,7 @@ class Pipeline:
 
         self.draining = True
         self._cancel.set()
+        self._producing_stop.set()
         self._join(source_thread)
         self.scaler.stop()
         self.ring.close()
@@ -212,9 +221,21 @@ class Pipeline:
             self._cancel.wait(CHECKPOINT_INTERVAL)
 
     def _run_source(self) -> None:
+        load_timer = None
+        if self.config.load_duration is not None:
+            load_timer = threading.Timer(self.config.load_duration, self._producing_stop.set)
+            load_timer.daemon = True
+            load_timer.start()
         try:
-            self.source.run(self.ring, self._cancel)
+            self.source.run(self.ring, self._producing_stop)
+            if load_timer is not None:
+                # The load is over, the run is not: idle until shutdown, so
+                # the pool can be watched scaling back down.
+                self.console.say("Load finished; idling until the run ends")
+                self._cancel.wait()
         finally:
+            if load_timer is not None:
+                load_timer.cancel()
             self.request_stop("source finished")
 
     def _announce_stop(self) -> None:

@@ -9,7 +9,11 @@ the ring is closed it drains it, flushing as it goes, and leaves on Closed.
 
 A sink that fails is retried with exponential backoff and jitter, holding the
 batch: nothing is dropped, and while the worker waits the ring fills and
-backpressure slows the producer.
+backpressure slows the producer. A failure the sink declares permanent
+(``SinkError(retryable=False)``: the reader of a pipe went away) cannot be
+retried: the worker reports it through ``on_fatal`` (the pipeline then shuts
+down) and the batch is counted as not delivered, so the final report shows
+the loss and the command exits non-zero instead of hanging.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 
 from logpipe._ringbuf import Batch, RingBuffer, StopSignal
 from logpipe.application.checkpoint import FlushTracker
 from logpipe.application.console import Console
 from logpipe.application.metrics import Metrics
 from logpipe.domain.ports import Sink
-from logpipe.exceptions import Closed
+from logpipe.exceptions import Closed, SinkError
 
 __all__ = ["Worker"]
 
@@ -42,6 +47,7 @@ class Worker:
         io_latency: extra seconds per flush, to make backpressure observable.
         metrics, console: shared with the rest of the pipeline.
         tracker: told the ring positions of every batch written (for checkpoints).
+        on_fatal: called with a reason when the sink fails permanently.
     """
 
     def __init__(
@@ -56,9 +62,11 @@ class Worker:
         metrics: Metrics,
         console: Console,
         tracker: FlushTracker | None = None,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self._tracker = tracker
+        self._on_fatal = on_fatal
         self._ring = ring
         self._sink = sink
         self._batch_size = batch_size
@@ -104,7 +112,9 @@ class Worker:
     def _flush(self, batch: Batch) -> None:
         if self._io_latency:
             time.sleep(self._io_latency)
-        self._write_with_retry(batch)
+        if not self._write_with_retry(batch):
+            self.holding = 0
+            return  # undeliverable: left out of processed, so the report shows it
         if self._tracker is not None:
             self._tracker.flushed(batch.positions)
         count = len(batch)
@@ -118,18 +128,32 @@ class Worker:
         else:
             self._console.detail(line)
 
-    def _write_with_retry(self, batch: Batch) -> None:
+    def _write_with_retry(self, batch: Batch) -> bool:
+        """Write the batch, retrying; False if the sink failed for good."""
         pause = RETRY_FIRST
         while True:
             try:
                 self._sink.write_batch(batch)
-                return
-            except Exception as exc:  # noqa: BLE001 - any sink failure is retried
+                return True
+            except SinkError as exc:
+                if exc.retryable:
+                    self._retry_later(exc, batch, pause)
+                    pause = min(pause * 2, RETRY_MAX)
+                    continue
                 self._metrics.sink_errors.add()
-                self._console.say(
-                    f"Worker {self.worker_id}: sink write failed ({exc}); "
-                    f"retrying {len(batch)} logs in {pause:.2f}s"
-                )
-                # Full jitter keeps many workers from retrying in lockstep.
-                time.sleep(pause * (0.5 + random.random() / 2))
+                self._console.say(f"Worker {self.worker_id}: sink failed for good ({exc}); {len(batch)} logs not delivered")
+                if self._on_fatal is not None:
+                    self._on_fatal(f"sink failed ({exc})")
+                return False
+            except Exception as exc:  # noqa: BLE001 - any other sink failure is retried
+                self._retry_later(exc, batch, pause)
                 pause = min(pause * 2, RETRY_MAX)
+
+    def _retry_later(self, exc: Exception, batch: Batch, pause: float) -> None:
+        self._metrics.sink_errors.add()
+        self._console.say(
+            f"Worker {self.worker_id}: sink write failed ({exc}); "
+            f"retrying {len(batch)} logs in {pause:.2f}s"
+        )
+        # Jitter keeps many workers from retrying in lockstep.
+        time.sleep(pause * (0.5 + random.random() / 2))

@@ -244,6 +244,14 @@ class PipelineConfig:
     duration: float | None = _opt(
         None, "duration", "stop after this long", low=0, low_open=True, unset="run until a signal"
     )
+    load_duration: float | None = _opt(
+        None,
+        "duration",
+        "generator: produce for this long, then idle until the run ends (watch the pool scale down)",
+        low=0,
+        low_open=True,
+        unset="produce until the run ends",
+    )
     count: int | None = _opt(
         None, "int", "stop after producing this many records", low=1, unset="produce without limit"
     )

@@ -1,0 +1,48 @@
+"""The infrastructure layer: sources, sinks and the registry that picks them.
+
+Components are chosen by spec (``null``, ``stdout``, ``file:PATH``...);
+:func:`open_sink` and :func:`open_source` turn a spec into one, with
+one-line :class:`~logpipe.exceptions.ConfigError` messages for bad specs.
+"""
+
+from logpipe.infrastructure.registry import (
+    SINKS,
+    SOURCES,
+    ComponentConfig,
+    GeneratorSourceConfig,
+    Registry,
+    Spec,
+    open_sink,
+    open_source,
+    parse_sink,
+    parse_source,
+)
+from logpipe.infrastructure.sinks import (
+    CountingSink,
+    FileSink,
+    FileSinkConfig,
+    NullSink,
+    NullSinkConfig,
+    StdoutSink,
+    StdoutSinkConfig,
+)
+
+__all__ = [
+    "SINKS",
+    "SOURCES",
+    "ComponentConfig",
+    "CountingSink",
+    "FileSink",
+    "FileSinkConfig",
+    "GeneratorSourceConfig",
+    "NullSink",
+    "NullSinkConfig",
+    "Registry",
+    "Spec",
+    "StdoutSink",
+    "StdoutSinkConfig",
+    "open_sink",
+    "open_source",
+    "parse_sink",
+    "parse_source",
+]

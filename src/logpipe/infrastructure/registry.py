@@ -1,0 +1,277 @@
+"""Specs to components: ``"file:/var/log/out.ndjson"`` -> a FileSink.
+
+A spec is ``SCHEME`` or ``SCHEME:TARGET`` (``SCHEME://TARGET`` reads the
+same: ``file:out.ndjson``, ``file://out.ndjson`` and ``file:///tmp/x`` all
+name files). Each scheme is a config class with
+
+- ``scheme`` (``"file"``), ``usage`` (``"file:PATH"``, shown in errors and
+  help) and ``takes_target`` (whether a target is required or refused);
+- ``from_target(target, settings) -> config``, raising ValueError with a
+  short reason (``"has no PATH"``) when the target is malformed. ``settings``
+  is whatever the caller of ``parse``/``open`` passed, None by default: the
+  run's PipelineConfig for sinks (rotation, NATS stream options), a source
+  context for sources;
+- ``build() -> component``, raising SinkError (or OSError) when the target
+  cannot be opened.
+
+A :class:`Registry` holds the classes of one kind. :data:`SINKS` has the
+built-in sinks; :data:`SOURCES` has the generator, and issue 4 adds the
+others (``file:PATH``, ``stdin``, ``tcp://HOST:PORT``) and the NATS sink
+(``nats://HOST:PORT/SUBJECT``) by writing a config class and registering it:
+
+    SINKS.register(NatsSinkConfig)
+
+Every error is a :class:`~logpipe.exceptions.ConfigError` with one line
+naming the flag (or config key), the spec and the known schemes:
+``--sink: unknown sink 'kafka://x' (known: file:PATH, null, stdout)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from logpipe.domain.config import PipelineConfig
+from logpipe.domain.ports import Sink, Source
+from logpipe.exceptions import ConfigError, LogpipeError
+from logpipe.infrastructure.sinks import FileSinkConfig, NullSinkConfig, StdoutSinkConfig
+
+__all__ = [
+    "ComponentConfig",
+    "GeneratorSourceConfig",
+    "Registry",
+    "SINKS",
+    "SOURCES",
+    "Spec",
+    "open_sink",
+    "open_source",
+    "parse_sink",
+    "parse_source",
+]
+
+T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
+
+
+class ComponentConfig(Protocol[T_co]):
+    """What a registered config class provides (see the module docstring)."""
+
+    scheme: ClassVar[str]
+    usage: ClassVar[str]
+    takes_target: ClassVar[bool]
+
+    @classmethod
+    def from_target(cls, target: str | None, settings: Any = None) -> ComponentConfig[T_co]:
+        """The config for ``SCHEME:target``; ValueError(reason) if malformed."""
+        ...
+
+    def build(self) -> T_co:
+        """Open the component; SinkError or OSError if its target cannot be opened."""
+        ...
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A spec split into its parts.
+
+    Attributes:
+        text: the spec as given.
+        scheme: the part before the first ``:``, lowercased.
+        target: the part after it without a leading ``//``; None if no ``:``.
+    """
+
+    text: str
+    scheme: str
+    target: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> Spec:
+        """Split ``text``; never fails (unknown schemes are the registry's call)."""
+        scheme, colon, rest = text.partition(":")
+        target = rest.removeprefix("//") if colon else None
+        return cls(text=text, scheme=scheme.lower(), target=target)
+
+
+class Registry(Generic[T]):
+    """The config classes of one kind of component, by scheme.
+
+    Args:
+        kind: ``"sink"`` or ``"source"``, as errors name it.
+        label: how errors name the setting by default, e.g. ``"--sink"``.
+    """
+
+    def __init__(self, kind: str, label: str) -> None:
+        self.kind = kind
+        self.label = label
+        self._configs: dict[str, type[ComponentConfig[T]]] = {}
+
+    def register(self, config: type[ComponentConfig[T]]) -> type[ComponentConfig[T]]:
+        """Add a config class (usable as a class decorator).
+
+        Raises:
+            ValueError: its scheme is taken already.
+        """
+        if config.scheme in self._configs:
+            raise ValueError(f"{self.kind} scheme {config.scheme!r} is registered already")
+        self._configs[config.scheme] = config
+        return config
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        """The registered schemes, sorted."""
+        return tuple(sorted(self._configs))
+
+    def known(self) -> str:
+        """The usages, sorted, as errors list them: ``file:PATH, null, stdout``."""
+        return ", ".join(sorted(config.usage for config in self._configs.values()))
+
+    def parse(
+        self, spec: str, *, label: str | None = None, settings: Any = None
+    ) -> ComponentConfig[T]:
+        """The config a spec describes, without opening anything.
+
+        Args:
+            spec: e.g. ``"file:out.ndjson"``.
+            label: how the error names the setting (default: :attr:`label`).
+            settings: passed to the config class's ``from_target``.
+
+        Raises:
+            ConfigError: unknown scheme, or a target missing, unwanted or malformed.
+        """
+        label = label or self.label
+        parsed = Spec.parse(spec)
+        config = self._configs.get(parsed.scheme)
+        if config is None:
+            raise ConfigError(
+                f"{label}: unknown {self.kind} {spec!r} (known: {self.known()}{self._hint(parsed)})"
+            )
+        if config.takes_target and not parsed.target:
+            reason = f"needs a target ({config.usage})"
+            if ":" in config.usage:
+                reason = f"has no {config.usage.partition(':')[2].removeprefix('//')}"
+            raise ConfigError(f"{label}: {spec!r} {reason} (known: {self.known()})")
+        if not config.takes_target and parsed.target is not None:
+            raise ConfigError(
+                f"{label}: {spec!r} takes nothing after {parsed.scheme!r} (known: {self.known()})"
+            )
+        try:
+            return config.from_target(parsed.target, settings)
+        except ValueError as exc:
+            raise ConfigError(f"{label}: {spec!r} {exc} (use {config.usage})") from None
+
+    def open(self, spec: str, *, label: str | None = None, settings: Any = None) -> T:
+        """Parse ``spec`` (with ``settings``) and build the component.
+
+        Raises:
+            ConfigError: as :meth:`parse`, or the target cannot be opened
+                (``--sink: cannot open file:x/y: directory 'x' does not exist ...``).
+        """
+        label = label or self.label
+        config = self.parse(spec, label=label, settings=settings)
+        try:
+            return config.build()
+        except (LogpipeError, OSError) as exc:
+            if isinstance(exc, OSError):
+                detail = f"cannot open {spec!r}: {exc.strerror or exc}"
+            else:
+                detail = str(exc)
+            raise ConfigError(f"{label}: {detail}") from exc
+
+    def _hint(self, parsed: Spec) -> str:
+        close = difflib.get_close_matches(parsed.scheme, self._configs, n=1, cutoff=0.6)
+        if close:
+            return f"; did you mean {self._configs[close[0]].usage}?"
+        if parsed.target is None and "file" in self._configs and any(c in parsed.text for c in "/."):
+            return f"; did you mean file:{parsed.text}?"
+        return ""
+
+
+# --- sinks -----------------------------------------------------------------------
+
+SINKS: Registry[Sink] = Registry("sink", "--sink")
+for _config in (FileSinkConfig, NullSinkConfig, StdoutSinkConfig):
+    SINKS.register(_config)
+del _config
+
+
+def parse_sink(
+    spec: str, *, label: str = "--sink", settings: PipelineConfig | None = None
+) -> ComponentConfig[Sink]:
+    """The sink config a spec describes, checked but not opened (for ``--dry-run``).
+
+    Raises:
+        ConfigError: one line naming ``label``, the spec and the known sinks.
+    """
+    return SINKS.parse(spec, label=label, settings=settings)
+
+
+def open_sink(
+    spec: str, *, label: str = "--sink", settings: PipelineConfig | None = None
+) -> Sink:
+    """Open the sink a spec names: ``null``, ``stdout``, ``file:PATH``.
+
+    Args:
+        spec: the sink spec.
+        label: how errors name the setting, e.g. ``"--sink"`` or
+            ``"config.toml: sink"``.
+        settings: the run's configuration, for sink options beyond the spec.
+
+    Raises:
+        ConfigError: one line: unknown scheme (listing the known ones), a
+            missing path, or a file that cannot be opened.
+    """
+    return SINKS.open(spec, label=label, settings=settings)
+
+
+# --- sources ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GeneratorSourceConfig:
+    """Spec ``generator``: the pipeline's own producer of synthetic logs.
+
+    It is built into the application layer, so :meth:`build` returns None,
+    which ``Pipeline(source=None)`` takes to mean "run the generator".
+    """
+
+    scheme: ClassVar[str] = "generator"
+    usage: ClassVar[str] = "generator"
+    takes_target: ClassVar[bool] = False
+
+    @classmethod
+    def from_target(cls, target: str | None, settings: object = None) -> GeneratorSourceConfig:
+        """The config for spec ``generator``."""
+        return cls()
+
+    def build(self) -> None:
+        """None: the pipeline's built-in generator."""
+        return None
+
+
+# Issue 4 registers FileSourceConfig (file:PATH), StdinSourceConfig (stdin)
+# and TcpSourceConfig (tcp://HOST:PORT) here.
+SOURCES: Registry[Source | None] = Registry("source", "--source")
+SOURCES.register(GeneratorSourceConfig)
+
+
+def parse_source(
+    spec: str, *, label: str = "--source", settings: Any = None
+) -> ComponentConfig[Source | None]:
+    """The source config a spec describes, checked but not opened.
+
+    Raises:
+        ConfigError: one line naming ``label``, the spec and the known sources.
+    """
+    return SOURCES.parse(spec, label=label, settings=settings)
+
+
+def open_source(spec: str, *, label: str = "--source", settings: Any = None) -> Source | None:
+    """Open the source a spec names; None for ``generator`` (the pipeline's own).
+
+    ``settings`` is handed to the source's config class (e.g. a SourceContext).
+
+    Raises:
+        ConfigError: one line naming ``label``, the spec and the known sources.
+    """
+    return SOURCES.open(spec, label=label, settings=settings)

@@ -1,0 +1,300 @@
+"""Tests for logpipe.infrastructure.sinks.file: FileSink and FileSinkConfig."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from logpipe.exceptions import SinkError
+from logpipe.infrastructure.sinks.file import FileSink, FileSinkConfig
+
+THREADS = 8
+BATCHES_PER_THREAD = 120
+RECORDS_PER_BATCH = 50
+
+
+def record(thread: int, index: int) -> bytes:
+    # Padding makes batches ~5 KB so a torn write would split lines visibly.
+    return orjson.dumps({"t": thread, "i": index, "pad": "x" * 64})
+
+
+def write_from_threads(sink: FileSink, make_batch, batches_per_thread: int = BATCHES_PER_THREAD) -> None:
+    """THREADS threads, each writing its own batches, all released at once."""
+    batches = [
+        [
+            make_batch([record(t, b * RECORDS_PER_BATCH + r) for r in range(RECORDS_PER_BATCH)])
+            for b in range(batches_per_thread)
+        ]
+        for t in range(THREADS)
+    ]
+    barrier = threading.Barrier(THREADS)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            barrier.wait()
+            for batch in batches[t]:
+                sink.write_batch(batch)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    assert errors == []
+
+
+def assert_whole_batches(path: Path, batches_per_thread: int = BATCHES_PER_THREAD) -> None:
+    """Every record once, and the file is a sequence of whole batches in per-thread order."""
+    lines = path.read_bytes().split(b"\n")
+    assert lines.pop() == b""  # the file ends with a newline
+    assert len(lines) == THREADS * batches_per_thread * RECORDS_PER_BATCH
+    parsed = [orjson.loads(line) for line in lines]
+    next_index = [0] * THREADS
+    for start in range(0, len(parsed), RECORDS_PER_BATCH):
+        chunk = parsed[start : start + RECORDS_PER_BATCH]
+        t = chunk[0]["t"]
+        expected = list(range(next_index[t], next_index[t] + RECORDS_PER_BATCH))
+        assert [(r["t"], r["i"]) for r in chunk] == [(t, i) for i in expected]
+        next_index[t] += RECORDS_PER_BATCH
+    assert next_index == [batches_per_thread * RECORDS_PER_BATCH] * THREADS
+
+
+def test_eight_threads_write_every_record_once_without_interleaving(tmp_path, make_batch):
+    """Batches written from 8 threads at once land whole: every record once, no torn lines."""
+    path = tmp_path / "out.ndjson"
+    sink = FileSink(path)
+    write_from_threads(sink, make_batch)
+    sink.close()
+    assert_whole_batches(path)
+    assert sink.records == THREADS * BATCHES_PER_THREAD * RECORDS_PER_BATCH
+    assert sink.batches == THREADS * BATCHES_PER_THREAD
+    assert sink.nbytes == path.stat().st_size
+
+
+def test_short_writes_are_completed_and_batches_never_interleave(tmp_path, make_batch, monkeypatch):
+    """With a kernel that takes 500 bytes per write(), the lock still keeps each batch whole."""
+    path = tmp_path / "out.ndjson"
+    sink = FileSink(path)
+    real_write = os.write
+    calls = []
+
+    def short_write(fd: int, data) -> int:
+        if fd != sink._fd:
+            return real_write(fd, data)
+        calls.append(1)
+        time.sleep(0)  # invite another thread in between the pieces
+        return real_write(fd, memoryview(data)[:500])
+
+    monkeypatch.setattr(os, "write", short_write)
+    write_from_threads(sink, make_batch, batches_per_thread=10)
+    monkeypatch.undo()
+    sink.close()
+    assert len(calls) > THREADS * 10 * 5  # writes really were short: ~10 per batch
+    assert_whole_batches(path, batches_per_thread=10)
+
+
+def test_one_write_call_per_batch(tmp_path, make_batch, monkeypatch):
+    """A batch goes to the kernel in one os.write, straight from the batch's memory."""
+    path = tmp_path / "out.ndjson"
+    sink = FileSink(path)
+    real_write = os.write
+    seen = []
+
+    def spy(fd: int, data) -> int:
+        if fd == sink._fd:
+            seen.append(type(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", spy)
+    sink.write_batch(make_batch([b'{"a":1}', b'{"b":2}', b'{"c":3}']))
+    monkeypatch.undo()
+    sink.close()
+    assert seen == [memoryview]  # no bytes() copy
+    assert path.read_bytes() == b'{"a":1}\n{"b":2}\n{"c":3}\n'
+
+
+def test_appends_to_an_existing_file(tmp_path, make_batch):
+    """Opening never truncates: a second sink appends after what is there."""
+    path = tmp_path / "out.ndjson"
+    path.write_bytes(b'{"old":true}\n')
+    first = FileSink(path)
+    first.write_batch(make_batch([b'{"n":1}']))
+    first.close()
+    second = FileSink(path)
+    second.write_batch(make_batch([b'{"n":2}', b'{"n":3}']))
+    second.close()
+    assert path.read_bytes() == b'{"old":true}\n{"n":1}\n{"n":2}\n{"n":3}\n'
+
+
+def test_missing_directory_is_a_clear_error(tmp_path):
+    """A file in a directory that does not exist fails at open, naming the directory."""
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(SinkError) as info:
+        FileSink(missing / "out.ndjson")
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"directory {str(missing)!r} does not exist" in message
+    assert f"file:{missing / 'out.ndjson'}" in message
+    assert not missing.exists()  # not created behind the user's back
+
+
+def test_a_directory_as_path_is_a_clear_error(tmp_path):
+    """Pointing the sink at a directory names the path and the reason."""
+    with pytest.raises(SinkError, match="Is a directory"):
+        FileSink(tmp_path)
+
+
+def test_empty_batch_writes_nothing(tmp_path, make_batch, monkeypatch):
+    """A batch of 0 records makes no system call and leaves the file as it was."""
+    path = tmp_path / "out.ndjson"
+    sink = FileSink(path)
+    monkeypatch.setattr(os, "write", lambda fd, data: pytest.fail("write() called"))
+    sink.write_batch(make_batch([]))
+    monkeypatch.undo()
+    sink.close()
+    assert path.read_bytes() == b""
+    assert (sink.records, sink.batches, sink.nbytes) == (0, 1, 0)
+
+
+def test_close_fsyncs_once_and_later_writes_fail(tmp_path, make_batch, monkeypatch):
+    """close() syncs the file to disk once; it is idempotent; a write after it raises."""
+    path = tmp_path / "out.ndjson"
+    sink = FileSink(path)
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    sink.write_batch(make_batch([b"x"]))
+    sink.flush()  # nothing buffered in the process: no fsync here
+    assert synced == []
+    sink.close()
+    sink.close()
+    assert len(synced) == 1
+    assert sink.closed
+    with pytest.raises(SinkError, match="write after close") as info:
+        sink.write_batch(make_batch([b"y"]))
+    assert info.value.retryable is False
+    assert path.read_bytes() == b"x\n"
+
+
+def test_fsync_can_be_turned_off(tmp_path, monkeypatch):
+    """FileSink(fsync=False).close() does not sync."""
+    sink = FileSink(tmp_path / "out.ndjson", fsync=False)
+    monkeypatch.setattr(os, "fsync", lambda fd: pytest.fail("fsync called"))
+    sink.close()
+
+
+def failing_after(sink: FileSink, nbytes: int, err: int):
+    """An os.write that writes ``nbytes`` of the sink's next write, then fails once with ``err``."""
+    real_write = os.write
+    state = {"armed": True}
+
+    def write(fd: int, data) -> int:
+        if fd != sink._fd or not state["armed"]:
+            return real_write(fd, data)
+        view = memoryview(data)
+        if len(view) > nbytes:
+            state["armed"] = "failing"
+            return real_write(fd, view[:nbytes])
+        if state["armed"] == "failing":
+            state["armed"] = False
+            raise OSError(err, os.strerror(err))
+        return real_write(fd, data)
+
+    return write
+
+
+def test_retry_after_a_partial_write_writes_only_the_rest(tmp_path, make_batch, monkeypatch):
+    """Disk full part-way: the retry of the same batch completes it without duplicating a byte."""
+    path = tmp_path / "out.ndjson"
+    sink = FileSink(path)
+    batch = make_batch([b'{"n":1}', b'{"n":2}', b'{"n":3}'])
+    monkeypatch.setattr(os, "write", failing_after(sink, 10, errno.ENOSPC))
+    with pytest.raises(SinkError, match="No space left") as info:
+        sink.write_batch(batch)
+    assert info.value.retryable is True
+    assert sink.records == 0
+    sink.write_batch(batch)  # the worker's retry
+    monkeypatch.undo()
+    sink.close()
+    assert path.read_bytes() == b'{"n":1}\n{"n":2}\n{"n":3}\n'
+    assert sink.records == 3
+
+
+def test_another_batch_after_a_partial_write_completes_the_torn_line_first(
+    tmp_path, make_batch, monkeypatch
+):
+    """Another worker's batch waits for the torn batch's rest; the torn batch's retry then adds nothing."""
+    path = tmp_path / "out.ndjson"
+    sink = FileSink(path)
+    torn = make_batch([b'{"n":1}', b'{"n":2}'])
+    other = make_batch([b'{"m":1}'])
+    monkeypatch.setattr(os, "write", failing_after(sink, 3, errno.ENOSPC))
+    with pytest.raises(SinkError):
+        sink.write_batch(torn)
+    sink.write_batch(other)
+    sink.write_batch(torn)  # its retry: already complete
+    monkeypatch.undo()
+    sink.close()
+    assert path.read_bytes() == b'{"n":1}\n{"n":2}\n{"m":1}\n'
+    assert sink.records == 3
+
+
+def test_permanent_write_errors_are_not_retryable(tmp_path, make_batch, monkeypatch):
+    """An error no retry can fix (EBADF) says so: retryable is False."""
+    sink = FileSink(tmp_path / "out.ndjson")
+    real_write = os.write
+
+    def bad(fd: int, data) -> int:
+        if fd == sink._fd:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", bad)
+    with pytest.raises(SinkError) as info:
+        sink.write_batch(make_batch([b"x"]))
+    monkeypatch.undo()
+    assert info.value.retryable is False
+    assert f"file:{tmp_path / 'out.ndjson'}: write failed" in str(info.value)
+    sink.close()
+
+
+def test_accepts_any_contiguous_buffer(tmp_path):
+    """bytes and bytearray work too; len() is then taken as the record count."""
+    path = tmp_path / "out.ndjson"
+    sink = FileSink(path)
+    sink.write_batch(b"a\nb\n")
+    sink.write_batch(bytearray(b"c\n"))
+    sink.close()
+    assert path.read_bytes() == b"a\nb\nc\n"
+    assert sink.nbytes == 6
+
+
+def test_config_builds_a_file_sink(tmp_path):
+    """FileSinkConfig.from_target(path).build() opens that path for appending."""
+    path = tmp_path / "out.ndjson"
+    config = FileSinkConfig.from_target(str(path))
+    assert config == FileSinkConfig(path=str(path))
+    sink = config.build()
+    try:
+        assert isinstance(sink, FileSink)
+        assert sink.path == str(path)
+        assert sink.name == f"file:{path}"
+        assert path.exists()
+    finally:
+        sink.close()
+
+
+def test_config_refuses_an_empty_path():
+    """An empty target is a ValueError the registry turns into a one-line ConfigError."""
+    with pytest.raises(ValueError, match="PATH"):
+        FileSinkConfig.from_target("")
