@@ -187,9 +187,25 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     from logpipe.application.console import Console
+    from logpipe.application.metrics import Metrics
     from logpipe.application.pipeline import Pipeline
+    from logpipe.infrastructure.deadletter import DeadLetter, default_dead_letter_path
+    from logpipe.infrastructure.sources import SourceContext
 
-    source = open_source(config.source, label=source_label)
+    # One set of counters: the source counts rejected lines into it, the
+    # pipeline everything else.
+    metrics = Metrics()
+    dead_letter = DeadLetter(config.dead_letter or default_dead_letter_path(config.state_dir))
+    context = SourceContext(
+        format=config.format,
+        max_line=config.max_record_size,
+        metrics=metrics,
+        dead_letter=dead_letter,
+        state_dir=config.state_dir,
+        once=config.once,
+        max_connections=config.max_connections,
+    )
+    source = open_source(config.source, label=source_label, settings=context)
     sink = open_sink(config.sink, label=sink_label, settings=config)
     # Records own stdout when they go there; status lines move to stderr.
     stream = sys.stderr if isinstance(sink, StdoutSink) else None
@@ -198,7 +214,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         try:
             pipeline = Pipeline(
-                config, sink, source=source, console=Console(stream, verbose=config.verbose)
+                config,
+                sink,
+                source=source,
+                console=Console(stream, verbose=config.verbose),
+                metrics=metrics,
             )
         except BaseException:
             sink.close()  # never handed over; a pipeline closes its sink when it ends
@@ -209,8 +229,11 @@ def _run(args: argparse.Namespace) -> int:
         _say_error(exc)
         return 1
     finally:
+        dead_letter.close()
         for signum, old in previous.items():
             signal.signal(signum, old)
+    if dead_letter.count:
+        print(f"{dead_letter.count} rejected lines written to {dead_letter.path}", file=sys.stderr)
     return 0 if report.ok else 1
 
 

@@ -25,7 +25,7 @@ from logpipe.domain.config import PipelineConfig
 JOIN = 10.0
 SEQ = re.compile(rb'"seq": ?(\d+)')
 REPORT = re.compile(
-    r"Report: produced=(\d+) processed=(\d+) dropped=(\d+) lost=(-?\d+) elapsed=[\d.]+s "
+    r"Report: produced=(\d+) processed=(\d+) dropped=(\d+) invalid=\d+ lost=(-?\d+) elapsed=[\d.]+s "
     r"rate=\d+ logs/s backpressure_sleeps=\d+ scale_ups=\d+ scale_downs=\d+ "
     r"sink_errors=\d+ peak_workers=\d+"
 )
@@ -129,7 +129,7 @@ def test_count_delivers_every_seq_exactly_once() -> None:
     report_line = lines[lines.index("Program finished") + 1]
     assert REPORT.fullmatch(report_line)
     assert report_line == report.line()
-    assert "produced=50000 processed=50000 dropped=0 lost=0" in report_line
+    assert "produced=50000 processed=50000 dropped=0 invalid=0 lost=0" in report_line
     assert "ERROR" not in out.getvalue()
 
 

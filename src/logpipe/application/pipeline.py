@@ -55,6 +55,7 @@ class Report:
     sink_errors: int
     peak_workers: int
     reason: str
+    invalid: int = 0
 
     @property
     def rate(self) -> float:
@@ -69,7 +70,7 @@ class Report:
         """One parseable line: ``Report: produced=N processed=N ... lost=0 ...``."""
         return (
             f"Report: produced={self.produced} processed={self.processed} "
-            f"dropped={self.dropped} lost={self.lost} elapsed={self.elapsed:.2f}s "
+            f"dropped={self.dropped} invalid={self.invalid} lost={self.lost} elapsed={self.elapsed:.2f}s "
             f"rate={self.rate:.0f} logs/s backpressure_sleeps={self.backpressure_sleeps} "
             f"scale_ups={self.scale_ups} scale_downs={self.scale_downs} "
             f"sink_errors={self.sink_errors} peak_workers={self.peak_workers}"
@@ -269,4 +270,5 @@ class Pipeline:
             sink_errors=snap.sink_errors,
             peak_workers=self.pool.peak,
             reason=self._stop_reason or "",
+            invalid=snap.invalid,
         )
