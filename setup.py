@@ -40,7 +40,7 @@ def extension(name: str) -> Extension:
 
 setup(
     ext_modules=cythonize(
-        [extension("_ringbuf"), extension("_encoder"), extension("_nogil_stress")],
+        [extension("_ringbuf"), extension("_encoder"), extension("_nogil_stress"), extension("_framing")],
         compiler_directives=directives,
         annotate=DEBUG,
     ),

@@ -63,8 +63,8 @@ DURATION_RULE = "(use a number with a unit: ns, us/µs, ms, s, m, h; e.g. 100us,
             ["--min-workers", "5", "--max-workers", "2"],
             "--max-workers: 2 is below --min-workers, which is 5 (must be max-workers >= min-workers)",
         ),
-        (["--sink", "kafka://x"], "--sink: unknown sink 'kafka://x' (known: file:PATH, null, stdout)"),
-        (["--sink", "file:"], "--sink: 'file:' has no PATH (known: file:PATH, null, stdout)"),
+        (["--sink", "kafka://x"], "--sink: unknown sink 'kafka://x' (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)"),
+        (["--sink", "file:"], "--sink: 'file:' has no PATH (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)"),
         (["--source", "stdin"], "--source: unknown source 'stdin' (known: generator)"),
         (["--count"], "--count: expected one argument"),
         (["--bogus"], "unrecognized arguments: --bogus"),
@@ -128,7 +128,7 @@ def test_help_lists_every_option(capsys):
     for option in OPTIONS:
         assert option.flag in out
     assert "--config" in out and "--dry-run" in out
-    assert "file:PATH, null, stdout" in out
+    assert "file:PATH, nats://HOST:PORT/SUBJECT, null, stdout" in " ".join(out.split())
 
 
 def test_parser_has_one_flag_per_option():
@@ -239,7 +239,7 @@ def test_bad_sink_in_config_file_names_the_file(capsys, tmp_path):
     code, _, err = cli(capsys, "run", "--config", str(config), "--dry-run")
     assert code == 2
     assert err == (
-        f"logpipe: error: {config}: sink: unknown sink 'kafka://x' (known: file:PATH, null, stdout)\n"
+        f"logpipe: error: {config}: sink: unknown sink 'kafka://x' (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)\n"
     )
 
 
@@ -291,7 +291,7 @@ def test_validate_checks_sink_and_source_specs(capsys, tmp_path):
     code, _, err = cli(capsys, "validate", str(config))
     assert code == 1
     assert err.splitlines() == [
-        f"{config}: sink: unknown sink 'kafka' (known: file:PATH, null, stdout)",
+        f"{config}: sink: unknown sink 'kafka' (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)",
         f"{config}: source: unknown source 'tcp://:1' (known: generator)",
     ]
 

@@ -21,7 +21,7 @@ from logpipe.infrastructure.registry import (
 )
 from logpipe.infrastructure.sinks import FileSink, FileSinkConfig, NullSink, StdoutSink
 
-KNOWN = "(known: file:PATH, null, stdout)"
+KNOWN = "(known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)"
 
 
 def one_line_error(call, *args, **kwargs) -> str:
@@ -51,8 +51,8 @@ def test_spec_parse(text, scheme, target):
 
 def test_known_sinks_are_listed_sorted():
     """The registry lists its sinks by usage, sorted, as errors show them."""
-    assert SINKS.known() == "file:PATH, null, stdout"
-    assert SINKS.schemes == ("file", "null", "stdout")
+    assert SINKS.known() == "file:PATH, nats://HOST:PORT/SUBJECT, null, stdout"
+    assert SINKS.schemes == ("file", "nats", "null", "stdout")
 
 
 def test_unknown_scheme_lists_the_known_ones():
@@ -63,7 +63,7 @@ def test_unknown_scheme_lists_the_known_ones():
 def test_typo_gets_a_suggestion():
     """A near miss of a scheme suggests it."""
     message = one_line_error(open_sink, "nul")
-    assert message == "--sink: unknown sink 'nul' (known: file:PATH, null, stdout; did you mean null?)"
+    assert message == "--sink: unknown sink 'nul' (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout; did you mean null?)"
 
 
 def test_bare_path_suggests_the_file_scheme():

@@ -256,7 +256,7 @@ class PipelineConfig:
         None, "int", "stop after producing this many records", low=1, unset="produce without limit"
     )
     source: str = _opt("generator", "str", "where records come from")
-    sink: str = _opt("null", "str", "where records go: null, stdout, file:PATH")
+    sink: str = _opt("null", "str", "where records go: null, stdout, file:PATH, nats://HOST:PORT/SUBJECT")
     metrics_interval: float = _opt(
         1.0, "duration", "how often the metrics line is printed", low=0, low_open=True
     )

@@ -23,7 +23,7 @@ others (``file:PATH``, ``stdin``, ``tcp://HOST:PORT``) and the NATS sink
 
 Every error is a :class:`~logpipe.exceptions.ConfigError` with one line
 naming the flag (or config key), the spec and the known schemes:
-``--sink: unknown sink 'kafka://x' (known: file:PATH, null, stdout)``.
+``--sink: unknown sink 'kafka://x' (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from logpipe.domain.config import PipelineConfig
 from logpipe.domain.ports import Sink, Source
 from logpipe.exceptions import ConfigError, LogpipeError
 from logpipe.infrastructure.sinks import FileSinkConfig, NullSinkConfig, StdoutSinkConfig
+from logpipe.infrastructure.sinks.nats import NatsSinkConfig
 
 __all__ = [
     "ComponentConfig",
@@ -190,7 +191,7 @@ class Registry(Generic[T]):
 # --- sinks -----------------------------------------------------------------------
 
 SINKS: Registry[Sink] = Registry("sink", "--sink")
-for _config in (FileSinkConfig, NullSinkConfig, StdoutSinkConfig):
+for _config in (FileSinkConfig, NatsSinkConfig, NullSinkConfig, StdoutSinkConfig):
     SINKS.register(_config)
 del _config
 

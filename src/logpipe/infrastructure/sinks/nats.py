@@ -1,0 +1,683 @@
+"""The ``nats://HOST:PORT/SUBJECT`` sink: every record a JetStream message, acknowledged.
+
+Each record of a batch is published to SUBJECT as one message whose
+``Nats-Msg-Id`` header is ``{run_id}-{position}``: ``run_id`` is chosen once
+per sink (16 hex digits), ``position`` is the record's ring position
+(``batch.positions``). A batch that fails is retried whole by its worker,
+with the same ids, so JetStream's duplicate window drops the copies it
+stored before the failure: within one run every record is stored once.
+(Records re-read after a restart of logpipe get a new run id: at least once.)
+
+How a batch is written
+    nats-py is asyncio, so the sink runs one event loop in its own thread
+    (``logpipe-nats``). ``write_batch`` (from any worker thread) hands the
+    batch to that loop and waits: every record is published at once with a
+    reply subject shared by the batch's attempt (``_INBOX.<id>.<attempt>``),
+    so there are thousands of publishes in flight and one ack handler that
+    counts them down; then it waits for all the acks. Every record acked
+    (stored, or reported a duplicate) means the batch is written.
+
+Failure
+    - Unreachable server or no stream at startup: :class:`SinkError` from
+      the constructor, one line (the registry turns it into ``--sink: ...``).
+    - Server down later: nats-py reconnects by itself for ever (every
+      ``reconnect_wait`` seconds). Meanwhile ``write_batch`` fails fast:
+      at once while disconnected, or when acks miss the ``ack_timeout``
+      (2 s). The worker retries with backoff (counted in
+      ``logpipe_sink_errors_total``), stops draining the ring, the ring
+      fills and backpressure slows the source: memory stays bounded.
+    - JetStream refuses a record: with a 5xx error (or no responders while
+      a restarted server recovers its streams) the batch fails and is
+      retried; with a 4xx error (the record is larger than the stream's
+      max_msg_size...) it fails with ``retryable=False``, since sending it
+      again cannot help; so does a record over the server's max_payload.
+
+The stream
+    With ``stream`` (``--nats-stream NAME``) the sink creates that stream if
+    it does not exist (subjects ``[SUBJECT]``, file storage, a 2-minute
+    duplicate window) and checks that it takes SUBJECT. Without it, some
+    existing stream must take SUBJECT. The duplicate window must outlast an
+    outage plus the retry backoff for the "once" guarantee to hold.
+
+Requires the ``nats-py`` package (``pip install 'logpipe[nats]'``); without
+it, building the sink fails with a one-line error saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import re
+import secrets
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import orjson
+
+from logpipe.domain.ports import FramedBatch
+from logpipe.exceptions import SinkError
+
+if TYPE_CHECKING:
+    from logpipe.domain.config import PipelineConfig
+
+__all__ = ["NatsSink", "NatsSinkConfig", "check_subject"]
+
+DEFAULT_PORT = 4222
+ACK_TIMEOUT = 2.0  # longest wait for a batch's acks before write_batch fails
+CONNECT_TIMEOUT = 2.0  # longest wait for the first connection and the stream checks
+RECONNECT_WAIT = 0.25  # pause between reconnection attempts
+DUPLICATE_WINDOW = 120.0  # of a stream the sink creates, in seconds
+MSG_ID = "Nats-Msg-Id"
+INSTALL_HINT = "pip install 'logpipe[nats]'"
+
+_T = TypeVar("_T")
+_BAD_SUBJECT_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+_BAD_STREAM_CHARS = re.compile(r"[\s\x00-\x1f\x7f.*>/\\]")
+
+
+def check_subject(subject: str) -> str | None:
+    """Why ``subject`` cannot be published to, or None if it can.
+
+    A subject is dot-separated tokens, none empty, without whitespace or
+    control characters, and without the wildcards ``*`` and ``>`` (which
+    only subscriptions may use).
+    """
+    if not subject:
+        return "has no SUBJECT"
+    if _BAD_SUBJECT_CHARS.search(subject):
+        return f"has whitespace or a control character in SUBJECT {subject!r}"
+    for token in subject.split("."):
+        if not token:
+            return f"has an empty token in SUBJECT {subject!r} (tokens are separated by single dots)"
+        if "*" in token or ">" in token:
+            return f"has a wildcard in SUBJECT {subject!r} (a publish needs a concrete subject)"
+    return None
+
+
+def _import_nats(name: str) -> Any:
+    try:
+        import nats  # noqa: PLC0415 - optional dependency, imported when used
+        import nats.errors  # noqa: PLC0415
+        import nats.js.errors  # noqa: PLC0415
+    except ImportError:
+        raise SinkError(
+            f"{name}: the nats sink needs the nats-py package, which is not installed ({INSTALL_HINT})",
+            retryable=False,
+        ) from None
+    return nats
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one short line: ``ConnectionRefusedError: [Errno 111] ...``."""
+    text = " ".join(str(exc).split())
+    kind = type(exc).__name__
+    return f"{kind}: {text}" if text else kind
+
+
+class _Attempt:
+    """One try at writing one batch: acks still expected, and how it ended."""
+
+    __slots__ = ("duplicates", "error", "future", "permanent", "remaining")
+
+    def __init__(self, remaining: int, future: asyncio.Future[None]) -> None:
+        self.remaining = remaining
+        self.future = future
+        self.duplicates = 0
+        self.error: str | None = None
+        self.permanent = False  # JetStream will refuse this batch however often it is sent
+
+    def fail(self, reason: str, *, permanent: bool = False) -> None:
+        if self.error is None:
+            self.error = reason
+            self.permanent = permanent
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class NatsSink:
+    """Publishes every record to a JetStream subject and waits for the acks.
+
+    Connects, checks (or creates) the stream and subscribes to its acks
+    before returning. Thread-safe: workers call :meth:`write_batch` at once,
+    and their batches are in flight together.
+
+    Args:
+        host, port: the nats-server.
+        subject: where records are published (see :func:`check_subject`).
+        stream: a stream to create if missing (subjects ``[subject]``) and
+            to check takes ``subject``; None: an existing stream must.
+        ack_timeout: longest wait for one batch's acks (and for publishing it).
+        connect_timeout: longest wait to connect and check the stream at startup.
+        reconnect_wait: pause between reconnection attempts once connected.
+        duplicate_window: of a stream created here, in seconds.
+        run_id: the prefix of every Nats-Msg-Id (default: 16 random hex digits).
+
+    Raises:
+        SinkError: nats-py is missing, the server cannot be reached, it has
+            no JetStream, or no stream takes the subject (one line each).
+        ValueError: a bad subject or stream name.
+
+    Attributes:
+        name: ``nats://HOST:PORT/SUBJECT``.
+        stream: the stream that takes the subject (found or created).
+        created_stream: whether this sink created it.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        subject: str,
+        *,
+        stream: str | None = None,
+        ack_timeout: float = ACK_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        reconnect_wait: float = RECONNECT_WAIT,
+        duplicate_window: float = DUPLICATE_WINDOW,
+        run_id: str | None = None,
+    ) -> None:
+        hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.name = f"nats://{hostport}/{subject}"
+        why = check_subject(subject)
+        if why:
+            raise ValueError(f"{self.name}: {why}")
+        if stream is not None and (not stream or _BAD_STREAM_CHARS.search(stream)):
+            raise ValueError(
+                f"{self.name}: stream name {stream!r} is not valid "
+                "(no spaces, dots, '*', '>', '/' or '\\')"
+            )
+        self._nats = _import_nats(self.name)
+        self.url = f"nats://{hostport}"
+        self.subject = subject
+        self.stream = stream
+        self.created_stream = False
+        self.run_id = run_id if run_id is not None else secrets.token_hex(8)
+        self._ack_timeout = ack_timeout
+        self._connect_timeout = connect_timeout
+        self._reconnect_wait = reconnect_wait
+        self._duplicate_window = duplicate_window
+
+        self._records = 0
+        self._batches = 0
+        self._nbytes = 0
+        self._duplicates = 0
+        self._disconnects = 0
+        self._reconnects = 0
+        self._last_error: str | None = None
+        self._attempts: dict[str, _Attempt] = {}
+        self._attempt_seq = 0
+        self._nc: Any = None
+        self._inbox = ""
+
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="logpipe-nats", daemon=True)
+        self._thread.start()
+        try:
+            # The coroutine bounds itself; this outer limit only guards the loop.
+            self._call(self._start(), timeout=4 * connect_timeout + 5)
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    # -- counters -----------------------------------------------------------
+
+    @property
+    def records(self) -> int:
+        """Records acknowledged by JetStream (duplicates included)."""
+        return self._records
+
+    @property
+    def batches(self) -> int:
+        """Calls to :meth:`write_batch` that succeeded."""
+        return self._batches
+
+    @property
+    def nbytes(self) -> int:
+        """Payload bytes of the records acknowledged."""
+        return self._nbytes
+
+    @property
+    def duplicates(self) -> int:
+        """Acks that said "duplicate": copies of retried records JetStream dropped."""
+        return self._duplicates
+
+    @property
+    def disconnects(self) -> int:
+        """Times the connection was lost."""
+        return self._disconnects
+
+    @property
+    def reconnects(self) -> int:
+        """Times the connection was re-established."""
+        return self._reconnects
+
+    @property
+    def connected(self) -> bool:
+        """Whether the client is connected right now."""
+        return bool(self._nc is not None and self._nc.is_connected)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    # -- the Sink protocol --------------------------------------------------
+
+    def write_batch(self, batch: FramedBatch) -> None:
+        """Publish every record of ``batch`` and wait until JetStream has acked each.
+
+        Args:
+            batch: a ``logpipe.Batch`` (its ``positions`` make the message ids).
+
+        Raises:
+            SinkError: a record was refused or not acked within ``ack_timeout``
+                (the server is down, reconnecting or recovering), or the
+                sink is closed. Retrying the same batch is safe.
+            TypeError: ``batch`` has no ``positions``.
+        """
+        positions = getattr(batch, "positions", None)
+        if positions is None:
+            raise TypeError(
+                f"{self.name}: write_batch needs a logpipe.Batch (with positions), "
+                f"not {type(batch).__name__}"
+            )
+        with self._cond:
+            if self._closed:
+                raise SinkError(f"{self.name}: write after close", retryable=False)
+            self._inflight += 1
+        try:
+            records = list(batch)  # type: ignore[call-overload]
+            run = self.run_id
+            ids = [f"{run}-{p}" for first, count in positions for p in range(first, first + count)]
+            if len(ids) != len(records):  # a Batch never does this; a fake one might
+                raise TypeError(f"{self.name}: batch positions cover {len(ids)} of {len(records)} records")
+            # _publish bounds itself (2 x ack_timeout); the margin only guards a stuck loop.
+            self._call(self._publish(records, ids), timeout=2 * self._ack_timeout + 5)
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Wait for batches being written, then for the server to have read everything sent.
+
+        Raises:
+            SinkError: the server did not answer within ``ack_timeout``.
+        """
+        self._wait_idle()
+        if self._closed:
+            return
+        self._call(self._flush_connection(), timeout=self._ack_timeout + 5)
+
+    def close(self) -> None:
+        """Wait for batches in flight, drain and close the connection, stop the loop thread.
+
+        Idempotent; later writes raise SinkError. Never waits for a server
+        that is down for longer than ``ack_timeout``.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+        self._wait_idle()
+        try:
+            self._call(self._shutdown(), timeout=2 * self._ack_timeout + 5)
+        finally:
+            self._stop_loop()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("connected" if self.connected else "disconnected")
+        return f"<NatsSink {self.name} stream={self.stream} {state} records={self._records}>"
+
+    # -- the loop thread ----------------------------------------------------
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.close()
+
+    def _stop_loop(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _call(self, coro: Coroutine[Any, Any, _T], *, timeout: float) -> _T:
+        """Run ``coro`` on the loop thread and wait for its result."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise SinkError(f"{self.name}: no answer from the client within {timeout:g}s") from None
+
+    def _wait_idle(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._inflight == 0, timeout=2 * self._ack_timeout + 10)
+
+    # -- coroutines (run on the loop thread) --------------------------------
+
+    async def _start(self) -> None:
+        nats = self._nats
+        nc = nats.NATS()
+        self._nc = nc
+        loop = asyncio.get_running_loop()
+        first_error: asyncio.Future[BaseException] = loop.create_future()
+
+        async def error_cb(exc: Exception) -> None:
+            self._last_error = _describe(exc)
+            if not first_error.done():
+                first_error.set_result(exc)
+
+        async def disconnected_cb() -> None:
+            if self._closed:
+                return  # our own close(), not an outage
+            self._disconnects += 1
+            # Acks of attempts in flight will not come: fail them now.
+            for attempt in list(self._attempts.values()):
+                attempt.fail("connection lost")
+
+        async def reconnected_cb() -> None:
+            self._reconnects += 1
+
+        connect = asyncio.ensure_future(
+            nc.connect(
+                servers=[self.url],
+                name="logpipe",
+                error_cb=error_cb,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,  # once connected, never give up
+                reconnect_time_wait=self._reconnect_wait,
+                connect_timeout=self._connect_timeout,
+            )
+        )
+        done, _ = await asyncio.wait(
+            {connect, first_error}, timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if connect not in done:
+            # Unreachable at startup is an error: nats-py would retry for ever.
+            connect.cancel()
+            with contextlib.suppress(BaseException):
+                await connect
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 1)
+            reason = _describe(first_error.result()) if first_error.done() else (
+                f"no answer within {self._connect_timeout:g}s"
+            )
+            raise SinkError(
+                f"{self.name}: cannot connect to the NATS server ({reason}); is nats-server running?",
+                retryable=False,
+            )
+        try:
+            connect.result()
+            await self._check_stream(nc)
+            self._inbox = nc.new_inbox()
+            await nc.subscribe(
+                f"{self._inbox}.*",
+                cb=self._on_ack,
+                pending_msgs_limit=1 << 20,
+                pending_bytes_limit=256 << 20,
+            )
+            await nc.flush(timeout=self._connect_timeout)  # the subscription is in place
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 1)
+            raise
+
+    async def _check_stream(self, nc: Any) -> None:
+        errors = self._nats.js.errors
+        js = nc.jetstream(timeout=self._connect_timeout)
+        try:
+            if self.stream is not None:
+                try:
+                    await js.stream_info(self.stream)
+                except errors.NotFoundError:
+                    await js.add_stream(
+                        name=self.stream,
+                        subjects=[self.subject],
+                        duplicate_window=self._duplicate_window,
+                    )
+                    self.created_stream = True
+            try:
+                found = await js.find_stream_name_by_subject(self.subject)
+            except errors.NotFoundError:
+                found = None
+            if found is None and self.stream is None:
+                raise SinkError(
+                    f"{self.name}: no JetStream stream takes subject {self.subject!r} "
+                    "(create one, or pass --nats-stream NAME to have logpipe create it)",
+                    retryable=False,
+                )
+            if found != self.stream and self.stream is not None:
+                info = await js.stream_info(self.stream)
+                subjects = ", ".join(info.config.subjects or []) or "none"
+                taken = f"; it goes to stream {found!r}" if found else ""
+                raise SinkError(
+                    f"{self.name}: stream {self.stream!r} exists but does not take subject "
+                    f"{self.subject!r} (its subjects: {subjects}){taken}",
+                    retryable=False,
+                )
+            self.stream = found
+        except errors.ServiceUnavailableError:
+            raise SinkError(
+                f"{self.name}: the server has no JetStream (start nats-server with -js)",
+                retryable=False,
+            ) from None
+        except (errors.APIError, self._nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise SinkError(
+                f"{self.name}: cannot check JetStream stream ({_describe(exc)})", retryable=False
+            ) from None
+
+    async def _on_ack(self, msg: Any) -> None:
+        attempt = self._attempts.get(msg.subject)
+        if attempt is None:
+            return  # the ack of an attempt that already failed: its retry decides
+        data = msg.data
+        if not data:
+            status = (msg.headers or {}).get("Status", "")
+            if status == "503":
+                attempt.fail("no responders: the stream is not available (server recovering?)")
+            else:
+                attempt.fail(f"empty ack (status {status or 'none'})")
+            return
+        if b'"error"' in data:
+            code = 0
+            try:
+                error = orjson.loads(data)["error"]
+                code = int(error.get("code") or 0)
+                reason = f"JetStream error {code}: {error.get('description')}"
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+                reason = f"JetStream error {data[:200]!r}"
+            # 4xx: the record itself is refused (too large for the stream...);
+            # 5xx: the stream is unavailable or out of resources, for now.
+            attempt.fail(reason, permanent=400 <= code < 500)
+            return
+        if b'"duplicate"' in data:
+            attempt.duplicates += 1
+        attempt.remaining -= 1
+        if attempt.remaining == 0 and not attempt.future.done():
+            attempt.future.set_result(None)
+
+    async def _publish(self, records: list[bytes], ids: list[str]) -> None:
+        nc = self._nc
+        count = len(records)
+        if count == 0:
+            self._batches += 1
+            return
+        if not nc.is_connected:
+            raise SinkError(f"{self.name}: not connected ({self._state()})")
+        self._attempt_seq += 1
+        reply = f"{self._inbox}.{self._attempt_seq}"
+        loop = asyncio.get_running_loop()
+        attempt = _Attempt(count, loop.create_future())
+        self._attempts[reply] = attempt
+        subject = self.subject
+        publish = nc.publish
+        nbytes = 0
+        phase = "publishing"
+        try:
+            async with asyncio.timeout(self._ack_timeout):
+                for record, msg_id in zip(records, ids):
+                    await publish(subject, record, reply=reply, headers={MSG_ID: msg_id})
+                    nbytes += len(record)
+                    if attempt.error is not None:
+                        break  # failed already (connection lost, a record refused): stop sending
+            phase = "acks"
+            if attempt.error is None:
+                async with asyncio.timeout(self._ack_timeout):
+                    await attempt.future
+        except TimeoutError:
+            if phase == "acks":
+                raise SinkError(
+                    f"{self.name}: {attempt.remaining} of {count} records not acknowledged "
+                    f"within {self._ack_timeout:g}s ({self._state()})"
+                ) from None
+            raise SinkError(
+                f"{self.name}: publishing {count} records took over {self._ack_timeout:g}s ({self._state()})"
+            ) from None
+        except self._nats.errors.Error as exc:
+            retryable = not isinstance(exc, self._nats.errors.MaxPayloadError)
+            raise SinkError(f"{self.name}: publish failed ({_describe(exc)})", retryable=retryable) from None
+        finally:
+            del self._attempts[reply]
+        if attempt.error is not None:
+            raise SinkError(
+                f"{self.name}: batch of {count} records failed ({attempt.error})",
+                retryable=not attempt.permanent,
+            )
+        self._records += count
+        self._nbytes += nbytes
+        self._batches += 1
+        self._duplicates += attempt.duplicates
+
+    async def _flush_connection(self) -> None:
+        nc = self._nc
+        if not nc.is_connected:
+            raise SinkError(f"{self.name}: flush failed: not connected ({self._state()})")
+        try:
+            await nc.flush(timeout=self._ack_timeout)
+        except (self._nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise SinkError(f"{self.name}: flush failed ({_describe(exc)})") from None
+
+    async def _shutdown(self) -> None:
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            return
+        try:
+            if nc.is_connected:
+                await asyncio.wait_for(nc.drain(), self._ack_timeout)
+        except Exception:  # noqa: BLE001 - closing is best effort past this point
+            pass
+        finally:
+            if not nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.close(), self._ack_timeout)
+
+    def _state(self) -> str:
+        nc = self._nc
+        if nc is None:
+            return "no client"
+        if nc.is_connected:
+            return "connected; server slow or stream unavailable"
+        last = f", last error: {self._last_error}" if self._last_error else ""
+        return f"disconnected, reconnecting every {self._reconnect_wait:g}s{last}"
+
+
+@dataclass(frozen=True)
+class NatsSinkConfig:
+    """Builds a :class:`NatsSink`; spec ``nats://HOST:PORT/SUBJECT`` (port 4222 by default).
+
+    Attributes:
+        host: the server's host name or address.
+        port: its client port.
+        subject: where records are published.
+        stream: a JetStream stream to create if missing (``--nats-stream``).
+    """
+
+    scheme: ClassVar[str] = "nats"
+    usage: ClassVar[str] = "nats://HOST:PORT/SUBJECT"
+    takes_target: ClassVar[bool] = True
+
+    host: str
+    port: int = DEFAULT_PORT
+    subject: str = ""
+    stream: str | None = None
+
+    @classmethod
+    def from_target(cls, target: str | None, settings: PipelineConfig | None = None) -> NatsSinkConfig:
+        """The config for ``nats://<target>``; ValueError(reason) if malformed.
+
+        Args:
+            target: ``HOST[:PORT]/SUBJECT`` (the registry has removed ``//``).
+            settings: the run's PipelineConfig (its ``nats_stream`` is taken), or None.
+        """
+        if not target:
+            raise ValueError("has no HOST:PORT/SUBJECT")
+        hostport, slash, subject = target.partition("/")
+        if "@" in hostport:
+            raise ValueError("has credentials, which are not supported (use HOST:PORT)")
+        host, port = _split_hostport(hostport)
+        if not slash or not subject:
+            raise ValueError("has no SUBJECT")
+        why = check_subject(subject)
+        if why:
+            raise ValueError(why)
+        stream = settings.nats_stream if settings is not None else None
+        return cls(host=host, port=port, subject=subject, stream=stream)
+
+    def build(self, options: PipelineConfig | None = None) -> NatsSink:
+        """Connect, check (or create) the stream, and return the sink.
+
+        Args:
+            options: the run's PipelineConfig; when given, its ``nats_stream``
+                replaces this config's ``stream``.
+
+        Raises:
+            SinkError: one line: nats-py missing, server unreachable, no JetStream,
+                or no stream for the subject.
+        """
+        stream = options.nats_stream if options is not None else self.stream
+        try:
+            return NatsSink(self.host, self.port, self.subject, stream=stream)
+        except ValueError as exc:
+            raise SinkError(str(exc), retryable=False) from None
+
+
+def _split_hostport(hostport: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` -> (host, port); ValueError(reason)."""
+    if hostport.startswith("["):
+        host, bracket, rest = hostport[1:].partition("]")
+        if not bracket or not host:
+            raise ValueError(f"has a malformed HOST {hostport!r}")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"has a malformed HOST:PORT {hostport!r}")
+        port_text = rest[1:] if rest else ""
+    else:
+        host, colon, port_text = hostport.partition(":")
+        if colon and not port_text:
+            raise ValueError(f"has an empty PORT in {hostport!r}")
+        if ":" in port_text:
+            raise ValueError(f"has a malformed HOST:PORT {hostport!r} (write an IPv6 address as [ADDR]:PORT)")
+    if not host:
+        raise ValueError("has no HOST")
+    if _BAD_SUBJECT_CHARS.search(host):
+        raise ValueError(f"has whitespace in HOST {host!r}")
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"has a bad PORT {port_text!r} (must be 1-65535)")
+    return host, int(port_text)
