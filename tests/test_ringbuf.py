@@ -1199,3 +1199,17 @@ def test_len_and_nbytes_on_a_full_ring_of_mixed_sizes():
     assert rb.usage == pytest.approx(1.0)
     rb.get_many(2)
     assert len(rb) == 3 and rb.nbytes == sum(sizes[2:])
+
+
+def test_batch_knows_when_its_oldest_record_entered():
+    """Batch.oldest_enqueue is the push time of its oldest record, on time.monotonic()'s clock."""
+    rb = RingBuffer(8)
+    before = time.monotonic()
+    rb.put(b"old")
+    time.sleep(0.2)
+    rb.put(b"new")
+    batch = rb.get_batch(8, timeout=0)
+    waited = time.monotonic() - batch.oldest_enqueue
+    assert 0.15 <= waited < 5.0
+    assert batch.oldest_enqueue >= before - 0.05  # coarse clock: a few ms of slack
+    assert RingBuffer(2).get_batch(1, timeout=0).oldest_enqueue == float("inf")

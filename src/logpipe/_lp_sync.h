@@ -76,6 +76,16 @@ static inline double lp_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Milliseconds of the coarse monotonic clock (the same clock as lp_now, at
+ * tick resolution, ~5 ns to read): records are stamped with it on the way
+ * in, so a batch knows how long its oldest record waited. Wraps every ~49
+ * days; ages are computed with unsigned subtraction. */
+static inline uint32_t lp_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
+
 /* ---- event count ------------------------------------------------------ */
 typedef struct {
     uint32_t epoch;   /* bumped by every notify that found a waiter */

@@ -21,6 +21,7 @@ cdef extern from "_lp_sync.h" nogil:
     void lp_fence()
     void lp_cpu_relax()
     double lp_now()
+    uint32_t lp_now_ms()
     uint32_t lp_ec_prepare(lp_event_t *ev)
     void lp_ec_done(lp_event_t *ev)
     void lp_ec_wait(lp_event_t *ev, uint32_t epoch, double timeout)
@@ -48,8 +49,8 @@ cdef enum:
 # out-of-line copy) follows it.
 cdef struct lp_slot_t:
     uint64_t seq       # Vyukov sequence: == pos free for push at pos, == pos+1 ready to pop
-    uint32_t length
-    uint32_t out_of_line
+    uint32_t length    # > ring.inline_max: the payload is a pointer to an out-of-line copy
+    uint32_t enqueued_ms  # lp_now_ms() when the record was pushed
 
 # The shared state. Fields written by producers, by consumers and by both sit
 # on separate cache lines so the two sides do not invalidate each other.
@@ -115,6 +116,7 @@ cdef class Batch:
     cdef uint64_t *runs         # pairs (first ring position, record count), one per claim run
     cdef Py_ssize_t nruns
     cdef Py_ssize_t runs_cap
+    cdef double oldest         # lp_now() scale: when the oldest record was pushed
     cdef int reserve_run(self) noexcept nogil
     cdef int add_run(self, uint64_t pos, uint64_t n) noexcept nogil
     cdef int reserve(self, Py_ssize_t records, Py_ssize_t nbytes) noexcept nogil

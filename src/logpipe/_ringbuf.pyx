@@ -68,6 +68,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
+from libc.math cimport INFINITY
 from libc.string cimport memcpy, memset
 
 from orjson import dumps as orjson_dumps
@@ -132,7 +133,7 @@ cdef int lp_ring_init(lp_ring_t *r, uint64_t capacity, uint64_t slot_size,
     for i in range(nslots):
         slot_at(r, i).seq = i
         slot_at(r, i).length = 0
-        slot_at(r, i).out_of_line = 0
+        slot_at(r, i).enqueued_ms = 0
     lp_fence()
     return LP_OK
 
@@ -146,7 +147,7 @@ cdef void lp_ring_destroy(lp_ring_t *r) noexcept nogil:
         return
     while pos < end:
         s = slot_at(r, pos)
-        if s.seq == pos + 1 and s.out_of_line:
+        if s.seq == pos + 1 and s.length > r.inline_max:
             free((<char **>slot_payload(s))[0])
         pos += 1
     free(r.slots)
@@ -209,6 +210,7 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
     cdef char *copies[LP_PUSH_CHUNK]
     cdef Py_ssize_t k, n, i, limit
     cdef uint64_t reserved, unused, pos, seq, held
+    cdef uint32_t now_ms
     cdef int64_t dif
     cdef lp_slot_t *s
     cdef lp_slot_t *first = NULL
@@ -244,6 +246,7 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
             memcpy(copies[i], data[i], lengths[i])
 
     # Claim n <= k consecutive free slots with one CAS.
+    now_ms = lp_now_ms()
     n = 0
     pos = lp_load_relaxed(&r.enqueue_pos)
     while k > 0:
@@ -282,11 +285,10 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
         if i:
             s = next_slot(r, s)
         s.length = lengths[i]
+        s.enqueued_ms = now_ms
         if copies[i] != NULL:
-            s.out_of_line = 1
             (<char **>slot_payload(s))[0] = copies[i]
         else:
-            s.out_of_line = 0
             if lengths[i]:
                 memcpy(slot_payload(s), data[i], lengths[i])
         lp_store_release(&s.seq, pos + i + 1)
@@ -343,7 +345,7 @@ cdef uint64_t lp_claim_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out) 
 cdef const char *lp_slot_record(lp_ring_t *r, uint64_t pos, uint32_t *length) noexcept nogil:
     cdef lp_slot_t *s = slot_at(r, pos)
     length[0] = s.length
-    if s.out_of_line:
+    if s.length > r.inline_max:
         return (<char **>slot_payload(s))[0]
     return slot_payload(s)
 
@@ -355,7 +357,7 @@ cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept no
         if i:
             s = next_slot(r, s)
         total += s.length
-        if s.out_of_line:
+        if s.length > r.inline_max:
             free((<char **>slot_payload(s))[0])
         lp_store_release(&s.seq, pos + i + r.nslots)
     if total:
@@ -510,6 +512,7 @@ cdef class Batch:
         self.runs = NULL
         self.size = self.cap = self.count = self.offsets_cap = 0
         self.nruns = self.runs_cap = 0
+        self.oldest = INFINITY
 
     def __dealloc__(self):
         free(self.buf)
@@ -576,6 +579,7 @@ cdef class Batch:
         cdef const char *src
         cdef lp_slot_t *s
         cdef uint64_t freed = 0
+        cdef uint32_t now_ms, age, max_age = 0
         cdef int status = LP_OK
         if max_items > LP_TAKE_CHUNK:
             max_items = LP_TAKE_CHUNK
@@ -588,6 +592,7 @@ cdef class Batch:
         n = lp_claim_pop(r, max_items, &pos)
         if n == 0:
             return LP_OK
+        now_ms = lp_now_ms()
         # One pass: copy each record and hand its slot straight back, so each
         # slot's cache line is visited once.
         s = slot_at(r, pos)
@@ -596,7 +601,10 @@ cdef class Batch:
                 s = next_slot(r, s)
             length = s.length
             freed += length
-            if s.out_of_line:
+            age = now_ms - s.enqueued_ms
+            if age > max_age and age < 0x80000000u:  # a stamp from the future is clock skew
+                max_age = age
+            if length > r.inline_max:
                 src = (<char **>slot_payload(s))[0]
                 # Only out-of-line records can outgrow the room reserved above.
                 if status == LP_OK and self.reserve(1, length + 1) != LP_OK:
@@ -610,11 +618,13 @@ cdef class Batch:
                 self.buf[self.size + length] = b'\n'
                 self.size += length + 1
                 self.count += 1
-            if s.out_of_line:
+            if length > r.inline_max:
                 free(<void *>src)
             lp_store_release(&s.seq, pos + i + r.nslots)
         self.offsets[self.count] = self.size
         self.add_run(pos, n)
+        if lp_now() - max_age / 1000.0 < self.oldest:
+            self.oldest = lp_now() - max_age / 1000.0
         if freed:
             lp_fetch_sub_u64(&r.nbytes, freed)
         lp_ec_notify(&r.not_full)
@@ -651,6 +661,16 @@ cdef class Batch:
 
     def __releasebuffer__(self, Py_buffer *view):
         pass
+
+    @property
+    def oldest_enqueue(self):
+        """When the batch's oldest record entered the ring, on the
+        ``time.monotonic()`` clock (to a few ms); ``inf`` for an empty batch.
+
+        ``time.monotonic() - batch.oldest_enqueue`` after a write is the
+        enqueue-to-flush latency of the batch's longest-waiting record.
+        """
+        return self.oldest
 
     @property
     def positions(self):
