@@ -1,0 +1,110 @@
+"""End to end: generator -> null and generator -> file, logpipe vs a naive pipeline.
+
+    python bench/bench_pipeline.py [--count 3000000] [--batch-size 1024] [--channel-size 16384]
+
+Both sides produce the same JSON logs ({"msg", "level", "ts", "seq"}) as fast
+as they can (--rate 0) and deliver every one; the naive side is what one
+writes first in pure Python: a producer thread serialising dicts with orjson
+into a bounded queue.Queue, worker threads batching and writing. Both run in
+the same process, one after the other, in the same run: read the ratios.
+Every run checks its output count, so a fast wrong answer cannot win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import queue
+import tempfile
+import threading
+import time
+
+import orjson
+
+from logpipe.application.console import Console
+from logpipe.application.pipeline import Pipeline
+from logpipe.domain.config import PipelineConfig
+from logpipe.infrastructure.sinks.file import FileSink
+from logpipe.infrastructure.sinks.null import NullSink
+
+
+def naive(count: int, batch_size: int, capacity: int, workers: int, path: str | None) -> float:
+    """queue.Queue + threads + orjson: the baseline."""
+    q: queue.Queue[bytes | None] = queue.Queue(capacity)
+    out = open(path, "ab") if path else None  # noqa: SIM115 - closed below
+    lock = threading.Lock()
+    delivered = [0]
+
+    def produce() -> None:
+        for seq in range(count):
+            log = {"msg": "hello from producer", "level": "INFO", "ts": time.time_ns() // 1000, "seq": seq}
+            q.put(orjson.dumps(log))
+        for _ in range(workers):
+            q.put(None)
+
+    def work() -> None:
+        batch: list[bytes] = []
+        while True:
+            item = q.get()
+            if item is not None:
+                batch.append(item)
+            if len(batch) >= batch_size or (item is None and batch):
+                data = b"\n".join(batch) + b"\n"
+                with lock:
+                    if out is not None:
+                        out.write(data)
+                    delivered[0] += len(batch)
+                batch = []
+            if item is None:
+                return
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=produce)] + [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if out is not None:
+        out.close()
+    elapsed = time.perf_counter() - start
+    assert delivered[0] == count, (delivered[0], count)
+    return count / elapsed
+
+
+def logpipe_run(count: int, batch_size: int, capacity: int, path: str | None) -> float:
+    config = PipelineConfig(rate=0, count=count, batch_size=batch_size, channel_size=capacity, max_workers=4)
+    sink = FileSink(path) if path else NullSink()
+    pipeline = Pipeline(config, sink, console=Console(io.StringIO()))
+    report = pipeline.run()
+    assert report.processed == count and report.lost == 0, report
+    return count / report.elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=3_000_000)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--channel-size", type=int, default=16384)
+    parser.add_argument("--naive-count", type=int, default=300_000, help="the baseline is ~50x slower")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sink in ("null", "file"):
+            paths = [os.path.join(tmp, f"{side}-{sink}.ndjson") if sink == "file" else None for side in ("a", "b")]
+            ours = logpipe_run(args.count, args.batch_size, args.channel_size, paths[0])
+            theirs = naive(args.naive_count, args.batch_size, args.channel_size, 2, paths[1])
+            if paths[0]:
+                with open(paths[0], "rb") as f:
+                    lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+                assert lines == args.count, (lines, args.count)
+            rows.append((sink, ours, theirs))
+    print(f"{'sink':<6} {'logpipe logs/s':>16} {'naive logs/s':>14} {'ratio':>7}")
+    for sink, ours, theirs in rows:
+        print(f"{sink:<6} {ours:>16,.0f} {theirs:>14,.0f} {ours / theirs:>6.1f}x")
+    print(f"(logpipe: --rate 0 --count {args.count} --batch-size {args.batch_size} "
+          f"--channel-size {args.channel_size} --max-workers 4)")
+
+
+if __name__ == "__main__":
+    main()
