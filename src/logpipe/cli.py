@@ -190,7 +190,12 @@ def _run(args: argparse.Namespace) -> int:
     from logpipe.application.metrics import Metrics
     from logpipe.application.pipeline import Pipeline
     from logpipe.infrastructure.deadletter import DeadLetter, default_dead_letter_path
+    from logpipe.infrastructure.exporters import check_report_path, prometheus, write_report_json
     from logpipe.infrastructure.sources import SourceContext
+    from logpipe.infrastructure.ui import TerminalUI
+
+    if config.report_json is not None:
+        check_report_path(config.report_json)  # fail now, not after the run
 
     # One set of counters: the source counts rejected lines into it, the
     # pipeline everything else.
@@ -208,30 +213,42 @@ def _run(args: argparse.Namespace) -> int:
     source = open_source(config.source, label=source_label, settings=context)
     sink = open_sink(config.sink, label=sink_label, settings=config)
     # Records own stdout when they go there; status lines move to stderr.
-    stream = sys.stderr if isinstance(sink, StdoutSink) else None
+    # --ui (and a finite input's progress bar) take that terminal if it is one.
+    display = TerminalUI.for_run(config, source, records_on_stdout=isinstance(sink, StdoutSink))
     handler = _SignalHandler()
     previous = {signum: signal.signal(signum, handler) for signum in _SIGNALS}
+    server = None
     try:
         try:
             pipeline = Pipeline(
                 config,
                 sink,
                 source=source,
-                console=Console(stream, verbose=config.verbose),
+                console=Console(display.stream, verbose=config.verbose),
                 metrics=metrics,
             )
+            if config.metrics_addr is not None:
+                # Prints "Metrics: http://HOST:PORT/metrics" (the port chosen, for :0).
+                server = prometheus.start(pipeline, config.metrics_addr)
         except BaseException:
             sink.close()  # never handed over; a pipeline closes its sink when it ends
             raise
-        handler.attach(pipeline)
-        report = pipeline.run()
+        handler.attach(pipeline, display)
+        with display.running(pipeline):
+            report = pipeline.run()
+    except ConfigError:
+        raise  # e.g. --metrics-addr cannot listen: exit 2
     except LogpipeError as exc:  # the sink failed, e.g. its final fsync
         _say_error(exc)
         return 1
     finally:
+        if server is not None:
+            server.stop()
         dead_letter.close()
         for signum, old in previous.items():
             signal.signal(signum, old)
+    if config.report_json is not None:
+        write_report_json(report, config.report_json)
     if dead_letter.count:
         print(f"{dead_letter.count} rejected lines written to {dead_letter.path}", file=sys.stderr)
     return 0 if report.ok else 1
@@ -261,11 +278,13 @@ class _SignalHandler:
 
     def __init__(self) -> None:
         self._pipeline: Any = None
+        self._display: Any = None
         self._signals = 0
 
-    def attach(self, pipeline: Any) -> None:
+    def attach(self, pipeline: Any, display: Any = None) -> None:
         """Handle signals for ``pipeline`` (stopping it now if one came already)."""
         self._pipeline = pipeline
+        self._display = display
         if self._signals:
             pipeline.request_stop("signal")
 
@@ -286,6 +305,8 @@ class _SignalHandler:
             f"Still draining ({self._pipeline.pending()} records left); "
             "logpipe exits when every record is flushed.\n"
         )
+        if self._display is not None and self._display.notice(line.rstrip("\n")):
+            return  # shown in the live view, which would draw over a raw write
         try:
             # Straight to the fd: shown at once, whatever sys.stderr buffers.
             os.write(sys.stderr.fileno(), line.encode())

@@ -65,7 +65,7 @@ DURATION_RULE = "(use a number with a unit: ns, us/µs, ms, s, m, h; e.g. 100us,
         ),
         (["--sink", "kafka://x"], "--sink: unknown sink 'kafka://x' (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)"),
         (["--sink", "file:"], "--sink: 'file:' has no PATH (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)"),
-        (["--source", "stdin"], "--source: unknown source 'stdin' (known: generator)"),
+        (["--source", "kafka://x"], "--source: unknown source 'kafka://x' (known: file:PATH, generator, stdin, tcp://HOST:PORT)"),
         (["--count"], "--count: expected one argument"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--dur", "1s"], "unrecognized arguments: --dur 1s"),  # no abbreviations
@@ -287,12 +287,12 @@ def test_validate_checks_rules_across_options(capsys, tmp_path):
 
 def test_validate_checks_sink_and_source_specs(capsys, tmp_path):
     """An unknown sink or source in the file is a problem too."""
-    config = write(tmp_path, 'sink = "kafka"\nsource = "tcp://:1"\n')
+    config = write(tmp_path, 'sink = "kafka"\nsource = "udp://:1"\n')
     code, _, err = cli(capsys, "validate", str(config))
     assert code == 1
     assert err.splitlines() == [
         f"{config}: sink: unknown sink 'kafka' (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)",
-        f"{config}: source: unknown source 'tcp://:1' (known: generator)",
+        f"{config}: source: unknown source 'udp://:1' (known: file:PATH, generator, stdin, tcp://HOST:PORT)",
     ]
 
 

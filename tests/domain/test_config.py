@@ -56,6 +56,7 @@ def test_defaults_are_the_specification() -> None:
         "metrics_interval": 1.0,
         "max_record_size": 1024 * 1024,
         "verbose": False,
+        "ui": False,
         "message": "hello from producer",
         "level": "INFO",
         "format": "raw",
@@ -66,6 +67,9 @@ def test_defaults_are_the_specification() -> None:
         "rotate_bytes": None,
         "rotate_keep": 5,
         "nats_stream": None,
+        "metrics_addr": None,
+        "health_threshold": 30.0,
+        "report_json": None,
     }
 
 

@@ -133,8 +133,8 @@ def test_generator_source_is_the_pipelines_own():
 
 
 def test_unknown_source_lists_the_known_ones():
-    """Sources not yet implemented are unknown, with the known list."""
-    assert one_line_error(open_source, "stdin") == "--source: unknown source 'stdin' (known: generator)"
+    """An unknown source scheme gets one line listing the known ones."""
+    assert one_line_error(open_source, "kafka://x") == "--source: unknown source 'kafka://x' (known: file:PATH, generator, stdin, tcp://HOST:PORT)"
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class FakeNatsConfig:
             raise ValueError("is not HOST:PORT/SUBJECT")
         return cls(host, int(port), subject)
 
-    def build(self) -> Sink:
+    def build(self, settings: object = None) -> Sink:
         raise OSError(111, "Connection refused")
 
 
@@ -195,7 +195,7 @@ def test_settings_reach_the_config_class():
             seen.append(settings)
             return cls()
 
-        def build(self) -> Sink:
+        def build(self, settings: object = None) -> Sink:
             return NullSink()
 
     sinks: Registry[Sink] = Registry("sink", "--sink")

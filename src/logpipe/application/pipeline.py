@@ -7,7 +7,8 @@ Shutdown always runs in this order, which is what makes it lose nothing:
 3. the ring is closed: workers drain it, flushing as they go, and leave
    when it is empty (a closed ring reports Closed only once drained);
 4. every worker is joined, the sink closed, and the report printed:
-   lost = produced - processed - dropped, which must be 0.
+   lost = produced - processed - dropped, which must be 0, and the loss
+   ledger (see logpipe.application.metrics), which must balance exactly.
 
 A run ends when its source is exhausted (``count`` reached, end of input),
 when ``duration`` has elapsed, or when request_stop() is called (the CLI
@@ -17,13 +18,13 @@ calls it on SIGINT / SIGTERM).
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 from logpipe._ringbuf import RingBuffer
 from logpipe.application.autoscaler import AutoScaler
 from logpipe.application.checkpoint import FlushTracker
 from logpipe.application.console import Console
-from logpipe.application.metrics import Metrics, MetricsReporter, Snapshot
+from logpipe.application.metrics import Ledger, Metrics, MetricsReporter, Snapshot
 from logpipe.application.pool import WorkerPool
 from logpipe.application.producer import GeneratorSource
 from logpipe.application.worker import Worker
@@ -56,6 +57,7 @@ class Report:
     peak_workers: int
     reason: str
     invalid: int = 0
+    ledger: Ledger | None = None  # read after every thread was joined: exact
 
     @property
     def rate(self) -> float:
@@ -64,7 +66,8 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0
+        """Nothing lost, and the ledger (when there is one) balances exactly."""
+        return self.lost == 0 and (self.ledger is None or self.ledger.exact)
 
     def line(self) -> str:
         """One parseable line: ``Report: produced=N processed=N ... lost=0 ...``."""
@@ -77,7 +80,10 @@ class Report:
         )
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "rate": self.rate, "ok": self.ok}
+        """Every field, ``rate`` and ``ok``; the ledger as a dict of its terms."""
+        values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["ledger"] = self.ledger.as_dict() if self.ledger is not None else None
+        return {**values, "rate": self.rate, "ok": self.ok}
 
 
 class Pipeline:
@@ -117,6 +123,10 @@ class Pipeline:
             queue_depth=lambda: len(self.ring),
             queue_capacity=self.ring.capacity,
             workers=lambda: len(self.pool),
+            queue_usage=lambda: self.ring.usage,
+            ring_counts=self._ring_counts,
+            in_batches=self.pool.pending,
+            collecting=lambda: sum(worker.collecting for worker in self.pool.workers),
         )
         self.source = source if source is not None else GeneratorSource(
             rate=config.rate,
@@ -172,6 +182,11 @@ class Pipeline:
         """Records in the ring plus those held in workers' unwritten batches."""
         return len(self.ring) + self.pool.pending()
 
+    def _ring_counts(self) -> tuple[int, int]:
+        # popped first: read in this order, pushed - popped is never negative.
+        popped = self.ring.popped
+        return self.ring.pushed, popped
+
     # -- the run ------------------------------------------------------------
 
     def run(self) -> Report:
@@ -202,10 +217,14 @@ class Pipeline:
         self._join(checkpointer)
         self._commit()  # everything is written now: the final checkpoint
 
-        report = self._report(self.metrics.snapshot(), self.clock.monotonic() - started)
+        report = self._report(
+            self.metrics.snapshot(), self.clock.monotonic() - started, self.metrics.ledger(final=True)
+        )
         self.console.say("Program finished")
         self.console.say(report.line())
-        if not report.ok:
+        if report.ledger is not None and not report.ledger.exact:
+            self.console.say(report.ledger.line())
+        if report.lost:
             self.console.say(f"ERROR: {report.lost} logs were lost")
         return report
 
@@ -257,7 +276,7 @@ class Pipeline:
         while self.pool.join_all(JOIN_SLICE):
             pass
 
-    def _report(self, snap: Snapshot, elapsed: float) -> Report:
+    def _report(self, snap: Snapshot, elapsed: float, ledger: Ledger | None = None) -> Report:
         return Report(
             produced=snap.produced,
             processed=snap.processed,
@@ -271,4 +290,5 @@ class Pipeline:
             peak_workers=self.pool.peak,
             reason=self._stop_reason or "",
             invalid=snap.invalid,
+            ledger=ledger,
         )

@@ -13,7 +13,13 @@ backpressure slows the producer. A failure the sink declares permanent
 (``SinkError(retryable=False)``: the reader of a pipe went away) cannot be
 retried: the worker reports it through ``on_fatal`` (the pipeline then shuts
 down) and the batch is counted as not delivered, so the final report shows
-the loss and the command exits non-zero instead of hanging.
+the loss and the command exits non-zero instead of hanging (and as
+undelivered, so the loss ledger knows where those records went).
+
+Every batch written is observed in the flush-duration and enqueue-to-flush
+histograms, and every write's outcome in ``metrics.sink_health`` (what
+``/health`` reports). ``holding`` and ``collecting`` tell the loss ledger
+what a worker holds: see logpipe.application.metrics.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class Worker:
         self.stop_signal = StopSignal(ring)
         self.processed = 0
         self.holding = 0  # records taken from the ring and not yet written
+        self.collecting = 0  # the most records a get_batch in progress may have taken
         self._thread = threading.Thread(target=self._run, name=f"logpipe-worker-{worker_id}", daemon=True)
 
     def start(self) -> None:
@@ -97,31 +104,49 @@ class Worker:
 
     def _run(self) -> None:
         while True:
+            # While get_batch collects, the records it has taken from the ring
+            # are in no term the ledger can read: say how many there may be.
+            self.collecting = self._batch_size
             try:
                 batch = self._ring.get_batch(
                     self._batch_size, self._batch_timeout, stop=self.stop_signal
                 )
             except Closed:
+                self.collecting = 0
                 return  # closed and drained: every record has been flushed
+            except BaseException:
+                self.collecting = 0
+                raise
+            self.holding = len(batch)  # before collecting drops, so the ledger always sees it
+            self.collecting = 0
             if batch:
-                self.holding = len(batch)
                 self._flush(batch)
             if self.stop_signal.is_set():
                 return
 
     def _flush(self, batch: Batch) -> None:
+        metrics = self._metrics
+        started = time.monotonic()
         if self._io_latency:
             time.sleep(self._io_latency)
         if not self._write_with_retry(batch):
+            # Undeliverable: left out of processed, so the report shows it
+            # lost, and counted as undelivered, so the ledger knows where it went.
+            metrics.undelivered.add(len(batch))
             self.holding = 0
-            return  # undeliverable: left out of processed, so the report shows it
+            return
+        written = time.monotonic()
+        # The whole flush (simulated latency and retries included), and how
+        # long the batch's oldest record waited from entering the ring.
+        metrics.flush_duration.observe(written - started)
+        metrics.enqueue_to_flush.observe(max(written - batch.oldest_enqueue, 0.0))
         if self._tracker is not None:
             self._tracker.flushed(batch.positions)
         count = len(batch)
         self.processed += count
+        metrics.processed.add(count)
         self.holding = 0
-        self._metrics.processed.add(count)
-        self._metrics.batches_flushed.add()
+        metrics.batches_flushed.add()
         line = f"Worker {self.worker_id} flushed batch of {count} logs"
         if self._ring.closed or self.stop_signal.is_set():
             self._console.say(line)  # a shutdown (or scale-down) flush
@@ -134,6 +159,7 @@ class Worker:
         while True:
             try:
                 self._sink.write_batch(batch)
+                self._metrics.sink_health.succeeded()
                 return True
             except SinkError as exc:
                 if exc.retryable:
@@ -141,6 +167,7 @@ class Worker:
                     pause = min(pause * 2, RETRY_MAX)
                     continue
                 self._metrics.sink_errors.add()
+                self._metrics.sink_health.failed(time.monotonic(), str(exc))
                 self._console.say(f"Worker {self.worker_id}: sink failed for good ({exc}); {len(batch)} logs not delivered")
                 if self._on_fatal is not None:
                     self._on_fatal(f"sink failed ({exc})")
@@ -151,6 +178,7 @@ class Worker:
 
     def _retry_later(self, exc: Exception, batch: Batch, pause: float) -> None:
         self._metrics.sink_errors.add()
+        self._metrics.sink_health.failed(time.monotonic(), str(exc))
         self._console.say(
             f"Worker {self.worker_id}: sink write failed ({exc}); "
             f"retrying {len(batch)} logs in {pause:.2f}s"

@@ -264,6 +264,9 @@ class PipelineConfig:
         _MiB, "int", "largest record accepted, in bytes", low=1, high=2**31 - 1
     )
     verbose: bool = _opt(False, "bool", "print every flush, not only the final ones")
+    ui: bool = _opt(
+        False, "bool", "live terminal view instead of the [METRICS] line (plain lines when not a terminal)"
+    )
     message: str = _opt("hello from producer", "str", "the msg field of generated logs")
     level: str = _opt("INFO", "str", "the level field of generated logs")
     # -- real inputs and outputs (sources and sinks) ---------------------------
@@ -287,6 +290,19 @@ class PipelineConfig:
     rotate_keep: int = _opt(5, "int", "file sink: rotated files kept", low=1)
     nats_stream: str | None = _opt(
         None, "str", "nats sink: create this JetStream stream if missing", unset="use an existing stream"
+    )
+    # -- observing a run ------------------------------------------------------
+    metrics_addr: str | None = _opt(
+        None,
+        "str",
+        "serve Prometheus /metrics and /health on HOST:PORT (:PORT means 127.0.0.1; port 0 picks one)",
+        unset="serve no endpoint",
+    )
+    health_threshold: float = _opt(
+        30.0, "duration", "/health fails once the sink has been failing this long", low=0, low_open=True
+    )
+    report_json: str | None = _opt(
+        None, "str", "write the final report, with the loss ledger, as JSON to this file", unset="write none"
     )
 
     def __post_init__(self) -> None:

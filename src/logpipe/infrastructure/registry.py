@@ -37,6 +37,9 @@ from logpipe.domain.ports import Sink, Source
 from logpipe.exceptions import ConfigError, LogpipeError
 from logpipe.infrastructure.sinks import FileSinkConfig, NullSinkConfig, StdoutSinkConfig
 from logpipe.infrastructure.sinks.nats import NatsSinkConfig
+from logpipe.infrastructure.sources.file import FileSourceConfig
+from logpipe.infrastructure.sources.stdin import StdinSourceConfig
+from logpipe.infrastructure.sources.tcp import TcpSourceConfig
 
 __all__ = [
     "ComponentConfig",
@@ -67,7 +70,7 @@ class ComponentConfig(Protocol[T_co]):
         """The config for ``SCHEME:target``; ValueError(reason) if malformed."""
         ...
 
-    def build(self) -> T_co:
+    def build(self, settings: Any = None) -> T_co:
         """Open the component; SinkError or OSError if its target cannot be opened."""
         ...
 
@@ -171,7 +174,7 @@ class Registry(Generic[T]):
         label = label or self.label
         config = self.parse(spec, label=label, settings=settings)
         try:
-            return config.build()
+            return config.build(settings)
         except (LogpipeError, OSError) as exc:
             if isinstance(exc, OSError):
                 detail = f"cannot open {spec!r}: {exc.strerror or exc}"
@@ -245,15 +248,14 @@ class GeneratorSourceConfig:
         """The config for spec ``generator``."""
         return cls()
 
-    def build(self) -> None:
+    def build(self, settings: object = None) -> None:
         """None: the pipeline's built-in generator."""
         return None
 
 
-# Issue 4 registers FileSourceConfig (file:PATH), StdinSourceConfig (stdin)
-# and TcpSourceConfig (tcp://HOST:PORT) here.
 SOURCES: Registry[Source | None] = Registry("source", "--source")
-SOURCES.register(GeneratorSourceConfig)
+for _source in (FileSourceConfig, GeneratorSourceConfig, StdinSourceConfig, TcpSourceConfig):
+    SOURCES.register(_source)
 
 
 def parse_source(

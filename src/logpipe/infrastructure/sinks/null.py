@@ -36,6 +36,6 @@ class NullSinkConfig:
         """The config for spec ``null`` (``target`` is always None here)."""
         return cls()
 
-    def build(self) -> NullSink:
+    def build(self, settings: object = None) -> NullSink:
         """A new NullSink."""
         return NullSink()

@@ -94,6 +94,6 @@ class StdoutSinkConfig:
         """The config for spec ``stdout`` (``target`` is always None here)."""
         return cls()
 
-    def build(self) -> StdoutSink:
+    def build(self, settings: object = None) -> StdoutSink:
         """A StdoutSink on the current ``sys.stdout.buffer``."""
         return StdoutSink()

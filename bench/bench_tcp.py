@@ -1,0 +1,284 @@
+"""TCP -> file throughput: logpipe's TCP source against a naive pure-Python server.
+
+    python bench/bench_tcp.py [--lines 2000000] [--connections 4] [--format raw|json|both]
+                              [--mode pieces|pipeline] [--channel-size 16384] [--batch-size 1024]
+
+The same pregenerated ~85-byte JSON lines (``--lines`` in all, split evenly
+over ``--connections`` client connections, each sending its whole buffer
+with ``sendall``) go, in the same run, through:
+
+* logpipe: ``TcpSource`` -> ``RingBuffer`` -> worker(s) -> ``FileSink``.
+  ``--mode pieces`` (default) runs one writer thread doing
+  ``get_batch`` + ``write_batch``; ``--mode pipeline`` runs the whole
+  ``Pipeline`` (worker pool, autoscaler, metrics), as ``logpipe run
+  --source tcp://... --sink file:OUT`` does.
+* naive: ``socketserver.ThreadingTCPServer`` (one thread per connection,
+  ``for line in rfile``, ``json.loads`` in json mode) -> ``queue.Queue``
+  of the same capacity -> one thread writing each line to a buffered file.
+
+Time runs from the first connection until the last line is in the output
+file (page cache; no fsync on either side). Each output file is checked
+for the right size before the figure is printed. Absolute numbers depend
+on the machine; the ratio is what to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import queue
+import socket
+import socketserver
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+
+from logpipe import Closed, RingBuffer
+from logpipe.application.console import Console
+from logpipe.application.metrics import Metrics
+from logpipe.infrastructure.deadletter import DeadLetter
+from logpipe.infrastructure.sinks.file import FileSink
+from logpipe.infrastructure.sources.context import SourceContext
+from logpipe.infrastructure.sources.tcp import TcpSource, TcpSourceConfig
+
+LINE_SIZE = 85  # bytes, newline included
+MAX_LINE = 1 << 20
+TIMEOUT = 600.0
+
+
+def make_payloads(lines: int, connections: int) -> list[bytes]:
+    """``connections`` buffers of newline-terminated JSON lines, LINE_SIZE bytes each."""
+    prefix = b'{"level":"INFO","msg":"hello from tcp","ts":1712345678123456,"c":%d,"seq":'
+    payloads = []
+    per_conn, extra = divmod(lines, connections)
+    for conn in range(connections):
+        head = prefix % conn
+        digits = LINE_SIZE - len(head) - 2  # '}' and '\n'
+        assert len(str(per_conn)) <= digits, "too many lines per connection"
+        fmt = head + b"%" + str(digits).encode() + b"d}\n"  # "seq":     42}: valid JSON
+        count = per_conn + (1 if conn < extra else 0)
+        payloads.append(b"".join(fmt % seq for seq in range(count)))
+    assert all(len(p) % LINE_SIZE == 0 for p in payloads)
+    return payloads
+
+
+def send_all(address: tuple[str, int], payloads: list[bytes]) -> list[threading.Thread]:
+    """Start one thread per payload: connect, sendall, close."""
+    errors: list[BaseException] = []
+
+    def send(payload: bytes) -> None:
+        try:
+            with socket.create_connection(address, timeout=TIMEOUT) as sock:
+                sock.sendall(payload)
+        except BaseException as exc:  # noqa: BLE001 - printed by the caller
+            errors.append(exc)
+            raise
+
+    threads = [threading.Thread(target=send, args=(p,), daemon=True) for p in payloads]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def wait_for(done: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.001)
+
+
+def check_output(path: str, expected_bytes: int, label: str) -> None:
+    size = os.path.getsize(path)
+    if size != expected_bytes:
+        raise SystemExit(f"{label}: output has {size} bytes, expected {expected_bytes}")
+
+
+# --- logpipe -------------------------------------------------------------------------
+
+
+def logpipe_pieces(
+    payloads: list[bytes], fmt: str, out: str, channel_size: int, batch_size: int, workdir: str
+) -> float:
+    context = SourceContext(
+        format=fmt,
+        max_line=MAX_LINE,
+        metrics=Metrics(),
+        dead_letter=DeadLetter(os.path.join(workdir, "dead-letter.ndjson")),
+        max_connections=max(256, len(payloads)),
+    )
+    source: TcpSource = TcpSourceConfig(port=0).build(context)
+    ring = RingBuffer(channel_size, max_record_size=MAX_LINE)
+    sink = FileSink(out, fsync=False)
+    stop = threading.Event()
+    total = sum(len(p) for p in payloads) // LINE_SIZE
+
+    def write() -> None:
+        while True:
+            try:
+                batch = ring.get_batch(batch_size, timeout=0.1)
+            except Closed:
+                return
+            if len(batch):
+                sink.write_batch(batch)
+
+    source_thread = threading.Thread(target=source.run, args=(ring, stop), daemon=True)
+    writer = threading.Thread(target=write, daemon=True)
+    source_thread.start()
+    writer.start()
+    started = time.perf_counter()
+    senders = send_all(source.address, payloads)
+    for thread in senders:
+        thread.join(TIMEOUT)
+    wait_for(lambda: source.records + source.invalid >= total, "logpipe to read every line")
+    stop.set()
+    source_thread.join(TIMEOUT)
+    ring.close()
+    writer.join(TIMEOUT)
+    elapsed = time.perf_counter() - started
+    sink.close()
+    if source.invalid:
+        raise SystemExit(f"logpipe rejected {source.invalid} lines")
+    return elapsed
+
+
+def logpipe_pipeline(
+    payloads: list[bytes], fmt: str, out: str, channel_size: int, batch_size: int, workdir: str
+) -> float:
+    from logpipe.application.pipeline import Pipeline
+    from logpipe.domain.config import PipelineConfig
+
+    config = PipelineConfig(
+        channel_size=channel_size,
+        batch_size=batch_size,
+        batch_timeout=0.05,
+        max_record_size=MAX_LINE,
+        format=fmt,
+    )
+    context = SourceContext(
+        format=fmt,
+        max_line=MAX_LINE,
+        metrics=Metrics(),
+        dead_letter=DeadLetter(os.path.join(workdir, "dead-letter.ndjson")),
+        max_connections=max(256, len(payloads)),
+    )
+    source = TcpSourceConfig(port=0).build(context)
+    pipeline = Pipeline(config, FileSink(out, fsync=False), source=source, console=Console(io.StringIO()))
+    total = sum(len(p) for p in payloads) // LINE_SIZE
+    runner = threading.Thread(target=pipeline.run, daemon=True)
+    runner.start()
+    started = time.perf_counter()
+    for thread in send_all(source.address, payloads):
+        thread.join(TIMEOUT)
+    wait_for(lambda: pipeline.metrics.processed.value >= total, "the pipeline to write every line")
+    elapsed = time.perf_counter() - started
+    pipeline.request_stop("benchmark done")
+    runner.join(TIMEOUT)
+    return elapsed
+
+
+# --- the naive pipeline --------------------------------------------------------------
+
+
+def naive(payloads: list[bytes], fmt: str, out: str, channel_size: int) -> float:
+    lines: queue.Queue[bytes | None] = queue.Queue(channel_size)
+    validate = fmt == "json"
+    total = sum(len(p) for p in payloads) // LINE_SIZE
+    written = [0]
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            for line in self.rfile:
+                line = line.rstrip(b"\r\n")
+                if not line:
+                    continue
+                if validate:
+                    try:
+                        json.loads(line)
+                    except ValueError:
+                        continue
+                lines.put(line)
+
+    def write() -> None:
+        with open(out, "wb") as f:
+            while (line := lines.get()) is not None:
+                f.write(line + b"\n")
+                written[0] += 1
+                if written[0] == total:
+                    f.flush()
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        request_queue_size = 128
+
+    server = Server(("127.0.0.1", 0), Handler)
+    serving = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    writer = threading.Thread(target=write, daemon=True)
+    serving.start()
+    writer.start()
+    started = time.perf_counter()
+    for thread in send_all(server.server_address, payloads):
+        thread.join(TIMEOUT)
+    wait_for(lambda: written[0] >= total, "the naive pipeline to write every line")
+    elapsed = time.perf_counter() - started
+    server.shutdown()
+    server.server_close()
+    lines.put(None)
+    writer.join(TIMEOUT)
+    return elapsed
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=2_000_000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--format", choices=("raw", "json", "both"), default="both")
+    parser.add_argument("--mode", choices=("pieces", "pipeline"), default="pieces")
+    parser.add_argument("--channel-size", type=int, default=16384)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--skip-naive", action="store_true", help="run logpipe only")
+    args = parser.parse_args(argv)
+
+    payloads = make_payloads(args.lines, args.connections)
+    nbytes = sum(len(p) for p in payloads)
+    formats = ("raw", "json") if args.format == "both" else (args.format,)
+    print(
+        f"TCP -> file: {args.lines:,} lines of {LINE_SIZE} bytes ({nbytes / 1e6:.0f} MB) over "
+        f"{args.connections} connections; channel {args.channel_size}, batch {args.batch_size}, "
+        f"logpipe mode {args.mode}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
+    print(f"{'pipeline':<28}{'seconds':>9}{'lines/s':>14}{'MB/s':>9}{'ratio':>9}")
+    with tempfile.TemporaryDirectory(prefix="bench-tcp-") as workdir:
+        for fmt in formats:
+            out = os.path.join(workdir, f"logpipe-{fmt}.ndjson")
+            run = logpipe_pieces if args.mode == "pieces" else logpipe_pipeline
+            fast = run(payloads, fmt, out, args.channel_size, args.batch_size, workdir)
+            check_output(out, nbytes, f"logpipe {fmt}")
+            os.unlink(out)
+            slow = None
+            if not args.skip_naive:
+                out = os.path.join(workdir, f"naive-{fmt}.ndjson")
+                slow = naive(payloads, fmt, out, args.channel_size)
+                check_output(out, nbytes, f"naive {fmt}")
+                os.unlink(out)
+            for label, seconds in ((f"logpipe ({fmt})", fast), (f"naive Python ({fmt})", slow)):
+                if seconds is None:
+                    continue
+                ratio = f"{slow / fast:.1f}x" if slow is not None and label.startswith("logpipe") else ""
+                print(
+                    f"{label:<28}{seconds:>9.2f}{args.lines / seconds:>14,.0f}"
+                    f"{nbytes / seconds / 1e6:>9.0f}{ratio:>9}"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
