@@ -189,7 +189,6 @@ def _run(args: argparse.Namespace) -> int:
     from logpipe.application.console import Console
     from logpipe.application.metrics import Metrics
     from logpipe.application.pipeline import Pipeline
-    from logpipe.infrastructure.deadletter import DeadLetter, default_dead_letter_path
     from logpipe.infrastructure.exporters import check_report_path, prometheus, write_report_json
     from logpipe.infrastructure.sources import SourceContext
     from logpipe.infrastructure.ui import TerminalUI
@@ -200,16 +199,8 @@ def _run(args: argparse.Namespace) -> int:
     # One set of counters: the source counts rejected lines into it, the
     # pipeline everything else.
     metrics = Metrics()
-    dead_letter = DeadLetter(config.dead_letter or default_dead_letter_path(config.state_dir))
-    context = SourceContext(
-        format=config.format,
-        max_line=config.max_record_size,
-        metrics=metrics,
-        dead_letter=dead_letter,
-        state_dir=config.state_dir,
-        once=config.once,
-        max_connections=config.max_connections,
-    )
+    context = SourceContext.for_run(config, metrics)
+    dead_letter = context.dead_letter
     source = open_source(config.source, label=source_label, settings=context)
     sink = open_sink(config.sink, label=sink_label, settings=config)
     # Records own stdout when they go there; status lines move to stderr.

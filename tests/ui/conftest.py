@@ -9,7 +9,6 @@ applied), not the raw escape sequences.
 from __future__ import annotations
 
 import fcntl
-import inspect
 import os
 import pty
 import select
@@ -32,19 +31,8 @@ ROWS = 40
 TIMEOUT = 30.0  # seconds any one run may take
 
 
-def _cli_wires_the_ui() -> bool:
-    import logpipe.cli
-
-    return "TerminalUI" in inspect.getsource(logpipe.cli)
-
-
-# The real CLI once cli.py wires --ui (TerminalUI); until then a script that
-# builds the pipeline exactly as cli._run does, with the UI wired in.
-RUN = (
-    [sys.executable, "-m", "logpipe", "run"]
-    if _cli_wires_the_ui()
-    else [sys.executable, str(HERE / "run_with_ui.py")]
-)
+# The real command, as an operator runs it.
+RUN = [sys.executable, "-m", "logpipe", "run"]
 
 
 @dataclass

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from logpipe.application.metrics import Metrics
-from logpipe.infrastructure.deadletter import DeadLetter
+from logpipe.domain.config import PipelineConfig
+from logpipe.infrastructure.deadletter import DeadLetter, default_dead_letter_path
 
 __all__ = ["SourceContext"]
 
@@ -34,3 +35,17 @@ class SourceContext:
     state_dir: str | None = None
     once: bool = False
     max_connections: int = 256
+
+    @classmethod
+    def for_run(cls, config: PipelineConfig, metrics: Metrics) -> SourceContext:
+        """The context a run's configuration describes, with its dead-letter file
+        (``--dead-letter``, else STATE_DIR/dead-letter.ndjson, else ./logpipe-dead-letter.ndjson)."""
+        return cls(
+            format=config.format,
+            max_line=config.max_record_size,
+            metrics=metrics,
+            dead_letter=DeadLetter(config.dead_letter or default_dead_letter_path(config.state_dir)),
+            state_dir=config.state_dir,
+            once=config.once,
+            max_connections=config.max_connections,
+        )
