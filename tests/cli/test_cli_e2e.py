@@ -216,6 +216,22 @@ def test_io_latency_slows_the_producer_and_scales_the_pool_up():
     assert "Program finished" in done.stdout
 
 
+def test_pool_scales_down_after_the_load_ends():
+    """With --load-duration, the pool grows under load, then shrinks back to one worker once it ends."""
+    done = run(
+        "run", "--io-latency", "20ms", "--max-workers", "4", "--scale-interval", "200ms",
+        "--load-duration", "2s", "--duration", "4s",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    load_over = lines.index("Load finished; idling until the run ends")
+    assert any(line.startswith("Scaler: scaling UP") for line in lines[:load_over])
+    downs = [line for line in lines[load_over:] if line.startswith("Scaler: scaling Down")]
+    assert downs and downs[-1] == "Scaler: scaling Down, workers = 1"
+    report = report_of(done.stdout)
+    assert report["lost"] == "0" and int(report["scale_downs"]) >= 1
+
+
 def test_duration_ends_the_run_on_its_own():
     """`--duration 2s` stops by itself after about 2 s with `Program finished` and lost=0."""
     started = time.monotonic()
