@@ -76,19 +76,22 @@ cdef inline Py_ssize_t format_log(char *out, log_format_t *fmt, int64_t ts, uint
     return n + 1
 
 
-cdef bytes make_head(bytes msg_json, bytes level_json):
-    return b'{"msg": ' + msg_json + b', "level": ' + level_json + b', "ts": '
+cdef bytes make_format(log_format_t *fmt, bytes msg_json, bytes level_json):
+    """Fill ``fmt`` for these field values; return the head bytes, which the
+    caller keeps alive as long as ``fmt`` is used (fmt.head points into them)."""
+    cdef bytes head = b'{"msg": ' + msg_json + b', "level": ' + level_json + b', "ts": '
+    fmt.head = head
+    fmt.head_len = len(head)
+    fmt.record_max = fmt.head_len + 20 + 9 + 20 + 1  # two 20-digit numbers, ', "seq": ', '}'
+    return head
 
 
 def encode_logs(const uint64_t[::1] seqs, const int64_t[::1] ts, bytes msg_json, bytes level_json):
     """The logs as newline-framed bytes (what put_logs puts, for tests and sinks)."""
     if seqs.shape[0] != ts.shape[0]:
         raise ValueError(f"seqs and ts differ in length ({seqs.shape[0]} != {ts.shape[0]})")
-    cdef bytes head = make_head(msg_json, level_json)
     cdef log_format_t fmt
-    fmt.head = head
-    fmt.head_len = len(head)
-    fmt.record_max = fmt.head_len + 20 + 9 + 20 + 1
+    cdef bytes head = make_format(&fmt, msg_json, level_json)
     cdef Py_ssize_t count = seqs.shape[0], i, size = 0
     cdef char *buf = <char *>malloc(count * (fmt.record_max + 1) + 1)
     if buf == NULL:
@@ -122,11 +125,8 @@ def put_logs(RingBuffer ring not None, const uint64_t[::1] seqs, const int64_t[:
     """
     if seqs.shape[0] != ts.shape[0]:
         raise ValueError(f"seqs and ts differ in length ({seqs.shape[0]} != {ts.shape[0]})")
-    cdef bytes head = make_head(msg_json, level_json)
     cdef log_format_t fmt
-    fmt.head = head
-    fmt.head_len = len(head)
-    fmt.record_max = fmt.head_len + 20 + 9 + 20 + 1
+    cdef bytes head = make_format(&fmt, msg_json, level_json)
     if fmt.record_max > <Py_ssize_t>ring.ring.max_record:
         raise ValueError(
             f"a log of up to {fmt.record_max} bytes is over max_record_size ({ring.ring.max_record} bytes)")

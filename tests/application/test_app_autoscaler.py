@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -20,19 +19,11 @@ from logpipe.application.metrics import Metrics
 from logpipe.application.pool import WorkerPool
 from logpipe.application.worker import Worker
 from logpipe.domain.policies import ScaleDecision
+from _support import wait_until
 
 UP, DOWN, HOLD = ScaleDecision.UP, ScaleDecision.DOWN, ScaleDecision.HOLD
 JOIN = 10.0
 CAPACITY = 100
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return predicate()
 
 
 class NullSink:

@@ -8,26 +8,17 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 from logpipe.application.console import Console
 from logpipe.application.metrics import Counter, Metrics, MetricsReporter, Snapshot, metrics_line
+from _support import wait_until
 
 JOIN = 5.0
 LINE = re.compile(
     r"\[METRICS\] Produced=(\d+)/s \| Processed=(\d+)/s \| Queue=(\d+)/(\d+) \| Workers=(\d+)"
 )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return predicate()
 
 
 def snap(**values: int) -> Snapshot:

@@ -12,7 +12,6 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable
 
 import pytest
 
@@ -21,17 +20,9 @@ from logpipe.application.console import Console
 from logpipe.application.metrics import Metrics
 from logpipe.application.pool import WorkerPool
 from logpipe.application.worker import Worker
+from _support import wait_until
 
 JOIN = 10.0
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return predicate()
 
 
 class NullSink:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import orjson
 import pytest
@@ -18,18 +17,10 @@ from logpipe import RingBuffer
 from logpipe.application.metrics import Metrics
 from logpipe.application.producer import GeneratorSource
 from logpipe.domain.clock import FakeClock
+from _support import wait_until
 
 JOIN = 5.0
 STOP_WITHIN = 0.5  # the producer's promise is ~10 ms; this is generous
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return predicate()
 
 
 def drain(ring: RingBuffer) -> list[dict]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable
 
 import orjson
 import pytest
@@ -19,20 +18,11 @@ from logpipe.application import worker as worker_module
 from logpipe.application.console import Console
 from logpipe.application.metrics import Metrics
 from logpipe.application.worker import Worker
+from _support import wait_until
 
 JOIN = 5.0  # generous: a worker that should be leaving gets this long
 PROMPT = 1.0  # "promptly": far above the microseconds it needs, far below any batch timeout used
 LONG = 30.0  # a batch timeout that no test waits for
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return predicate()
 
 
 class RecordingSink:
