@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,30 +86,10 @@ def collectors() -> Iterator[Callable[[RingBuffer], Collector]]:
         collector.stop()
 
 
-# `logpipe ...` as a subprocess: the real CLI, with the file and stdin
-# sources registered here if the registry does not have them yet.
-CLI_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    from logpipe.cli import main
-    from logpipe.infrastructure.registry import SOURCES
-    from logpipe.infrastructure.sources.file import FileSourceConfig
-    from logpipe.infrastructure.sources.stdin import StdinSourceConfig
-
-    for config in (FileSourceConfig, StdinSourceConfig):
-        if config.scheme not in SOURCES.schemes:
-            SOURCES.register(config)
-    sys.exit(main(sys.argv[1:]))
-    """
-)
-
-
 @pytest.fixture
-def logpipe_command(tmp_path: Path) -> list[str]:
-    """argv prefix that runs the ``logpipe`` command; append ``run --source ...``."""
-    script = tmp_path / "logpipe_cli.py"
-    script.write_text(CLI_SCRIPT)
-    return [sys.executable, str(script)]
+def logpipe_command() -> list[str]:
+    """argv prefix that runs the real ``logpipe`` command; append ``run --source ...``."""
+    return [sys.executable, "-m", "logpipe"]
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ __all__ = ["PARTIAL_AT_STOP", "StdinSource", "StdinSourceConfig"]
 # Longest wait for input before the stop signal is looked at again (ms).
 POLL_MS = 20
 # After a stop, how long lines already read may still wait for ring room.
-STOP_FLUSH = 2.0  # workers drain the ring meanwhile; only a stalled sink uses it all
+STOP_FLUSH = 0.5  # workers drain the ring meanwhile; only a stalled sink uses it all
 PARTIAL_AT_STOP = "stdin open at shutdown: partial line"
 
 

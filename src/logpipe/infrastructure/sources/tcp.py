@@ -45,14 +45,14 @@ Behaviour, as an operator sees it:
   1 MiB ``max_line`` that is at most ~320 MiB, reached only if every client
   holds a nearly 1 MiB unfinished line; typically it is a few KiB each.
 * **Shutdown.** Within ~10-50 ms of the stop signal the source stops
-  reading, spends at most 2 s pushing lines it has already split but not
+  reading, spends at most 0.5 s pushing lines it has already split but not
   yet pushed (the ring is still open then, and the workers drain it), and
   closes every socket and the listener. A connection still open at shutdown
   may have sent part of a line: that partial line is *not* delivered as a
   record (it may be cut anywhere); it is counted in
   :attr:`TcpSource.partial_at_stop` and in ``metrics.invalid``, and written
   to the dead-letter file with reason ``"connection open at shutdown:
-  partial line"``. Complete lines still unpushed after the 2 s (only
+  partial line"``. Complete lines still unpushed after the 0.5 s (only
   possible when no worker makes progress, e.g. a sink that is down) are
   counted in :attr:`TcpSource.unpushed_at_stop`. Bytes still in the
   kernel's buffers are never read: TCP has no acknowledgement a client
@@ -96,7 +96,7 @@ ACCEPT_BURST = 64
 # How long accepting pauses when the process is out of file descriptors.
 ACCEPT_RETRY = 0.1
 # At shutdown: how long to keep pushing lines already split off.
-STOP_FLUSH = 2.0  # workers drain the ring meanwhile; only a stalled sink uses it all
+STOP_FLUSH = 0.5  # workers drain the ring meanwhile; only a stalled sink uses it all
 # How much of a partial line at shutdown the dead letter keeps (as it does
 # for every rejected line).
 KEPT_BYTES = 4096
