@@ -1115,6 +1115,27 @@ cdef class LineFramer:
             self.leave()
         return self.n_records - before
 
+    def take_held(self):
+        """Give up on the good lines still waiting for room in the ring; return them.
+
+        For a source shutting down while its sink is stalled: the lines can
+        then go to the dead letter instead of vanishing. They count as
+        consumed (the input bytes are accounted for), not as records.
+        """
+        cdef Py_ssize_t k
+        cdef held_t *h
+        cdef list out = []
+        self.enter(0.0)
+        try:
+            for k in range(self.held_head, self.held_count):
+                h = &self.held[k]
+                out.append(PyBytes_FromStringAndSize(self.backlog + h.off, h.length))
+                self.n_consumed += h.adv
+            self.held_head = self.held_count = self.bl_len = 0
+        finally:
+            self.leave()
+        return out
+
     def take_rejected(self):
         """The lines rejected since the last call: a list of (reason, line or its first 4096 bytes, size)."""
         cdef list out = self._rejected

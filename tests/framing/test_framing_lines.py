@@ -589,3 +589,17 @@ def test_memory_of_a_long_good_line_is_given_back():
     assert after < 64 * KiB  # the ring holds its own copy out of line; the framer holds "next"
     assert framer.buffered == 4
     assert ring.get() == piece * 12
+
+
+def test_take_held_gives_back_the_lines_a_full_ring_refused():
+    """take_held returns the held good lines in order, empties the backlog and counts them consumed."""
+    ring = RingBuffer(2)
+    framer = LineFramer(ring, max_line=100)
+    data = b"a\nb\nc\nd\npartial"
+    assert framer.feed(data, timeout=0.01) == 2
+    assert framer.pending_lines == 2
+    assert framer.take_held() == [b"c", b"d"]
+    assert framer.pending_lines == 0 and framer.records == 2
+    assert framer.consumed == len(b"a\nb\nc\nd\n")
+    assert framer.take_held() == []
+    assert ring.get_many(5, block=False) == [b"a", b"b"]

@@ -13,7 +13,12 @@ from pathlib import Path
 import orjson
 
 from logpipe import RingBuffer
-from logpipe.infrastructure.sources.stdin import PARTIAL_AT_STOP, StdinSource, StdinSourceConfig
+from logpipe.infrastructure.sources.stdin import (
+    PARTIAL_AT_STOP,
+    UNPUSHED_AT_STOP,
+    StdinSource,
+    StdinSourceConfig,
+)
 
 TIMEOUT = 20.0
 
@@ -105,11 +110,12 @@ def test_stop_dead_letters_a_partial_line(tmp_path, make_context):
 
 
 def test_stop_with_a_full_ring_returns_and_counts_the_unpushed(make_context):
-    """Nobody consuming: a stop leaves within the flush budget and counts the lines it could not push."""
+    """Nobody consuming: a stop leaves within the flush budget; lines it could not push go to the dead letter."""
     read_fd, write_fd = os.pipe()
+    context = make_context()
     try:
         ring = RingBuffer(4)
-        source = StdinSource(make_context(), fd=read_fd)
+        source = StdinSource(context, fd=read_fd)
         running = Running(source, ring)
         os.write(write_fd, b"".join(b"line %d\n" % i for i in range(10)))
         wait_until(lambda: len(ring) == 4, "a full ring")
@@ -120,6 +126,9 @@ def test_stop_with_a_full_ring_returns_and_counts_the_unpushed(make_context):
         os.close(write_fd)
     assert source.unpushed_at_stop == 6
     assert ring.get_many(4, timeout=0) == [b"line %d" % i for i in range(4)]
+    letters = [orjson.loads(x) for x in Path(context.dead_letter.path).read_bytes().splitlines()]
+    assert [(x["reason"], x["line"]) for x in letters] == [(UNPUSHED_AT_STOP, "line %d" % i) for i in range(4, 10)]
+    assert context.metrics.invalid.value == 6  # received = in the ring + dead-lettered: nothing vanished
 
 
 def test_config_is_stdin_without_target(make_context):

@@ -24,6 +24,7 @@ from logpipe.infrastructure.deadletter import DeadLetter
 from logpipe.infrastructure.sources.context import SourceContext
 from logpipe.infrastructure.sources.tcp import (
     PARTIAL_AT_STOP,
+    UNPUSHED_AT_STOP,
     TcpSource,
     TcpSourceConfig,
     parse_address,
@@ -487,6 +488,11 @@ def test_stop_returns_while_the_ring_is_full(tmp_path):
     assert source.records == 16 == ring.pushed
     assert source.unpushed_at_stop > 0  # split off, but the ring never had room
     assert source.pauses > 0
+    # The unpushed lines are in the dead letter, in order, right after the 16 delivered.
+    letters = [orjson.loads(x) for x in Path(context.dead_letter.path).read_bytes().splitlines()]
+    unpushed = [x["line"] for x in letters if x["reason"] == UNPUSHED_AT_STOP]
+    assert unpushed == ["line %d" % i for i in range(16, 16 + source.unpushed_at_stop)]
+    assert context.metrics.invalid.value >= source.unpushed_at_stop
 
 
 def test_a_closed_ring_ends_the_run(tmp_path):

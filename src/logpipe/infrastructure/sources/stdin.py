@@ -11,7 +11,8 @@ It stays stoppable while the producer is silent: fd 0 is polled with a
 arrives. On a stop before end of input (the same contract as the TCP
 source): lines already split off get at most :data:`STOP_FLUSH` seconds to
 enter the ring (the workers are still draining it then); any left are
-counted in :attr:`StdinSource.unpushed_at_stop`. A partial last line (its
+written to the dead letter with reason :data:`UNPUSHED_AT_STOP` and counted
+in ``metrics.invalid`` and :attr:`StdinSource.unpushed_at_stop`. A partial last line (its
 newline never came) may be cut anywhere, so it is not delivered as a record:
 it goes to the dead letter with reason :data:`PARTIAL_AT_STOP`, counted in
 ``metrics.invalid``. Bytes still in the pipe are not read.
@@ -39,6 +40,7 @@ POLL_MS = 20
 # After a stop, how long lines already read may still wait for ring room.
 STOP_FLUSH = 0.5  # workers drain the ring meanwhile; only a stalled sink uses it all
 PARTIAL_AT_STOP = "stdin open at shutdown: partial line"
+UNPUSHED_AT_STOP = "read but not delivered: shutdown while the ring stayed full"
 
 
 class StdinSource:
@@ -126,7 +128,12 @@ class StdinSource:
                 break
             framer.feed(b"", timeout=min(remaining, PUSH_SLICE))
             lines.report()
-        self.unpushed_at_stop = int(framer.pending_lines)
+        # Lines read but still waiting for room (the sink is stalled): stdin
+        # cannot be read again, so they go to the dead letter, not nowhere.
+        for line in framer.take_held():
+            self.unpushed_at_stop += 1
+            self.context.dead_letter.reject(self.name, UNPUSHED_AT_STOP, line)
+            self.context.metrics.invalid.add(1)
         if not self.eof and self._partial_size and self._partial_head != b"\r":
             self.partial_at_stop = 1
             self.context.dead_letter.reject(self.name, PARTIAL_AT_STOP, self._partial_head, self._partial_size)

@@ -54,7 +54,9 @@ Behaviour, as an operator sees it:
   to the dead-letter file with reason ``"connection open at shutdown:
   partial line"``. Complete lines still unpushed after the 0.5 s (only
   possible when no worker makes progress, e.g. a sink that is down) are
-  counted in :attr:`TcpSource.unpushed_at_stop`. Bytes still in the
+  written to the dead-letter file with reason ``"read but not delivered:
+  shutdown while the ring stayed full"``, counted as invalid and in
+  :attr:`TcpSource.unpushed_at_stop`. Bytes still in the
   kernel's buffers are never read: TCP has no acknowledgement a client
   could wait for, so a sender that needs every line across a restart must
   resend; this is the same contract as syslog over TCP.
@@ -101,6 +103,7 @@ STOP_FLUSH = 0.5  # workers drain the ring meanwhile; only a stalled sink uses i
 # for every rejected line).
 KEPT_BYTES = 4096
 PARTIAL_AT_STOP = "connection open at shutdown: partial line"
+UNPUSHED_AT_STOP = "read but not delivered: shutdown while the ring stayed full"
 
 # accept() errors that mean "out of resources now": retry later.
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -505,7 +508,13 @@ class TcpSource:
                     pushed = framer.finish(timeout=remaining) if conn.eof else framer.feed(b"", timeout=remaining)
                     self._account(conn, pushed)
                     self._ring_closed = self._ring_closed or framer.closed
-                self.unpushed_at_stop += framer.pending_lines
+                # Still no room (the sink is stalled): the lines were read
+                # and TCP cannot give them back; the dead letter keeps them.
+                for line in framer.take_held():
+                    self.unpushed_at_stop += 1
+                    self.invalid += 1
+                    self.context.dead_letter.reject(self.name, UNPUSHED_AT_STOP, line)
+                    self.context.metrics.invalid.add(1)
             for conn in self._conns.values():
                 if not conn.eof and conn.partial_size and conn.partial_head != b"\r":
                     self.partial_at_stop += 1
