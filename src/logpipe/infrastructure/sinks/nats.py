@@ -328,6 +328,8 @@ class NatsSink:
         self._wait_idle()
         try:
             self._call(self._shutdown(), timeout=2 * self._ack_timeout + 5)
+        except concurrent.futures.CancelledError:
+            pass  # the shutdown task was cancelled under us: the loop stops anyway
         finally:
             self._stop_loop()
 
@@ -577,15 +579,18 @@ class NatsSink:
         nc = self._nc
         if nc is None or nc.is_closed:
             return
+        # Closing is best effort past this point. The client may cancel what
+        # we await when it notices the server is gone (seen: a CancelledError
+        # out of drain() after the server was killed), so that is swallowed
+        # too: close() must end, not fail, whatever the server's state.
         try:
             if nc.is_connected:
                 await asyncio.wait_for(nc.drain(), self._ack_timeout)
-        except Exception:  # noqa: BLE001 - closing is best effort past this point
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001
             pass
-        finally:
-            if not nc.is_closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(nc.close(), self._ack_timeout)
+        if not nc.is_closed:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(nc.close(), self._ack_timeout)
 
     def _state(self) -> str:
         nc = self._nc
