@@ -20,21 +20,11 @@ from logpipe.application.pool import WorkerPool
 from logpipe.application.worker import Worker
 from logpipe.domain.policies import ScaleDecision
 from _support import wait_until
+from logpipe.infrastructure.sinks import NullSink
 
 UP, DOWN, HOLD = ScaleDecision.UP, ScaleDecision.DOWN, ScaleDecision.HOLD
 JOIN = 10.0
 CAPACITY = 100
-
-
-class NullSink:
-    def write_batch(self, batch) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class Setup:

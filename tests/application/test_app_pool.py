@@ -21,22 +21,12 @@ from logpipe.application.metrics import Metrics
 from logpipe.application.pool import WorkerPool
 from logpipe.application.worker import Worker
 from _support import wait_until
+from logpipe.infrastructure.sinks import NullSink
 
 JOIN = 10.0
 
 
-class NullSink:
-    def write_batch(self, batch) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class GateSink(NullSink):
+class GateSink:
     """Blocks every write until ``gate`` is set; ``entered`` is set when a write is waiting."""
 
     def __init__(self) -> None:
@@ -48,6 +38,12 @@ class GateSink(NullSink):
         self.entered.set()
         assert self.gate.wait(JOIN)
         self.written += len(batch)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class Harness:

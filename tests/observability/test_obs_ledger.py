@@ -9,6 +9,7 @@ consumer stealing from the ring) to show the alarm fires.
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 import time
@@ -22,17 +23,13 @@ from logpipe.application.pipeline import Report
 from logpipe.exceptions import SinkError
 from logpipe.infrastructure.exporters.prometheus import MetricsCollector
 from logpipe.infrastructure.sinks import NullSink
+import _support
 
 JOIN = 20.0
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.005) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+# Runs under load take longer here than the unit tests allow by default.
+wait_until = functools.partial(_support.wait_until, timeout=10.0, interval=0.005)
 
 
 # --- the arithmetic ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ text-format parser. The histograms' observations come from Worker._flush.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -26,17 +27,13 @@ from logpipe.application.worker import Worker
 from logpipe.exceptions import ConfigError
 from logpipe.infrastructure.exporters import prometheus
 from logpipe.infrastructure.sinks import NullSink
+import _support
 
 JOIN = 20.0
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+# Runs under load take longer here than the unit tests allow by default.
+wait_until = functools.partial(_support.wait_until, timeout=10.0, interval=0.01)
 
 
 # --- the histogram -------------------------------------------------------------------
