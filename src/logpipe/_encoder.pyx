@@ -12,10 +12,11 @@ into the slots, so one Python call moves any number of logs.
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
+from cpython.exc cimport PyErr_CheckSignals
 
 from logpipe._ringbuf cimport (
-    LP_CLOSED, LP_NOMEM, LP_OK, LP_PUSH_CHUNK, LP_TIMEOUT, LP_WOULD_BLOCK,
-    RingBuffer, lp_now, lp_push_many, lp_ring_t, lp_wait_writable,
+    LP_CLOSED, LP_INTERRUPTED, LP_NOMEM, LP_OK, LP_PUSH_CHUNK, LP_TIMEOUT, LP_WOULD_BLOCK,
+    RingBuffer, lp_now, lp_push_many, lp_ring_t, lp_wait_slice, lp_wait_writable,
 )
 from logpipe.exceptions import Closed
 
@@ -142,7 +143,8 @@ def put_logs(RingBuffer ring not None, const uint64_t[::1] seqs, const int64_t[:
     cdef const char *data[LP_PUSH_CHUNK]
     cdef uint32_t lengths[LP_PUSH_CHUNK]
     cdef Py_ssize_t done = 0, chunk, i, pushed
-    cdef int status = LP_OK
+    cdef int status = LP_OK, wait_status
+    cdef double slice = lp_wait_slice()
     cdef lp_ring_t *r = ring.ring
     try:
         with nogil:
@@ -160,7 +162,11 @@ def put_logs(RingBuffer ring not None, const uint64_t[::1] seqs, const int64_t[:
                         continue
                     if status != LP_WOULD_BLOCK:
                         break
-                    if lp_wait_writable(r, lengths[i], deadline) == LP_TIMEOUT:
+                    wait_status = lp_wait_writable(r, lengths[i], deadline, slice)
+                    if wait_status == LP_INTERRUPTED:
+                        with gil:   # let a Ctrl+C stop a producer blocked on a full ring
+                            PyErr_CheckSignals()
+                    elif wait_status == LP_TIMEOUT:
                         i += lp_push_many(r, &data[i], &lengths[i], chunk - i, &status)
                         status = LP_TIMEOUT
                         break

@@ -821,7 +821,7 @@ cdef class LineFramer:
             if status == LP_NOMEM:
                 self.nomem = True
                 break
-            if lp_wait_writable(self.r, self.c_len[i], self.deadline) == LP_TIMEOUT:
+            if lp_wait_writable(self.r, self.c_len[i], self.deadline, -1.0) == LP_TIMEOUT:
                 # One last try: room may have come as time ran out.
                 i += lp_push_many(self.r, &self.c_data[i], &self.c_len[i], n - i, &status)
                 if status == LP_CLOSED:

@@ -30,6 +30,7 @@
 #define LP_CLOSED_BIT 0x8000000000000000ULL /* in enqueue_pos: the ring is closed */
 #define LP_SLOT_HEADER 16                   /* sequence (8), length (4), flag (4) */
 #define LP_SPIN_LIMIT 200                   /* pause loops before parking (~2-5 us) */
+#define LP_MAIN_THREAD_SLICE 0.05           /* longest park of the main thread between signal checks */
 #define LP_TAKE_CHUNK 1024                  /* most records one batch claim takes */
 
 #ifdef Py_GIL_DISABLED
@@ -43,6 +44,14 @@
 #define lp_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define lp_store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define lp_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+/* Strong CAS for a claim that must not fail spuriously: a consumer that
+ * committed to a set of positions either gets exactly them or learns that
+ * another consumer moved the position. */
+static inline int lp_cas_strong_u64(uint64_t *p, uint64_t expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_RELAXED);
+}
 
 static inline int lp_cas_u64(uint64_t *p, uint64_t *expected, uint64_t desired) {
     /* Weak CAS: callers loop anyway. acq_rel on success orders the claim with
@@ -105,16 +114,20 @@ static inline void lp_ec_done(lp_event_t *ev) {
 }
 
 /* Sleep while the epoch still equals `epoch`, at most `timeout` seconds
- * (timeout < 0: no limit). Spurious returns are fine: callers re-check. */
-static inline void lp_ec_wait(lp_event_t *ev, uint32_t epoch, double timeout) {
+ * (timeout < 0: no limit). Spurious returns are fine: callers re-check.
+ * Returns 1 when a signal handler interrupted the sleep (EINTR), so that a
+ * caller holding no GIL can go and run the Python-level handlers. */
+static inline int lp_ec_wait(lp_event_t *ev, uint32_t epoch, double timeout) {
     struct timespec ts, *tsp = NULL;
+    long rc;
     if (timeout >= 0) {
         if (timeout > 1e9) timeout = 1e9;
         ts.tv_sec = (time_t)timeout;
         ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
         tsp = &ts;
     }
-    syscall(SYS_futex, &ev->epoch, FUTEX_WAIT_PRIVATE, epoch, tsp, NULL, 0);
+    rc = syscall(SYS_futex, &ev->epoch, FUTEX_WAIT_PRIVATE, epoch, tsp, NULL, 0);
+    return rc == -1 && errno == EINTR;
 }
 
 /* Wake every parked waiter, if there is one. The fence pairs with the

@@ -79,7 +79,7 @@ cdef void *consume(void *arg) noexcept nogil:
         if n == 0:
             if lp_ring_drained(w.ring):
                 return NULL
-            lp_wait_readable(w.ring, -1.0, NULL)
+            lp_wait_readable(w.ring, -1.0, NULL, -1.0)
             continue
         for i in range(n):
             data = lp_slot_record(w.ring, pos + i, &length)

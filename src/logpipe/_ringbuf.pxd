@@ -9,12 +9,15 @@ cdef extern from "_lp_sync.h" nogil:
         uint32_t epoch
         uint32_t waiters
     uint64_t lp_load_relaxed(uint64_t *p)
+    uint32_t lp_load_relaxed_u32 "lp_load_relaxed"(uint32_t *p)
+    void lp_store_relaxed_u32 "lp_store_relaxed"(uint32_t *p, uint32_t v)
     uint64_t lp_load_acquire(uint64_t *p)
     int lp_load_acquire_int "lp_load_acquire"(int *p)
     void lp_store_relaxed(uint64_t *p, uint64_t v)
     void lp_store_release(uint64_t *p, uint64_t v)
     void lp_store_release_int "lp_store_release"(int *p, int v)
     bint lp_cas_u64(uint64_t *p, uint64_t *expected, uint64_t desired)
+    bint lp_cas_strong_u64(uint64_t *p, uint64_t expected, uint64_t desired)
     uint64_t lp_fetch_or_u64(uint64_t *p, uint64_t v)
     uint64_t lp_fetch_add_u64(uint64_t *p, uint64_t v)
     uint64_t lp_fetch_sub_u64(uint64_t *p, uint64_t v)
@@ -24,11 +27,12 @@ cdef extern from "_lp_sync.h" nogil:
     uint32_t lp_now_ms()
     uint32_t lp_ec_prepare(lp_event_t *ev)
     void lp_ec_done(lp_event_t *ev)
-    void lp_ec_wait(lp_event_t *ev, uint32_t epoch, double timeout)
+    bint lp_ec_wait(lp_event_t *ev, uint32_t epoch, double timeout)
     void lp_ec_notify(lp_event_t *ev)
     uint64_t LP_CLOSED_BIT
     uint64_t LP_SLOT_HEADER
     int LP_SPIN_LIMIT
+    double LP_MAIN_THREAD_SLICE
     uint64_t LP_TAKE_CHUNK
     bint LP_FREE_THREADED
 
@@ -40,6 +44,7 @@ cdef enum:
     LP_NOMEM = 3
     LP_TIMEOUT = 4
     LP_STOPPED = 5       # a StopSignal was set while waiting
+    LP_INTERRUPTED = 6   # a wait ended early so the caller can run signal handlers
 
 # Most records one lp_push_many call takes (it keeps per-record scratch on the stack).
 cdef enum:
@@ -49,7 +54,8 @@ cdef enum:
 # out-of-line copy) follows it.
 cdef struct lp_slot_t:
     uint64_t seq       # Vyukov sequence: == pos free for push at pos, == pos+1 ready to pop
-    uint32_t length    # > ring.inline_max: the payload is a pointer to an out-of-line copy
+    uint32_t length    # > ring.inline_max: the payload is a pointer to an out-of-line copy.
+                       # Atomic (relaxed) where a consumer may read it before its claim.
     uint32_t enqueued_ms  # lp_now_ms() when the record was pushed
 
 # The shared state. Fields written by producers, by consumers and by both sit
@@ -87,11 +93,16 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
                              Py_ssize_t count, int *status) noexcept nogil
 cdef int lp_push_wait(lp_ring_t *r, const char *data, uint32_t length,
                       double deadline) noexcept nogil
+cdef uint64_t lp_peek_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos,
+                         uint64_t *payload_bytes) noexcept nogil
+cdef bint lp_commit_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept nogil
 cdef uint64_t lp_claim_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos) noexcept nogil
 cdef const char *lp_slot_record(lp_ring_t *r, uint64_t pos, uint32_t *length) noexcept nogil
 cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept nogil
-cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop) noexcept nogil
-cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline) noexcept nogil
+cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop, double slice) noexcept nogil
+cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline,
+                          double slice) noexcept nogil
+cdef double lp_wait_slice() noexcept
 
 
 cdef class RingBuffer:

@@ -64,12 +64,16 @@ in any thread.
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, isnan
 from libc.string cimport memcpy, memset
+
+import threading
 
 from orjson import dumps as orjson_dumps
 
@@ -79,7 +83,8 @@ cdef extern from "stdlib.h" nogil:
     int posix_memalign(void **memptr, size_t alignment, size_t size)
 
 cdef extern from "Python.h":
-    PyObject **PySequence_Fast_ITEMS(object o)
+    PyObject *PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)
+    PyObject *PyList_GET_ITEM(object o, Py_ssize_t i)
     Py_ssize_t PySequence_Fast_GET_SIZE(object o)
 
 DEFAULT_MAX_RECORD_SIZE = 1 << 20
@@ -87,6 +92,15 @@ DEFAULT_SLOT_SIZE = 128
 DEFAULT_MAX_BYTES = 64 << 20
 
 MAX_RECORD_LIMIT = 0x7FFFFFFF
+# Far above any real budget, and low enough that nbytes + one record never
+# overflows a uint64.
+MAX_BYTES_LIMIT = 1 << 62
+
+# Python runs signal handlers only in the main thread, and only when that
+# thread runs bytecode. The kernel may hand a process-directed signal to any
+# thread, so a main thread parked in the ring also wakes every
+# LP_MAIN_THREAD_SLICE seconds to look for handlers to run.
+cdef unsigned long MAIN_THREAD_IDENT = threading.main_thread().ident
 
 # put_many copies chunks at least this long without the GIL: below it the
 # release/re-acquire costs more than the parallelism gains.
@@ -209,7 +223,7 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
     """
     cdef char *copies[LP_PUSH_CHUNK]
     cdef Py_ssize_t k, n, i, limit
-    cdef uint64_t reserved, unused, pos, seq, held
+    cdef uint64_t reserved, unused, pos, seq, held, deq
     cdef uint32_t now_ms
     cdef int64_t dif
     cdef lp_slot_t *s
@@ -239,7 +253,9 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
                 unused = 0
                 for n in range(i, k):
                     unused += lengths[n]
-                lp_fetch_sub_u64(&r.nbytes, unused)
+                if unused:
+                    lp_fetch_sub_u64(&r.nbytes, unused)
+                    lp_ec_notify(&r.not_full)  # a putter may be waiting for those bytes
                 k = i
                 status[0] = LP_NOMEM
                 break
@@ -256,7 +272,13 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
         limit = k
         if r.capacity < r.nslots:
             # Capacity 1 lives in 2 slots: bound the occupancy explicitly.
-            held = pos - lp_load_acquire(&r.dequeue_pos)
+            deq = lp_load_acquire(&r.dequeue_pos)
+            if deq > pos:
+                # pos is stale (consumers have passed it): reload, or the
+                # difference wraps and an empty ring looks full.
+                pos = lp_load_relaxed(&r.enqueue_pos)
+                continue
+            held = pos - deq
             if held >= r.capacity:
                 status[0] = LP_WOULD_BLOCK
                 break
@@ -284,7 +306,7 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
     for i in range(n):
         if i:
             s = next_slot(r, s)
-        s.length = lengths[i]
+        lp_store_relaxed_u32(&s.length, lengths[i])  # consumers may peek at it
         s.enqueued_ms = now_ms
         if copies[i] != NULL:
             (<char **>slot_payload(s))[0] = copies[i]
@@ -311,14 +333,20 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
     return n
 
 
-cdef uint64_t lp_claim_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out) noexcept nogil:
-    """Claim up to ``max_items`` ready records; return the count (0: none ready).
+cdef uint64_t lp_peek_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out,
+                         uint64_t *payload_bytes) noexcept nogil:
+    """Find up to ``max_items`` records ready at the head, without claiming them.
 
-    The caller reads them with lp_slot_record and must hand them back with
-    lp_release_pop(r, pos, count).
+    Returns how many (0: none ready), their first position and their total
+    payload length. The caller makes room for them, then claims exactly
+    these with lp_commit_pop; if that fails, another consumer took the head
+    and the caller peeks again. The lengths read here are those of the
+    records claimed whenever the commit succeeds: a slot changes only after
+    its position is claimed, and that claim would have moved dequeue_pos and
+    failed the commit.
     """
     cdef uint64_t pos = lp_load_relaxed(&r.dequeue_pos)
-    cdef uint64_t seq, n
+    cdef uint64_t seq, n, total
     cdef int64_t dif
     cdef lp_slot_t *s
     if max_items == 0:
@@ -329,17 +357,38 @@ cdef uint64_t lp_claim_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out) 
         dif = <int64_t>(seq - (pos + 1))
         if dif == 0:
             n = 1
+            total = lp_load_relaxed_u32(&s.length)
             s = next_slot(r, s)
             while n < max_items and lp_load_acquire(&s.seq) == pos + n + 1:
+                total += lp_load_relaxed_u32(&s.length)
                 n += 1
                 s = next_slot(r, s)
-            if lp_cas_u64(&r.dequeue_pos, &pos, pos + n):
-                pos_out[0] = pos
-                return n
+            pos_out[0] = pos
+            payload_bytes[0] = total
+            return n
         elif dif < 0:
-            return 0
+            return 0            # empty (or the head is still being written)
         else:
-            pos = lp_load_relaxed(&r.dequeue_pos)
+            pos = lp_load_relaxed(&r.dequeue_pos)   # another consumer took pos
+
+
+cdef bint lp_commit_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept nogil:
+    """Claim the ``count`` records peeked at ``pos``; False if someone else
+    claimed the head first (then nothing is claimed)."""
+    return lp_cas_strong_u64(&r.dequeue_pos, pos, pos + count)
+
+
+cdef uint64_t lp_claim_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out) noexcept nogil:
+    """Claim up to ``max_items`` ready records; return the count (0: none ready).
+
+    The caller reads them with lp_slot_record and must hand them back with
+    lp_release_pop(r, pos, count). For callers that need no room first.
+    """
+    cdef uint64_t n, payload
+    while True:
+        n = lp_peek_pop(r, max_items, pos_out, &payload)
+        if n == 0 or lp_commit_pop(r, pos_out[0], n):
+            return n
 
 
 cdef const char *lp_slot_record(lp_ring_t *r, uint64_t pos, uint32_t *length) noexcept nogil:
@@ -366,29 +415,82 @@ cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept no
 
 
 cdef inline bint readable(lp_ring_t *r) noexcept nogil:
+    """A record is ready at the head, or the ring is closed and drained.
+
+    If the head slot has moved on (another consumer took it between our two
+    loads), re-read the head rather than report "empty": a waiter that
+    parks on a stale "empty" while the next record is ready is never woken,
+    because that record's notify has already happened.
+    """
     cdef uint64_t pos = lp_load_acquire(&r.dequeue_pos)
-    return lp_load_acquire(&slot_at(r, pos).seq) == pos + 1 or lp_ring_drained(r)
+    cdef int64_t dif
+    while True:
+        dif = <int64_t>(lp_load_acquire(&slot_at(r, pos).seq) - (pos + 1))
+        if dif == 0:
+            return True
+        if dif < 0:
+            return lp_ring_drained(r)
+        pos = lp_load_acquire(&r.dequeue_pos)
 
 
 cdef inline bint writable(lp_ring_t *r, uint64_t need_bytes) noexcept nogil:
+    """The tail slot is free and ``need_bytes`` fit the budget, or the ring is
+    closed. Stale positions are re-read, as in readable()."""
     cdef uint64_t pos = lp_load_acquire(&r.enqueue_pos)
-    if pos & LP_CLOSED_BIT:
-        return True
-    if r.capacity < r.nslots and pos - lp_load_acquire(&r.dequeue_pos) >= r.capacity:
-        return False
-    return (lp_load_acquire(&slot_at(r, pos).seq) == pos
-            and lp_load_relaxed(&r.nbytes) + need_bytes <= r.max_bytes)
+    cdef uint64_t deq
+    cdef int64_t dif
+    while True:
+        if pos & LP_CLOSED_BIT:
+            return True
+        if r.capacity < r.nslots:
+            deq = lp_load_acquire(&r.dequeue_pos)
+            if deq > pos:
+                pos = lp_load_acquire(&r.enqueue_pos)
+                continue
+            if pos - deq >= r.capacity:
+                return False
+        dif = <int64_t>(lp_load_acquire(&slot_at(r, pos).seq) - pos)
+        if dif == 0:
+            return lp_load_relaxed(&r.nbytes) + need_bytes <= r.max_bytes
+        if dif < 0:
+            return False        # the slot still holds last lap's record: full
+        pos = lp_load_acquire(&r.enqueue_pos)
 
 
 cdef inline double remaining(double deadline) noexcept nogil:
     return -1.0 if deadline < 0 else deadline - lp_now()
 
 
-cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop) noexcept nogil:
+cdef inline int park(lp_event_t *ev, uint32_t epoch, double left, double slice,
+                     uint64_t *waits) noexcept nogil:
+    """Sleep on ``ev`` for at most ``left`` seconds (< 0: no limit).
+
+    ``slice`` < 0: signals do not end the wait (C callers). ``slice`` >= 0:
+    return LP_INTERRUPTED when a signal interrupts the sleep, or, if
+    ``slice`` > 0, once ``slice`` seconds have passed, so the caller can
+    take the GIL and run Python's signal handlers. Otherwise LP_OK (woken,
+    timed out or spurious: the caller re-checks).
+    """
+    cdef bint sliced = slice > 0 and (left < 0 or left > slice)
+    cdef double until = 0.0
+    cdef bint interrupted
+    if sliced:
+        left = slice
+        until = lp_now() + slice
+    lp_fetch_add_u64(waits, 1)
+    interrupted = lp_ec_wait(ev, epoch, left)
+    lp_ec_done(ev)
+    if slice >= 0 and (interrupted or (sliced and lp_now() >= until)):
+        return LP_INTERRUPTED
+    return LP_OK
+
+
+cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop, double slice) noexcept nogil:
     """Wait until a record is probably ready or the ring is drained.
 
-    ``deadline`` is absolute (lp_now() scale), < 0 for none. Returns LP_OK
-    (the caller re-tries its pop), LP_TIMEOUT or LP_STOPPED.
+    ``deadline`` is absolute (lp_now() scale), < 0 for none; ``slice`` as in
+    park(). Returns LP_OK (the caller re-tries its pop), LP_TIMEOUT,
+    LP_STOPPED or LP_INTERRUPTED.
     """
     cdef int spins = 0
     cdef uint32_t epoch
@@ -410,15 +512,16 @@ cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop) noexcept nog
         if deadline >= 0 and left <= 0:
             lp_ec_done(&r.not_empty)
             return LP_TIMEOUT
-        lp_fetch_add_u64(&r.get_waits, 1)
-        lp_ec_wait(&r.not_empty, epoch, left)
-        lp_ec_done(&r.not_empty)
+        if park(&r.not_empty, epoch, left, slice, &r.get_waits) == LP_INTERRUPTED:
+            return LP_INTERRUPTED
 
 
-cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline) noexcept nogil:
+cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline,
+                          double slice) noexcept nogil:
     """Wait until a record of ``need_bytes`` probably fits, or the ring is closed.
 
-    Returns LP_OK (the caller re-tries its push) or LP_TIMEOUT.
+    Returns LP_OK (the caller re-tries its push), LP_TIMEOUT or LP_INTERRUPTED
+    (``slice`` as in park()).
     """
     cdef int spins = 0
     cdef uint32_t epoch
@@ -438,9 +541,8 @@ cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline) no
         if deadline >= 0 and left <= 0:
             lp_ec_done(&r.not_full)
             return LP_TIMEOUT
-        lp_fetch_add_u64(&r.put_waits, 1)
-        lp_ec_wait(&r.not_full, epoch, left)
-        lp_ec_done(&r.not_full)
+        if park(&r.not_full, epoch, left, slice, &r.put_waits) == LP_INTERRUPTED:
+            return LP_INTERRUPTED
 
 
 cdef int lp_push_wait(lp_ring_t *r, const char *data, uint32_t length, double deadline) noexcept nogil:
@@ -451,7 +553,7 @@ cdef int lp_push_wait(lp_ring_t *r, const char *data, uint32_t length, double de
             return LP_OK
         if status != LP_WOULD_BLOCK:
             return status
-        if lp_wait_writable(r, length, deadline) == LP_TIMEOUT:
+        if lp_wait_writable(r, length, deadline, -1.0) == LP_TIMEOUT:
             return LP_TIMEOUT
 
 
@@ -464,9 +566,42 @@ cdef double deadline_from(object timeout) except? -2.0:
     if timeout is None:
         return -1.0
     cdef double t = timeout
-    if t < 0:
+    if not t >= 0:      # also refuses NaN, which would otherwise wait forever
         raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
     return lp_now() + t
+
+
+cdef double lp_wait_slice() noexcept:
+    """The ``slice`` for a wait made by the calling Python thread (see park()).
+
+    Every Python caller's wait ends on EINTR so its signal handlers can run;
+    the main thread's also ends every LP_MAIN_THREAD_SLICE seconds, for
+    signals the kernel delivered to another thread.
+    """
+    if PyThread_get_thread_ident() == MAIN_THREAD_IDENT:
+        return LP_MAIN_THREAD_SLICE
+    return 0.0
+
+
+cdef int run_signal_handlers(object partial_name, object partial) except -1:
+    """Run Python's pending signal handlers after an interrupted wait.
+
+    If a handler raises (KeyboardInterrupt, say), the exception propagates;
+    when the call had already made progress, that progress travels on the
+    exception as attribute ``partial_name`` (the records a get_batch had
+    claimed, the count a put_many had taken), so nothing is lost silently,
+    as ``BlockingIOError.characters_written`` does for partial writes.
+    """
+    try:
+        PyErr_CheckSignals()
+    except BaseException as exc:
+        if partial_name is not None:
+            try:
+                setattr(exc, partial_name, partial)
+            except Exception:
+                pass
+        raise
+    return 0
 
 
 cdef str record_too_large(Py_ssize_t size, uint64_t limit):
@@ -571,27 +706,29 @@ cdef class Batch:
     cdef int take_from(self, lp_ring_t *r, uint64_t max_items) noexcept nogil:
         """Move up to ``max_items`` ready records from the ring into the batch.
 
-        Takes at most LP_TAKE_CHUNK per call. Returns LP_OK (check count for
-        how many) or LP_NOMEM.
+        Takes at most LP_TAKE_CHUNK per call. Room is made for the records
+        seen at the head *before* they are claimed, from their real lengths,
+        so nothing can fail once they are ours. Returns LP_OK (check count
+        for how many) or LP_NOMEM, in which case nothing was claimed.
         """
-        cdef uint64_t pos, n, i
+        cdef uint64_t pos, n, i, payload
         cdef uint32_t length
         cdef const char *src
         cdef lp_slot_t *s
-        cdef uint64_t freed = 0
         cdef uint32_t now_ms, age, max_age = 0
-        cdef int status = LP_OK
+        cdef double oldest
         if max_items > LP_TAKE_CHUNK:
             max_items = LP_TAKE_CHUNK
-        # Room for a chunk of inline records first, so that only out-of-line
-        # records can need a realloc while records are claimed.
-        if self.reserve(max_items, max_items * (r.inline_max + 1)) != LP_OK:
-            return LP_NOMEM
         if self.reserve_run() != LP_OK:  # so that add_run cannot fail after the claim
             return LP_NOMEM
-        n = lp_claim_pop(r, max_items, &pos)
-        if n == 0:
-            return LP_OK
+        while True:
+            n = lp_peek_pop(r, max_items, &pos, &payload)
+            if n == 0:
+                return LP_OK
+            if self.reserve(n, payload + n) != LP_OK:   # each record plus its newline
+                return LP_NOMEM
+            if lp_commit_pop(r, pos, n):
+                break
         now_ms = lp_now_ms()
         # One pass: copy each record and hand its slot straight back, so each
         # slot's cache line is visited once.
@@ -600,35 +737,31 @@ cdef class Batch:
             if i:
                 s = next_slot(r, s)
             length = s.length
-            freed += length
             age = now_ms - s.enqueued_ms
             if age > max_age and age < 0x80000000u:  # a stamp from the future is clock skew
                 max_age = age
             if length > r.inline_max:
                 src = (<char **>slot_payload(s))[0]
-                # Only out-of-line records can outgrow the room reserved above.
-                if status == LP_OK and self.reserve(1, length + 1) != LP_OK:
-                    status = LP_NOMEM  # claimed records can only be dropped now
             else:
                 src = slot_payload(s)
-            if status == LP_OK:
-                self.offsets[self.count] = self.size
-                if length:
-                    memcpy(self.buf + self.size, src, length)
-                self.buf[self.size + length] = b'\n'
-                self.size += length + 1
-                self.count += 1
+            self.offsets[self.count] = self.size
+            if length:
+                memcpy(self.buf + self.size, src, length)
+            self.buf[self.size + length] = b'\n'
+            self.size += length + 1
+            self.count += 1
             if length > r.inline_max:
                 free(<void *>src)
             lp_store_release(&s.seq, pos + i + r.nslots)
         self.offsets[self.count] = self.size
         self.add_run(pos, n)
-        if lp_now() - max_age / 1000.0 < self.oldest:
-            self.oldest = lp_now() - max_age / 1000.0
-        if freed:
-            lp_fetch_sub_u64(&r.nbytes, freed)
+        oldest = lp_now() - max_age / 1000.0
+        if oldest < self.oldest:
+            self.oldest = oldest
+        if payload:
+            lp_fetch_sub_u64(&r.nbytes, payload)
         lp_ec_notify(&r.not_full)
-        return status
+        return LP_OK
 
     @property
     def nbytes(self):
@@ -717,10 +850,39 @@ cdef class StopSignal:
         return f"<logpipe.StopSignal set={self.is_set()}>"
 
 
-cdef inline int *stop_flag(StopSignal stop) noexcept:
+cdef int *stop_flag(RingBuffer ring, StopSignal stop) except? NULL:
+    """The flag a getter of ``ring`` watches; a signal of another ring is refused
+    (it would never wake this ring's getters)."""
     if stop is None:
         return NULL
+    if stop.ring is not ring:
+        raise ValueError("stop is a StopSignal of another RingBuffer; it cannot wake this one")
     return &stop.flag
+
+
+cdef int collect_batch(Batch batch, lp_ring_t *r, uint64_t want, double deadline,
+                       bint no_wait, int *stop, double slice) noexcept nogil:
+    """get_batch's loop: take records until ``want``, the deadline, ``stop``, or
+    the end of a closed ring. Returns LP_OK, LP_CLOSED (drained), LP_NOMEM
+    or LP_INTERRUPTED (run the signal handlers, then call again)."""
+    cdef int status
+    while True:
+        if batch.take_from(r, want - batch.count) != LP_OK:
+            return LP_NOMEM
+        if <uint64_t>batch.count == want:
+            return LP_OK
+        if lp_ring_drained(r):
+            return LP_CLOSED
+        if no_wait:
+            return LP_OK
+        status = lp_wait_readable(r, deadline, stop, slice)
+        if status == LP_INTERRUPTED:
+            return status
+        if status != LP_OK:
+            # Timed out or stopped. One last look: records may have landed as time ran out.
+            if batch.take_from(r, want - batch.count) != LP_OK:
+                return LP_NOMEM
+            return LP_OK
 
 
 cdef class RingBuffer:
@@ -760,14 +922,21 @@ cdef class RingBuffer:
             # Large enough that a ring full of inline records never hits it:
             # by default only out-of-line records are held back by bytes.
             max_bytes = max(DEFAULT_MAX_BYTES, max_record_size, capacity * (slot_size - 16))
-        if not isinstance(max_bytes, int) or max_bytes < max_record_size:
+        if (not isinstance(max_bytes, int) or isinstance(max_bytes, bool)
+                or not max_record_size <= max_bytes <= MAX_BYTES_LIMIT):
             raise ValueError(
-                f"max_bytes must be an integer >= max_record_size ({max_record_size}), got {max_bytes!r}")
+                f"max_bytes must be an integer between max_record_size ({max_record_size}) "
+                f"and 2**62, got {max_bytes!r}")
+        # Every conversion before the allocation: nothing may raise between
+        # allocating the ring and initialising it (__dealloc__ would free garbage).
+        cdef uint64_t c_capacity = capacity, c_slot_size = slot_size
+        cdef uint64_t c_max_record = max_record_size, c_max_bytes = max_bytes
         cdef void *mem = NULL
         if posix_memalign(&mem, 64, sizeof(lp_ring_t)) != 0:
             raise MemoryError()
+        memset(mem, 0, sizeof(lp_ring_t))
         self.ring = <lp_ring_t *>mem
-        if lp_ring_init(self.ring, capacity, slot_size, max_record_size, max_bytes) != LP_OK:
+        if lp_ring_init(self.ring, c_capacity, c_slot_size, c_max_record, c_max_bytes) != LP_OK:
             free(self.ring)
             self.ring = NULL
             raise MemoryError(f"cannot allocate {capacity} slots of {slot_size} bytes")
@@ -862,6 +1031,7 @@ cdef class RingBuffer:
         cdef bint has_view = False
         cdef bint last_try = False
         cdef int status
+        cdef double slice
         cdef lp_ring_t *r = self.ring
         if PyBytes_CheckExact(item):
             data = PyBytes_AS_STRING(item)
@@ -883,8 +1053,11 @@ cdef class RingBuffer:
                     raise MemoryError("out of memory copying a record into the ring")
                 if not block or last_try:
                     raise Full("ring buffer is full")
+                slice = lp_wait_slice()
                 with nogil:
-                    status = lp_wait_writable(r, length, deadline)
+                    status = lp_wait_writable(r, length, deadline, slice)
+                if status == LP_INTERRUPTED:
+                    PyErr_CheckSignals()
                 # On timeout, one last try: room may have come as time ran out.
                 last_try = status == LP_TIMEOUT
         finally:
@@ -915,12 +1088,16 @@ cdef class RingBuffer:
         return self._put_many([orjson_dumps(obj) for obj in objects], block, timeout)
 
     cdef Py_ssize_t _put_many(self, object items, bint block, object timeout) except -1:
-        # Under the GIL a list cannot change while we gather from it; on a
-        # free-threaded build another thread could resize it, so copy it.
+        # Under the GIL a list cannot change while we gather from it, except
+        # through Python code that getting a buffer may run (__buffer__,
+        # 3.12+): so each item is re-read by index with the size re-checked,
+        # never through a saved item array. On a free-threaded build another
+        # thread could resize it at any time, so copy it.
         cdef object seq = items
         if type(items) is not tuple and (type(items) is not list or LP_FREE_THREADED):
             seq = tuple(items)
         cdef double deadline = deadline_from(timeout) if block else 0.0
+        cdef double slice = lp_wait_slice()
         cdef Py_ssize_t done = 0, chunk, pushed, i, size
         cdef int status, wait_status
         cdef const char *data[LP_PUSH_CHUNK]
@@ -928,44 +1105,43 @@ cdef class RingBuffer:
         cdef Py_buffer views[LP_PUSH_CHUNK]
         cdef PyObject *holders[LP_PUSH_CHUNK]
         cdef bint has_view[LP_PUSH_CHUNK]
-        cdef PyObject **fast_items
         cdef object item
         cdef object bad = None
         cdef lp_ring_t *r = self.ring
         cdef uint32_t need
 
         while bad is None and done < PySequence_Fast_GET_SIZE(seq):
-            # Gather a chunk of pointers. Each item is held by a reference
-            # (and non-bytes by a buffer view) so that its bytes stay valid
-            # while we wait without the GIL.
             chunk = 0
-            fast_items = PySequence_Fast_ITEMS(seq)
-            while chunk < LP_PUSH_CHUNK and done + chunk < PySequence_Fast_GET_SIZE(seq):
-                item = <object>fast_items[done + chunk]
-                has_view[chunk] = False
-                if PyBytes_CheckExact(item):
-                    data[chunk] = PyBytes_AS_STRING(item)
-                    size = PyBytes_GET_SIZE(item)
-                else:
-                    try:
-                        get_record_buffer(item, &views[chunk])
-                    except TypeError as exc:
-                        bad = exc
-                        break
-                    has_view[chunk] = True
-                    data[chunk] = <const char *>views[chunk].buf
-                    size = views[chunk].len
-                if size > <Py_ssize_t>r.max_record:
-                    if has_view[chunk]:
-                        PyBuffer_Release(&views[chunk])
-                    bad = ValueError(record_too_large(size, r.max_record))
-                    break
-                lengths[chunk] = <uint32_t>size
-                holders[chunk] = <PyObject *>item
-                Py_INCREF(item)
-                chunk += 1
-
             try:
+                # Gather a chunk of pointers. Each item is held by a reference
+                # (and non-bytes by a buffer view) so that its bytes stay valid
+                # while we wait without the GIL. Everything gathered is let go
+                # in the finally clause, whatever is raised.
+                while chunk < LP_PUSH_CHUNK and done + chunk < PySequence_Fast_GET_SIZE(seq):
+                    item = <object>PySequence_Fast_GET_ITEM(seq, done + chunk)
+                    has_view[chunk] = False
+                    if PyBytes_CheckExact(item):
+                        data[chunk] = PyBytes_AS_STRING(item)
+                        size = PyBytes_GET_SIZE(item)
+                    else:
+                        try:
+                            get_record_buffer(item, &views[chunk])
+                        except Exception as exc:    # not bytes-like, released view...
+                            bad = exc
+                            break
+                        has_view[chunk] = True
+                        data[chunk] = <const char *>views[chunk].buf
+                        size = views[chunk].len
+                    if size > <Py_ssize_t>r.max_record:
+                        if has_view[chunk]:
+                            PyBuffer_Release(&views[chunk])
+                        bad = ValueError(record_too_large(size, r.max_record))
+                        break
+                    lengths[chunk] = <uint32_t>size
+                    holders[chunk] = <PyObject *>item
+                    Py_INCREF(item)
+                    chunk += 1
+
                 i = 0
                 while i < chunk:
                     if chunk - i >= NOGIL_PUSH_MIN:
@@ -990,8 +1166,10 @@ cdef class RingBuffer:
                         continue        # progress: retry before parking
                     need = lengths[i]
                     with nogil:
-                        wait_status = lp_wait_writable(r, need, deadline)
-                    if wait_status == LP_TIMEOUT:
+                        wait_status = lp_wait_writable(r, need, deadline, slice)
+                    if wait_status == LP_INTERRUPTED:
+                        run_signal_handlers("logpipe_put_count", done + i)
+                    elif wait_status == LP_TIMEOUT:
                         i += lp_push_many(r, &data[i], &lengths[i], chunk - i, &status)
                         return done + i
                 done += chunk
@@ -1007,14 +1185,19 @@ cdef class RingBuffer:
     # -- consuming ----------------------------------------------------------
 
     cdef int _wait_for_records(self, bint block, double deadline, int *stop) except -1:
-        """After an empty pop: raise Closed/Empty, or return once worth a retry."""
+        """After an empty pop: raise Closed/Empty, or return once worth a retry
+        (1: the last one, the wait timed out or was stopped)."""
         cdef int status
+        cdef double slice = lp_wait_slice()
         if lp_ring_drained(self.ring):
             raise Closed("ring buffer is closed and drained")
         if not block:
             raise Empty("ring buffer is empty")
         with nogil:
-            status = lp_wait_readable(self.ring, deadline, stop)
+            status = lp_wait_readable(self.ring, deadline, stop, slice)
+        if status == LP_INTERRUPTED:
+            PyErr_CheckSignals()    # holds nothing yet: a handler's exception loses nothing
+            return 0
         if status == LP_TIMEOUT or status == LP_STOPPED:
             # A record may have landed just as we gave up: take it if so.
             if lp_ring_drained(self.ring):
@@ -1029,18 +1212,22 @@ cdef class RingBuffer:
         the ring is closed and drained.
         """
         cdef double deadline = deadline_from(timeout) if block else 0.0
-        cdef int *flag = stop_flag(stop)
-        cdef uint64_t pos
+        cdef int *flag = stop_flag(self, stop)
+        cdef uint64_t pos, payload
         cdef uint32_t length
         cdef const char *src
         cdef int last_try = 0
+        cdef bytes out
         while True:
-            if lp_claim_pop(self.ring, 1, &pos):
+            if lp_peek_pop(self.ring, 1, &pos, &payload):
+                # The bytes object first: if it cannot be had, nothing is claimed.
+                out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>payload)
+                if not lp_commit_pop(self.ring, pos, 1):
+                    continue        # another consumer took it
                 src = lp_slot_record(self.ring, pos, &length)
-                try:
-                    return PyBytes_FromStringAndSize(src, length)
-                finally:
-                    lp_release_pop(self.ring, pos, 1)
+                memcpy(PyBytes_AS_STRING(out), src, length)
+                lp_release_pop(self.ring, pos, 1)
+                return out
             if last_try:
                 raise Empty("ring buffer is empty")
             last_try = self._wait_for_records(block, deadline, flag)
@@ -1056,22 +1243,29 @@ cdef class RingBuffer:
         """
         check_max_items(max_items)
         cdef double deadline = deadline_from(timeout) if block else 0.0
-        cdef int *flag = stop_flag(stop)
-        cdef uint64_t pos, n, i
+        cdef int *flag = stop_flag(self, stop)
+        cdef uint64_t pos, n, i, payload
         cdef uint32_t length
         cdef const char *src
         cdef int last_try = 0
         cdef list out
+        cdef bytes record
         while True:
-            n = lp_claim_pop(self.ring, max_items, &pos)
+            n = lp_peek_pop(self.ring, max_items, &pos, &payload)
             if n:
+                # Every bytes object is made before the claim, from the
+                # lengths peeked, so a MemoryError leaves the records in the ring.
                 out = []
-                try:
-                    for i in range(n):
-                        src = lp_slot_record(self.ring, pos + i, &length)
-                        out.append(PyBytes_FromStringAndSize(src, length))
-                finally:
-                    lp_release_pop(self.ring, pos, n)
+                for i in range(n):
+                    out.append(PyBytes_FromStringAndSize(
+                        NULL, lp_load_relaxed_u32(&slot_at(self.ring, pos + i).length)))
+                if not lp_commit_pop(self.ring, pos, n):
+                    continue
+                for i in range(n):
+                    src = lp_slot_record(self.ring, pos + i, &length)
+                    record = <bytes>PyList_GET_ITEM(out, i)
+                    memcpy(PyBytes_AS_STRING(record), src, length)
+                lp_release_pop(self.ring, pos, n)
                 return out
             if last_try:
                 raise Empty("ring buffer is empty")
@@ -1084,34 +1278,28 @@ cdef class RingBuffer:
         is set (with what it holds, maybe nothing), or when the ring is closed
         and drained (raising Closed if it holds nothing). ``timeout=0`` takes
         what is there now. The copying runs without the GIL, in one pass.
+
+        If a signal handler raises while it waits (Ctrl+C), the exception
+        propagates with the records already taken on its ``logpipe_batch``
+        attribute. If memory runs out growing the batch, what it holds is
+        returned (MemoryError only when it holds nothing); records not yet
+        taken stay in the ring.
         """
         check_max_items(max_items)
         cdef double deadline = deadline_from(timeout)
         cdef bint no_wait = timeout is not None and timeout == 0
-        cdef int *flag = stop_flag(stop)
+        cdef int *flag = stop_flag(self, stop)
+        cdef double slice = lp_wait_slice()
         cdef Batch batch = Batch.__new__(Batch)
         cdef uint64_t want = max_items
-        cdef int status = LP_OK
-        cdef lp_ring_t *r = self.ring
-        with nogil:
-            while <uint64_t>batch.count < want:
-                if batch.take_from(r, want - batch.count) != LP_OK:
-                    status = LP_NOMEM
-                    break
-                if <uint64_t>batch.count == want:
-                    break
-                if lp_ring_drained(r):
-                    status = LP_CLOSED
-                    break
-                if no_wait:
-                    break
-                status = lp_wait_readable(r, deadline, flag)
-                if status != LP_OK:
-                    # One last look: records may have landed as time ran out.
-                    if batch.take_from(r, want - batch.count) != LP_OK:
-                        status = LP_NOMEM
-                    break
-        if status == LP_NOMEM:
+        cdef int status
+        while True:
+            with nogil:
+                status = collect_batch(batch, self.ring, want, deadline, no_wait, flag, slice)
+            if status != LP_INTERRUPTED:
+                break
+            run_signal_handlers("logpipe_batch", batch)
+        if status == LP_NOMEM and batch.count == 0:
             raise MemoryError("out of memory growing a batch")
         if status == LP_CLOSED and batch.count == 0:
             raise Closed("ring buffer is closed and drained")
