@@ -117,18 +117,23 @@ cdef class StopSignal:
     cdef readonly RingBuffer ring
 
 
+# A batch's storage, usable from nogil code: records copied out of a ring,
+# newline framed, with where each starts and which ring positions they held.
+cdef struct lp_batch_t:
+    char *buf
+    Py_ssize_t size
+    Py_ssize_t cap
+    Py_ssize_t *offsets    # offsets[i]: start of record i; offsets[count]: end
+    Py_ssize_t count
+    Py_ssize_t offsets_cap
+    uint64_t *runs         # pairs (first ring position, record count), one per claim run
+    Py_ssize_t nruns
+    Py_ssize_t runs_cap
+    double oldest          # lp_now() scale: when the oldest record was pushed
+
+cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept nogil
+cdef void lp_batch_clear(lp_batch_t *b) noexcept nogil
+
+
 cdef class Batch:
-    cdef char *buf
-    cdef Py_ssize_t size
-    cdef Py_ssize_t cap
-    cdef Py_ssize_t *offsets    # offsets[i]: start of record i; offsets[count]: end
-    cdef Py_ssize_t count
-    cdef Py_ssize_t offsets_cap
-    cdef uint64_t *runs         # pairs (first ring position, record count), one per claim run
-    cdef Py_ssize_t nruns
-    cdef Py_ssize_t runs_cap
-    cdef double oldest         # lp_now() scale: when the oldest record was pushed
-    cdef int reserve_run(self) noexcept nogil
-    cdef int add_run(self, uint64_t pos, uint64_t n) noexcept nogil
-    cdef int reserve(self, Py_ssize_t records, Py_ssize_t nbytes) noexcept nogil
-    cdef int take_from(self, lp_ring_t *r, uint64_t max_items) noexcept nogil
+    cdef lp_batch_t b

@@ -631,6 +631,124 @@ cdef int check_max_items(object max_items) except -1:
     return 0
 
 
+# --------------------------------------------------------------------------
+# Batches: C-level storage and the copy out of the ring (no GIL needed)
+# --------------------------------------------------------------------------
+
+cdef int batch_reserve_run(lp_batch_t *b) noexcept nogil:
+    """Make room for one more run in the run list."""
+    cdef void *p
+    if b.nruns < b.runs_cap:
+        return LP_OK
+    p = realloc(b.runs, 2 * sizeof(uint64_t) * max(4, 2 * b.runs_cap))
+    if p == NULL:
+        return LP_NOMEM
+    b.runs = <uint64_t *>p
+    b.runs_cap = max(4, 2 * b.runs_cap)
+    return LP_OK
+
+cdef int batch_add_run(lp_batch_t *b, uint64_t pos, uint64_t n) noexcept nogil:
+    """Remember that ring positions pos .. pos+n-1 are in this batch."""
+    if b.nruns and b.runs[2 * b.nruns - 2] + b.runs[2 * b.nruns - 1] == pos:
+        b.runs[2 * b.nruns - 1] += n  # continues the previous run
+        return LP_OK
+    if batch_reserve_run(b) != LP_OK:
+        return LP_NOMEM
+    b.runs[2 * b.nruns] = pos
+    b.runs[2 * b.nruns + 1] = n
+    b.nruns += 1
+    return LP_OK
+
+cdef int batch_reserve(lp_batch_t *b, Py_ssize_t records, Py_ssize_t nbytes) noexcept nogil:
+    """Make room for ``records`` more records of ``nbytes`` framed bytes."""
+    cdef Py_ssize_t want
+    cdef void *p
+    want = b.count + records + 1
+    if want > b.offsets_cap:
+        want = max(want, 2 * b.offsets_cap, 64)
+        p = realloc(b.offsets, want * sizeof(Py_ssize_t))
+        if p == NULL:
+            return LP_NOMEM
+        b.offsets = <Py_ssize_t *>p
+        b.offsets_cap = want
+    want = b.size + nbytes
+    if want > b.cap:
+        want = max(want, 2 * b.cap, 4096)
+        p = realloc(b.buf, want)
+        if p == NULL:
+            return LP_NOMEM
+        b.buf = <char *>p
+        b.cap = want
+    return LP_OK
+
+cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept nogil:
+    """Move up to ``max_items`` ready records from the ring into the batch.
+
+    Takes at most LP_TAKE_CHUNK per call. Room is made for the records
+    seen at the head *before* they are claimed, from their real lengths,
+    so nothing can fail once they are ours. Returns LP_OK (check count
+    for how many) or LP_NOMEM, in which case nothing was claimed.
+    """
+    cdef uint64_t pos, n, i, payload
+    cdef uint32_t length
+    cdef const char *src
+    cdef lp_slot_t *s
+    cdef uint32_t now_ms, age, max_age = 0
+    cdef double oldest
+    if max_items > LP_TAKE_CHUNK:
+        max_items = LP_TAKE_CHUNK
+    if batch_reserve_run(b) != LP_OK:  # so that add_run cannot fail after the claim
+        return LP_NOMEM
+    while True:
+        n = lp_peek_pop(r, max_items, &pos, &payload)
+        if n == 0:
+            return LP_OK
+        if batch_reserve(b, n, payload + n) != LP_OK:   # each record plus its newline
+            return LP_NOMEM
+        if lp_commit_pop(r, pos, n):
+            break
+    now_ms = lp_now_ms()
+    # One pass: copy each record and hand its slot straight back, so each
+    # slot's cache line is visited once.
+    s = slot_at(r, pos)
+    for i in range(n):
+        if i:
+            s = next_slot(r, s)
+        length = s.length
+        age = now_ms - s.enqueued_ms
+        if age > max_age and age < 0x80000000u:  # a stamp from the future is clock skew
+            max_age = age
+        if length > r.inline_max:
+            src = (<char **>slot_payload(s))[0]
+        else:
+            src = slot_payload(s)
+        b.offsets[b.count] = b.size
+        if length:
+            memcpy(b.buf + b.size, src, length)
+        b.buf[b.size + length] = b'\n'
+        b.size += length + 1
+        b.count += 1
+        if length > r.inline_max:
+            free(<void *>src)
+        lp_store_release(&s.seq, pos + i + r.nslots)
+    b.offsets[b.count] = b.size
+    batch_add_run(b, pos, n)
+    oldest = lp_now() - max_age / 1000.0
+    if oldest < b.oldest:
+        b.oldest = oldest
+    if payload:
+        lp_fetch_sub_u64(&r.nbytes, payload)
+    lp_ec_notify(&r.not_full)
+    return LP_OK
+
+
+
+cdef void lp_batch_clear(lp_batch_t *b) noexcept nogil:
+    """Empty the batch for reuse, keeping its memory."""
+    b.size = b.count = b.nruns = 0
+    b.oldest = INFINITY
+
+
 cdef class Batch:
     """Records copied out of a ring in one pass, newline framed.
 
@@ -642,155 +760,49 @@ cdef class Batch:
     """
 
     def __cinit__(self):
-        self.buf = NULL
-        self.offsets = NULL
-        self.runs = NULL
-        self.size = self.cap = self.count = self.offsets_cap = 0
-        self.nruns = self.runs_cap = 0
-        self.oldest = INFINITY
+        self.b.buf = NULL
+        self.b.offsets = NULL
+        self.b.runs = NULL
+        self.b.size = self.b.cap = self.b.count = self.b.offsets_cap = 0
+        self.b.nruns = self.b.runs_cap = 0
+        self.b.oldest = INFINITY
 
     def __dealloc__(self):
-        free(self.buf)
-        free(self.offsets)
-        free(self.runs)
-
-    cdef int reserve_run(self) noexcept nogil:
-        """Make room for one more run in the run list."""
-        cdef void *p
-        if self.nruns < self.runs_cap:
-            return LP_OK
-        p = realloc(self.runs, 2 * sizeof(uint64_t) * max(4, 2 * self.runs_cap))
-        if p == NULL:
-            return LP_NOMEM
-        self.runs = <uint64_t *>p
-        self.runs_cap = max(4, 2 * self.runs_cap)
-        return LP_OK
-
-    cdef int add_run(self, uint64_t pos, uint64_t n) noexcept nogil:
-        """Remember that ring positions pos .. pos+n-1 are in this batch."""
-        if self.nruns and self.runs[2 * self.nruns - 2] + self.runs[2 * self.nruns - 1] == pos:
-            self.runs[2 * self.nruns - 1] += n  # continues the previous run
-            return LP_OK
-        if self.reserve_run() != LP_OK:
-            return LP_NOMEM
-        self.runs[2 * self.nruns] = pos
-        self.runs[2 * self.nruns + 1] = n
-        self.nruns += 1
-        return LP_OK
+        free(self.b.buf)
+        free(self.b.offsets)
+        free(self.b.runs)
 
     def __init__(self):
         raise TypeError("Batch objects come from RingBuffer.get_batch()")
 
-    cdef int reserve(self, Py_ssize_t records, Py_ssize_t nbytes) noexcept nogil:
-        """Make room for ``records`` more records of ``nbytes`` framed bytes."""
-        cdef Py_ssize_t want
-        cdef void *p
-        want = self.count + records + 1
-        if want > self.offsets_cap:
-            want = max(want, 2 * self.offsets_cap, 64)
-            p = realloc(self.offsets, want * sizeof(Py_ssize_t))
-            if p == NULL:
-                return LP_NOMEM
-            self.offsets = <Py_ssize_t *>p
-            self.offsets_cap = want
-        want = self.size + nbytes
-        if want > self.cap:
-            want = max(want, 2 * self.cap, 4096)
-            p = realloc(self.buf, want)
-            if p == NULL:
-                return LP_NOMEM
-            self.buf = <char *>p
-            self.cap = want
-        return LP_OK
-
-    cdef int take_from(self, lp_ring_t *r, uint64_t max_items) noexcept nogil:
-        """Move up to ``max_items`` ready records from the ring into the batch.
-
-        Takes at most LP_TAKE_CHUNK per call. Room is made for the records
-        seen at the head *before* they are claimed, from their real lengths,
-        so nothing can fail once they are ours. Returns LP_OK (check count
-        for how many) or LP_NOMEM, in which case nothing was claimed.
-        """
-        cdef uint64_t pos, n, i, payload
-        cdef uint32_t length
-        cdef const char *src
-        cdef lp_slot_t *s
-        cdef uint32_t now_ms, age, max_age = 0
-        cdef double oldest
-        if max_items > LP_TAKE_CHUNK:
-            max_items = LP_TAKE_CHUNK
-        if self.reserve_run() != LP_OK:  # so that add_run cannot fail after the claim
-            return LP_NOMEM
-        while True:
-            n = lp_peek_pop(r, max_items, &pos, &payload)
-            if n == 0:
-                return LP_OK
-            if self.reserve(n, payload + n) != LP_OK:   # each record plus its newline
-                return LP_NOMEM
-            if lp_commit_pop(r, pos, n):
-                break
-        now_ms = lp_now_ms()
-        # One pass: copy each record and hand its slot straight back, so each
-        # slot's cache line is visited once.
-        s = slot_at(r, pos)
-        for i in range(n):
-            if i:
-                s = next_slot(r, s)
-            length = s.length
-            age = now_ms - s.enqueued_ms
-            if age > max_age and age < 0x80000000u:  # a stamp from the future is clock skew
-                max_age = age
-            if length > r.inline_max:
-                src = (<char **>slot_payload(s))[0]
-            else:
-                src = slot_payload(s)
-            self.offsets[self.count] = self.size
-            if length:
-                memcpy(self.buf + self.size, src, length)
-            self.buf[self.size + length] = b'\n'
-            self.size += length + 1
-            self.count += 1
-            if length > r.inline_max:
-                free(<void *>src)
-            lp_store_release(&s.seq, pos + i + r.nslots)
-        self.offsets[self.count] = self.size
-        self.add_run(pos, n)
-        oldest = lp_now() - max_age / 1000.0
-        if oldest < self.oldest:
-            self.oldest = oldest
-        if payload:
-            lp_fetch_sub_u64(&r.nbytes, payload)
-        lp_ec_notify(&r.not_full)
-        return LP_OK
-
     @property
     def nbytes(self):
         """Size of the framed buffer in bytes (records plus one newline each)."""
-        return self.size
+        return self.b.size
 
     def __len__(self):
-        return self.count
+        return self.b.count
 
     def __bool__(self):
-        return self.count > 0
+        return self.b.count > 0
 
     def __getitem__(self, Py_ssize_t index):
         if index < 0:
-            index += self.count
-        if index < 0 or index >= self.count:
+            index += self.b.count
+        if index < 0 or index >= self.b.count:
             raise IndexError("Batch index out of range")
         return PyBytes_FromStringAndSize(
-            self.buf + self.offsets[index], self.offsets[index + 1] - self.offsets[index] - 1)
+            self.b.buf + self.b.offsets[index], self.b.offsets[index + 1] - self.b.offsets[index] - 1)
 
     def __iter__(self):
         cdef Py_ssize_t i
-        for i in range(self.count):
+        for i in range(self.b.count):
             yield PyBytes_FromStringAndSize(
-                self.buf + self.offsets[i], self.offsets[i + 1] - self.offsets[i] - 1)
+                self.b.buf + self.b.offsets[i], self.b.offsets[i + 1] - self.b.offsets[i] - 1)
 
     def __getbuffer__(self, Py_buffer *view, int flags):
-        PyBuffer_FillInfo(view, self, self.buf if self.buf != NULL else EMPTY_BUFFER,
-                          self.size, 1, flags)
+        PyBuffer_FillInfo(view, self, self.b.buf if self.b.buf != NULL else EMPTY_BUFFER,
+                          self.b.size, 1, flags)
 
     def __releasebuffer__(self, Py_buffer *view):
         pass
@@ -803,7 +815,7 @@ cdef class Batch:
         ``time.monotonic() - batch.oldest_enqueue`` after a write is the
         enqueue-to-flush latency of the batch's longest-waiting record.
         """
-        return self.oldest
+        return self.b.oldest
 
     @property
     def positions(self):
@@ -813,14 +825,14 @@ cdef class Batch:
         (0, 1, 2, ...). A pipeline uses them to know which prefix of its
         input has been written (see logpipe.application.checkpoint).
         """
-        return [(self.runs[2 * i], self.runs[2 * i + 1]) for i in range(self.nruns)]
+        return [(self.b.runs[2 * i], self.b.runs[2 * i + 1]) for i in range(self.b.nruns)]
 
     def tobytes(self):
         """The framed records as one bytes object (a copy)."""
-        return PyBytes_FromStringAndSize(self.buf if self.buf != NULL else EMPTY_BUFFER, self.size)
+        return PyBytes_FromStringAndSize(self.b.buf if self.b.buf != NULL else EMPTY_BUFFER, self.b.size)
 
     def __repr__(self):
-        return f"<logpipe.Batch records={self.count} nbytes={self.size}>"
+        return f"<logpipe.Batch records={self.b.count} nbytes={self.b.size}>"
 
 
 cdef class StopSignal:
@@ -867,9 +879,9 @@ cdef int collect_batch(Batch batch, lp_ring_t *r, uint64_t want, double deadline
     or LP_INTERRUPTED (run the signal handlers, then call again)."""
     cdef int status
     while True:
-        if batch.take_from(r, want - batch.count) != LP_OK:
+        if lp_batch_take(&batch.b, r, want - batch.b.count) != LP_OK:
             return LP_NOMEM
-        if <uint64_t>batch.count == want:
+        if <uint64_t>batch.b.count == want:
             return LP_OK
         if lp_ring_drained(r):
             return LP_CLOSED
@@ -880,7 +892,7 @@ cdef int collect_batch(Batch batch, lp_ring_t *r, uint64_t want, double deadline
             return status
         if status != LP_OK:
             # Timed out or stopped. One last look: records may have landed as time ran out.
-            if batch.take_from(r, want - batch.count) != LP_OK:
+            if lp_batch_take(&batch.b, r, want - batch.b.count) != LP_OK:
                 return LP_NOMEM
             return LP_OK
 
@@ -1299,9 +1311,9 @@ cdef class RingBuffer:
             if status != LP_INTERRUPTED:
                 break
             run_signal_handlers("logpipe_batch", batch)
-        if status == LP_NOMEM and batch.count == 0:
+        if status == LP_NOMEM and batch.b.count == 0:
             raise MemoryError("out of memory growing a batch")
-        if status == LP_CLOSED and batch.count == 0:
+        if status == LP_CLOSED and batch.b.count == 0:
             raise Closed("ring buffer is closed and drained")
         return batch
 
