@@ -686,8 +686,9 @@ cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept
 
     Takes at most LP_TAKE_CHUNK per call. Room is made for the records
     seen at the head *before* they are claimed, from their real lengths,
-    so nothing can fail once they are ours. Returns LP_OK (check count
-    for how many) or LP_NOMEM, in which case nothing was claimed.
+    so nothing can fail once they are ours; short of memory, it takes
+    fewer. Returns LP_OK (check count for how many) or LP_NOMEM when not
+    even the next record fits, in which case nothing was claimed.
     """
     cdef uint64_t pos, n, i, payload
     cdef uint32_t length
@@ -704,7 +705,10 @@ cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept
         if n == 0:
             return LP_OK
         if batch_reserve(b, n, payload + n) != LP_OK:   # each record plus its newline
-            return LP_NOMEM
+            if n == 1:
+                return LP_NOMEM
+            max_items = n // 2      # short of memory: take fewer records
+            continue
         if lp_commit_pop(r, pos, n):
             break
     now_ms = lp_now_ms()
@@ -878,11 +882,15 @@ cdef int collect_batch(Batch batch, lp_ring_t *r, uint64_t want, double deadline
     the end of a closed ring. Returns LP_OK, LP_CLOSED (drained), LP_NOMEM
     or LP_INTERRUPTED (run the signal handlers, then call again)."""
     cdef int status
+    cdef Py_ssize_t before
     while True:
+        before = batch.b.count
         if lp_batch_take(&batch.b, r, want - batch.b.count) != LP_OK:
             return LP_NOMEM
         if <uint64_t>batch.b.count == want:
             return LP_OK
+        if batch.b.count > before:
+            continue            # more may be ready already (or it took fewer to fit memory)
         if lp_ring_drained(r):
             return LP_CLOSED
         if no_wait:
