@@ -220,3 +220,71 @@ RingMachine.TestCase.settings = settings(
 )
 test_ring_matches_deque_model = RingMachine.TestCase
 test_ring_matches_deque_model.__doc__ = "Random non-blocking operations give the same results as a deque model."
+
+
+class RealisticRingMachine(RingMachine):
+    """The same model check with production-like record sizes: a heavy-tailed
+    mix of empty records, every inline boundary (slot payload - 1, =, + 1),
+    KiB stack traces, tens of KiB and max_record_size itself, and get_batch /
+    get_many sizes up to the capacity, so one claim mixes inline and
+    out-of-line records in every order."""
+
+    @initialize(
+        capacity=st.integers(1, 64),
+        slot_size=st.sampled_from([32, 128, 256]),
+        max_record_size=st.sampled_from([300, 5000, 70_000]),
+        budget=st.sampled_from(["default", "tight"]),
+    )
+    def setup(self, capacity, slot_size, max_record_size, budget):
+        max_bytes = None if budget == "default" else max_record_size * 3
+        self.ring = RingBuffer(
+            capacity, max_record_size=max_record_size, max_bytes=max_bytes, slot_size=slot_size
+        )
+        self.model = Model(capacity, max_record_size, self.ring.max_bytes)
+        self.inline_max = slot_size - 16
+        self.seq = 0
+
+    def size(self, data) -> int:
+        limit = self.model.max_record_size
+        inline = self.inline_max
+        choice = data.draw(st.sampled_from(
+            ["short"] * 6 + ["empty", "boundary", "boundary", "kib", "tens_kib", "limit", "over"]))
+        if choice == "short":
+            return data.draw(st.integers(1, 300))
+        if choice == "empty":
+            return 0
+        if choice == "boundary":
+            return data.draw(st.sampled_from([1, inline - 1, inline, inline + 1]))
+        if choice == "kib":
+            return data.draw(st.integers(1024, 4096))
+        if choice == "tens_kib":
+            return data.draw(st.integers(10_000, 60_000))
+        if choice == "limit":
+            return limit
+        return limit + data.draw(st.integers(1, 3))
+
+    def record(self, size: int) -> bytes:
+        return super().record(min(size, self.model.max_record_size + 3))
+
+    @rule(data=st.data())
+    def get_batch_up_to_capacity(self, data):
+        self.get_batch_now(data.draw(st.integers(1, self.model.capacity + 2)))
+
+    @rule(data=st.data())
+    def get_many_up_to_capacity(self, data):
+        self.get_many_nonblocking(data.draw(st.integers(1, self.model.capacity + 2)))
+
+    @rule(data=st.data(), n=st.integers(1, 40))
+    def put_many_long(self, data, n):
+        self.put_many_nonblocking(data, n)
+
+
+RealisticRingMachine.TestCase.settings = settings(
+    max_examples=120,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+test_ring_with_realistic_sizes_matches_deque_model = RealisticRingMachine.TestCase
+test_ring_with_realistic_sizes_matches_deque_model.__doc__ = (
+    "Heavy-tailed record sizes through every put/get path give the model's results.")
