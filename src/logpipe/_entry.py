@@ -2,10 +2,9 @@
 
 It installs the stop-signal handler first, then imports the command, which
 takes a few hundred milliseconds (numpy, rich, prometheus_client). A Ctrl+C
-in that time raises inside importlib; caught here, it is one line on stderr
-and exit code 130 (143 for SIGTERM) instead of a traceback. Keep this module
-and what it imports small: until it has run, Python's default handler is in
-place.
+in that time would raise inside importlib and print a traceback; here it is
+one line on stderr and exit code 130 (143 for SIGTERM). Keep this module and
+what it imports small: until it has run, Python's default handler is in place.
 """
 
 from __future__ import annotations
@@ -14,11 +13,17 @@ from logpipe._signals import SignalHandler, exit_interrupted
 
 __all__ = ["main"]
 
+# At import, not in main(): pip's script wrapper runs code of its own
+# (``re.sub`` on argv[0]) between importing this module and calling main(),
+# where an exception would still be a traceback. Until main() a signal is
+# only remembered. The handler stays installed until the process exits.
+_HANDLER = SignalHandler.install_loading()
+
 
 def main() -> int:
     """Run the ``logpipe`` command with sys.argv; return its exit code."""
-    SignalHandler.install()  # stays in place until the process exits
     try:
+        _HANDLER.start()  # raises if a signal came while loading
         from logpipe.cli import main as run_command
 
         return run_command()

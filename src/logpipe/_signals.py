@@ -4,6 +4,9 @@ The entry point (logpipe._entry) installs it before importing anything
 heavy, and it stays until the process exits. What a signal does depends on
 how far the command has got:
 
+* loading (the entry module imported, its main() not yet called: pip's
+  script wrapper runs code of its own in between): it is remembered, and
+  :meth:`SignalHandler.start` raises it at once;
 * starting (imports, parsing, opening the source and sink): it raises
   :class:`Interrupted`, which the entry point turns into one line on
   stderr and exit code 128 + signum (130 for SIGINT, 143 for SIGTERM);
@@ -40,7 +43,8 @@ __all__ = ["SIGNALS", "Interrupted", "SignalHandler", "exit_interrupted"]
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 PROG = "logpipe"
 
-_STARTING, _HOLDING, _ATTACHED, _FINISHED = "starting", "holding", "attached", "finished"
+_LOADING, _STARTING, _HOLDING = "loading", "starting", "holding"
+_ATTACHED, _FINISHED = "attached", "finished"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -73,8 +77,26 @@ class SignalHandler:
         self._pipeline: Any = None
         self._display: Any = None
         self.signals = 0
+        self._first = 0  # the first signal's number
         self._notices: SimpleQueue[int | None] = SimpleQueue()
         self._notifier: threading.Thread | None = None
+
+    @classmethod
+    def install_loading(cls) -> SignalHandler:
+        """Install a handler that only remembers signals until :meth:`start` (for the entry module)."""
+        handler = cls()
+        handler._phase = _LOADING
+        for signum in SIGNALS:
+            signal.signal(signum, handler)
+        return handler
+
+    def start(self) -> None:
+        """The command starts: a signal now raises Interrupted; one that came already, at once."""
+        if self._phase == _LOADING:
+            self._phase = _STARTING
+            if self.signals:
+                self._phase = _FINISHED
+                raise Interrupted(self._first)
 
     @classmethod
     def install(cls) -> tuple[SignalHandler, dict[int, Any] | None]:
@@ -122,12 +144,13 @@ class SignalHandler:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.signals += 1
+        self._first = self._first or signum
         phase = self._phase
         if phase == _STARTING:
             self._phase = _FINISHED  # one way out: a second signal must not interrupt it
             raise Interrupted(signum)
         if phase != _ATTACHED:
-            return  # holding: attach() stops the run; finished: nothing is left to stop
+            return  # loading: start() raises it; holding: attach() stops the run; finished: nothing to stop
         pipeline = self._pipeline
         if self.signals == 1 and not pipeline.draining:
             pipeline.request_stop("signal")  # takes no lock
