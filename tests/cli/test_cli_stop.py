@@ -70,7 +70,10 @@ def stop_via_thread(directory: Path, index: int, signum: int) -> str | None:
         tids = threads_of(process.pid)
         tid = tids[min(index, len(tids) - 1)]
         tgkill(process.pid, tid, signum)
-        problem = check_clean_stop(*finish(process), out_file)
+        try:
+            problem = check_clean_stop(*finish(process), out_file)
+        except AssertionError as exc:  # report every case, not only the first
+            problem = str(exc)
         return None if problem is None else f"thread {index} of {len(tids)} ({signal.Signals(signum).name}): {problem}"
     finally:
         if process.poll() is None:
