@@ -4,12 +4,15 @@ The entry point (logpipe._entry) installs it before importing anything
 heavy, and it stays until the process exits. What a signal does depends on
 how far the command has got:
 
-* loading (the entry module imported, its main() not yet called: pip's
-  script wrapper runs code of its own in between): it is remembered, and
-  :meth:`SignalHandler.start` raises it at once;
-* starting (imports, parsing, opening the source and sink): it raises
-  :class:`Interrupted`, which the entry point turns into one line on
-  stderr and exit code 128 + signum (130 for SIGINT, 143 for SIGTERM);
+* starting (imports, parsing, opening the source and sink): it is
+  remembered, and :meth:`SignalHandler.checkpoint` raises
+  :class:`Interrupted`, which becomes one line on stderr and exit code
+  128 + signum (130 for SIGINT, 143 for SIGTERM). Checkpoints are the end
+  of the imports, the start of ``logpipe run``, and every slice of a sliced
+  wait (logpipe._waits: a NATS connect, say). Never raised from the handler
+  itself: an exception in the middle of an import can crash a C extension's
+  module init (orjson's segfaults), and pip's script wrapper runs code of
+  its own between importing the entry point and calling it;
 * holding (source and sink open, pipeline being built): it is remembered,
   and :meth:`SignalHandler.attach` stops the pipeline as soon as it exists;
 * attached (the run): the first signal begins the shutdown, later ones
@@ -31,20 +34,19 @@ import sys
 import threading
 from queue import SimpleQueue
 
-from logpipe._waits import join_thread
+from logpipe._waits import join_thread, set_slice_hook
 
 TYPE_CHECKING = False  # not typing's: this module is imported before anything heavy
 if TYPE_CHECKING:
     from types import FrameType
     from typing import Any
 
-__all__ = ["SIGNALS", "Interrupted", "SignalHandler", "exit_interrupted"]
+__all__ = ["SIGNALS", "Interrupted", "SignalHandler", "checkpoint", "exit_interrupted"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 PROG = "logpipe"
 
-_LOADING, _STARTING, _HOLDING = "loading", "starting", "holding"
-_ATTACHED, _FINISHED = "attached", "finished"
+_STARTING, _HOLDING, _ATTACHED, _FINISHED = "starting", "holding", "attached", "finished"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -69,6 +71,13 @@ def exit_interrupted(exc: KeyboardInterrupt) -> int:
     return 128 + signum
 
 
+def checkpoint() -> None:
+    """While starting: raise Interrupted if a signal came (when logpipe's handler is installed)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if isinstance(handler, SignalHandler):
+        handler.checkpoint()
+
+
 class SignalHandler:
     """The SIGINT / SIGTERM handler; see the module's docstring for its phases."""
 
@@ -82,21 +91,23 @@ class SignalHandler:
         self._notifier: threading.Thread | None = None
 
     @classmethod
-    def install_loading(cls) -> SignalHandler:
-        """Install a handler that only remembers signals until :meth:`start` (for the entry module)."""
+    def install_for_process(cls) -> SignalHandler:
+        """Install a starting handler for good (the entry point's); sliced waits check it."""
         handler = cls()
-        handler._phase = _LOADING
         for signum in SIGNALS:
             signal.signal(signum, handler)
+        set_slice_hook(handler.checkpoint)
         return handler
 
-    def start(self) -> None:
-        """The command starts: a signal now raises Interrupted; one that came already, at once."""
-        if self._phase == _LOADING:
-            self._phase = _STARTING
-            if self.signals:
-                self._phase = _FINISHED
-                raise Interrupted(self._first)
+    def checkpoint(self) -> None:
+        """While starting, on the main thread: raise Interrupted if a signal came."""
+        if (
+            self._phase == _STARTING
+            and self.signals
+            and threading.current_thread() is threading.main_thread()
+        ):
+            self._phase = _FINISHED  # one way out: nothing may interrupt it
+            raise Interrupted(self._first)
 
     @classmethod
     def install(cls) -> tuple[SignalHandler, dict[int, Any] | None]:
@@ -118,7 +129,7 @@ class SignalHandler:
             signal.signal(signum, old)
 
     def hold(self) -> None:
-        """The source and sink are open: from now on a signal is remembered, not raised."""
+        """The source and sink are open: a signal (even one already come) now stops the run once started."""
         if self._phase == _STARTING:
             self._phase = _HOLDING
 
@@ -146,11 +157,8 @@ class SignalHandler:
         self.signals += 1
         self._first = self._first or signum
         phase = self._phase
-        if phase == _STARTING:
-            self._phase = _FINISHED  # one way out: a second signal must not interrupt it
-            raise Interrupted(signum)
         if phase != _ATTACHED:
-            return  # loading: start() raises it; holding: attach() stops the run; finished: nothing to stop
+            return  # starting: checkpoint() raises; holding: attach() stops the run; finished: nothing to stop
         pipeline = self._pipeline
         if self.signals == 1 and not pipeline.draining:
             pipeline.request_stop("signal")  # takes no lock

@@ -25,18 +25,34 @@ if TYPE_CHECKING:
 
     _T = TypeVar("_T")
 
-__all__ = ["JOIN_SLICE", "join_thread", "slices", "wait_event", "wait_for", "wait_future"]
+__all__ = ["JOIN_SLICE", "join_thread", "set_slice_hook", "slices", "wait_event", "wait_for", "wait_future"]
 
 # How often a waiting main thread wakes to let signal handlers run.
 JOIN_SLICE = 0.1
 
+# Called between slices: the entry point raises a start-up signal there
+# (logpipe._signals), so a Ctrl+C interrupts a wait such as a NATS connect.
+_slice_hook: Callable[[], None] | None = None
+
+
+def set_slice_hook(hook: Callable[[], None] | None) -> None:
+    """Call ``hook`` before every slice of every sliced wait (None: no hook)."""
+    global _slice_hook
+    _slice_hook = hook
+
+
 def slices(timeout: float | None) -> Iterator[float]:
     """Wait lengths of at most JOIN_SLICE that add up to ``timeout`` (None: forever)."""
-    if timeout is None:
-        while True:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if _slice_hook is not None:
+            _slice_hook()
+        if deadline is None:
             yield JOIN_SLICE
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
         yield min(JOIN_SLICE, left)
 
 

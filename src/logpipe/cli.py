@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from logpipe._signals import SignalHandler, exit_interrupted
+from logpipe._signals import checkpoint as signal_checkpoint
 from logpipe._version import __version__
 from logpipe.domain.config import (
     OPTIONS,
@@ -193,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if config.report_json is not None:
         check_report_path(config.report_json)  # fail now, not after the run
+    signal_checkpoint()  # a signal during the imports above ends the command here
 
     # One set of counters: the source counts rejected lines into it, the
     # pipeline everything else.

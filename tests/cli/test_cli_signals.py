@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from logpipe._signals import Interrupted, SignalHandler, exit_interrupted
-from logpipe._waits import JOIN_SLICE, join_thread, wait_event
+from logpipe._waits import JOIN_SLICE, join_thread, set_slice_hook, wait_event
 
 DRAINING = "Still draining (1234 records left); logpipe exits when every record is flushed.\n"
 
@@ -69,14 +69,29 @@ def test_signal_before_the_pipeline_exists_stops_it_on_attach(capfd):
 
 
 @pytest.mark.parametrize(("signum", "code", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-def test_signal_while_starting_raises_interrupted_once(capfd, signum, code, word):
-    """Before hold(), a signal raises Interrupted (exit 128 + signum, one line); a second one is ignored."""
+def test_signal_while_starting_is_raised_at_the_next_checkpoint(capfd, signum, code, word):
+    """While starting, the handler only remembers (it may have interrupted an import); checkpoint() raises, once."""
     handler = SignalHandler()
+    handler.checkpoint()  # no signal yet: nothing
+    handler(signum, None)
+    handler(signal.SIGINT, None)  # a second one changes nothing
     with pytest.raises(Interrupted) as caught:
-        handler(signum, None)
-    handler(signum, None)  # while the first one unwinds: nothing
+        handler.checkpoint()
+    handler.checkpoint()  # the first raise is the only one
     assert exit_interrupted(caught.value) == code
     assert capfd.readouterr().err == f"logpipe: {word}\n"
+
+
+def test_a_sliced_wait_is_a_checkpoint():
+    """A start-up wait (a sink connecting) is cut short by a signal: each slice checks the handler."""
+    handler = SignalHandler()
+    set_slice_hook(handler.checkpoint)
+    try:
+        threading.Timer(JOIN_SLICE / 2, handler, args=(signal.SIGINT, None)).start()
+        with pytest.raises(Interrupted):
+            wait_event(threading.Event(), 5 * JOIN_SLICE)
+    finally:
+        set_slice_hook(None)
 
 
 def test_signal_after_the_run_is_ignored(capfd):
