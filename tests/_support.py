@@ -14,3 +14,120 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: fl
             return True
         time.sleep(interval)
     return predicate()
+
+
+# --- running `logpipe run` as a subprocess and checking its output -------------------
+
+import contextlib  # noqa: E402
+import ctypes  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def logpipe_command() -> list[str]:
+    """The installed ``logpipe`` script beside the interpreter, else ``python -m logpipe``."""
+    script = Path(sys.executable).with_name("logpipe")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "logpipe"]
+
+
+def report_of(stdout: str) -> dict[str, str]:
+    """The `Report: key=value ...` line as a dict (exactly one such line)."""
+    lines = [line for line in stdout.splitlines() if line.startswith("Report: ")]
+    assert len(lines) == 1, stdout[-2000:]
+    return dict(re.findall(r"(\w+)=(\S+)", lines[0]))
+
+
+_SEQ_KEY = np.frombuffer(b'"seq": ', dtype=np.uint8)
+
+
+def generator_seqs(path: Path) -> np.ndarray:
+    """The ``seq`` of every line of a file sink's output of the generator, in file order.
+
+    Vectorised (a few million lines a second): every line must be the
+    generator's record with its default message, four ``key: value`` pairs
+    ending ``"seq": <digits>}``; anything else fails.
+    """
+    data = np.fromfile(path, dtype=np.uint8) if path.exists() else np.zeros(0, np.uint8)
+    if data.size == 0:
+        return np.zeros(0, np.int64)
+    assert data[-1] == ord("\n"), "the file ends in a partial line"
+    ends = np.flatnonzero(data == ord("\n"))
+    colons = np.flatnonzero(data == ord(":"))
+    assert colons.size == 4 * ends.size, "a line is not a generator record (4 fields)"
+    start = colons[3::4] + 2  # the seq's first digit
+    assert np.all((start > ends - np.diff(ends, prepend=-1)) & (start < ends - 1)), "fields across lines"
+    key = start[:, None] - len(_SEQ_KEY) + np.arange(len(_SEQ_KEY))
+    assert np.all(data[key] == _SEQ_KEY), 'a line\'s last field is not "seq"'
+    assert np.all(data[ends - 1] == ord("}")), "a line does not end with }"
+    length = ends - 1 - start
+    seqs = np.zeros(ends.size, np.int64)
+    for k in range(int(length.max())):
+        more = k < length
+        digit = data[np.where(more, start + k, 0)].astype(np.int64) - ord("0")
+        assert np.all(~more | ((digit >= 0) & (digit <= 9))), "a seq is not a number"
+        seqs = np.where(more, seqs * 10 + digit, seqs)
+    return seqs
+
+
+def exactly_once_problem(seqs: np.ndarray, produced: int) -> str | None:
+    """None if ``seqs`` are 0..produced-1 each exactly once; else what is wrong."""
+    if len(seqs) != produced:
+        return f"{len(seqs)} lines for {produced} produced"
+    bad = np.flatnonzero(np.sort(seqs) != np.arange(produced))
+    return f"missing or duplicated seqs near sorted positions {bad[:5].tolist()}" if bad.size else None
+
+
+def signal_handlers_installed(pid: int) -> bool:
+    """Whether logpipe's own handler is in: it catches SIGTERM, which Python alone does not."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE).group(1), 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+_SYS_TGKILL = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
+
+
+def tgkill(pid: int, tid: int, signum: int) -> None:
+    """Send ``signum`` to thread ``tid`` of process ``pid`` (os.kill picks the thread itself)."""
+    if _SYS_TGKILL is None:
+        raise OSError(f"tgkill: unknown syscall number on {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_TGKILL, pid, tid, signum) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def threads_of(pid: int) -> list[int]:
+    """The thread ids of a process, oldest first (the main thread is ``pid``)."""
+    return sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task"))
+
+
+@contextlib.contextmanager
+def scratch_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory for large output, removed after: on /dev/shm when there is one (fsync costs nothing there)."""
+    shm = Path("/dev/shm")
+    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path
+    directory = Path(tempfile.mkdtemp(prefix="logpipe-test-", dir=parent))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run_process(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*logpipe_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )

@@ -1,5 +1,5 @@
 """``python -m logpipe``: the same as the ``logpipe`` command."""
 
-from logpipe.cli import main
+from logpipe._entry import main
 
 raise SystemExit(main())

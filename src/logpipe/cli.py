@@ -9,22 +9,21 @@ file.
 Exit codes: 0 the run ended with every record delivered (lost = 0); 1 records
 were lost, the sink failed, or ``validate`` found problems; 2 a usage or
 configuration error, always reported as one line on stderr:
-``logpipe: error: --rate: '10 parsecs' is not a duration (...)``.
+``logpipe: error: --rate: '10 parsecs' is not a duration (...)``; 130 / 143
+SIGINT / SIGTERM before the run started (see logpipe._signals).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import Any, NoReturn
 
+from logpipe._signals import SignalHandler, exit_interrupted
+from logpipe._signals import checkpoint as signal_checkpoint
 from logpipe._version import __version__
 from logpipe.domain.config import (
     OPTIONS,
@@ -158,18 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``logpipe`` command; return its exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.error("choose a command: run or validate (see logpipe --help)")
     try:
-        return int(args.handler(args))
-    except ConfigError as exc:
-        _say_error(exc)
-        return 2
-    except KeyboardInterrupt:  # Ctrl+C before the run's own handlers were in
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.error("choose a command: run or validate (see logpipe --help)")
+        try:
+            return int(args.handler(args))
+        except ConfigError as exc:
+            _say_error(exc)
+            return 2
+    except KeyboardInterrupt as exc:  # a signal before the run's pipeline existed
+        return exit_interrupted(exc)
 
 
 # --- run -----------------------------------------------------------------------------
@@ -195,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if config.report_json is not None:
         check_report_path(config.report_json)  # fail now, not after the run
+    signal_checkpoint()  # a signal during the imports above ends the command here
 
     # One set of counters: the source counts rejected lines into it, the
     # pipeline everything else.
@@ -206,8 +206,10 @@ def _run(args: argparse.Namespace) -> int:
     # Records own stdout when they go there; status lines move to stderr.
     # --ui (and a finite input's progress bar) take that terminal if it is one.
     display = TerminalUI.for_run(config, source, records_on_stdout=isinstance(sink, StdoutSink))
-    handler = _SignalHandler()
-    previous = {signum: signal.signal(signum, handler) for signum in _SIGNALS}
+    # The entry point's handler, or (main() called in-process) one installed
+    # now; from here on a signal is remembered until the pipeline exists.
+    handler, previous = SignalHandler.install()
+    handler.hold()
     server = None
     try:
         try:
@@ -233,11 +235,11 @@ def _run(args: argparse.Namespace) -> int:
         _say_error(exc)
         return 1
     finally:
+        handler.finish()  # nothing left to stop: later signals are ignored
         if server is not None:
             server.stop()
         dead_letter.close()
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+        SignalHandler.uninstall(previous)
     if config.report_json is not None:
         write_report_json(report, config.report_json)
     if dead_letter.count:
@@ -254,55 +256,6 @@ def _label(args: argparse.Namespace, name: str) -> str:
     if getattr(args, name) is None and args.config is not None and name in load_toml(args.config):
         return f"{args.config}: {name}"
     return f"--{name}"
-
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class _SignalHandler:
-    """SIGINT / SIGTERM: the first begins shutdown, later ones say it is under way.
-
-    Installed before the pipeline exists, so a Ctrl+C during start-up is not
-    a KeyboardInterrupt: it is remembered, and :meth:`attach` stops the
-    pipeline as soon as there is one.
-    """
-
-    def __init__(self) -> None:
-        self._pipeline: Any = None
-        self._display: Any = None
-        self._signals = 0
-
-    def attach(self, pipeline: Any, display: Any = None) -> None:
-        """Handle signals for ``pipeline`` (stopping it now if one came already)."""
-        self._pipeline = pipeline
-        self._display = display
-        if self._signals:
-            pipeline.request_stop("signal")
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        pipeline = self._pipeline
-        if pipeline is None:
-            return  # attach() will stop it
-        if self._signals == 1 and not pipeline.draining:
-            pipeline.request_stop("signal")
-            return
-        # pending() takes locks the interrupted main thread may hold: ask
-        # from another thread, which waits for them instead of deadlocking.
-        threading.Thread(target=self._say_draining, name="logpipe-signal", daemon=True).start()
-
-    def _say_draining(self) -> None:
-        line = (
-            f"Still draining ({self._pipeline.pending()} records left); "
-            "logpipe exits when every record is flushed.\n"
-        )
-        if self._display is not None and self._display.notice(line.rstrip("\n")):
-            return  # shown in the live view, which would draw over a raw write
-        try:
-            # Straight to the fd: shown at once, whatever sys.stderr buffers.
-            os.write(sys.stderr.fileno(), line.encode())
-        except (OSError, ValueError):
-            pass  # no stderr to tell: keep draining
 
 
 # --- dry run and validate ---------------------------------------------------------------

@@ -20,17 +20,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from _support import report_of
 
 LOGPIPE = [sys.executable, "-m", "logpipe"]
 TIMEOUT = 60  # seconds any single run may take before the test fails
 SIGINT_RUNS = 20
-
-
-def report_of(stdout: str) -> dict[str, str]:
-    """The `Report: key=value ...` line as a dict (exactly one such line)."""
-    lines = [line for line in stdout.splitlines() if line.startswith("Report: ")]
-    assert len(lines) == 1, stdout[-2000:]
-    return dict(re.findall(r"(\w+)=(\S+)", lines[0]))
 
 
 def seqs_of(path: Path) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 from logpipe._ringbuf import RingBuffer
+from logpipe._waits import join_thread
 from logpipe.application.console import Console
 from logpipe.application.metrics import Metrics
 from logpipe.application.pool import WorkerPool
@@ -60,7 +61,7 @@ class AutoScaler:
         """Stop scaling (shutdown has begun) and wait for the thread."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            join_thread(self._thread, timeout)  # in slices: called from the main thread
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):

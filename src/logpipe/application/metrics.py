@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from logpipe._waits import join_thread
 from logpipe.application.console import Console
 
 __all__ = [
@@ -522,7 +523,7 @@ class MetricsReporter:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            join_thread(self._thread, timeout)  # in slices: called from the main thread
 
     def _run(self) -> None:
         previous, since = self._metrics.snapshot(), self._monotonic()

@@ -17,10 +17,13 @@ calls it on SIGINT / SIGTERM).
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from dataclasses import dataclass, fields
 
 from logpipe._ringbuf import RingBuffer
+from logpipe._waits import JOIN_SLICE, join_thread
 from logpipe.application.autoscaler import AutoScaler
 from logpipe.application.checkpoint import FlushTracker
 from logpipe.application.console import Console
@@ -33,10 +36,10 @@ from logpipe.domain.config import PipelineConfig
 from logpipe.domain.durations import format_duration
 from logpipe.domain.ports import Sink, Source
 
-__all__ = ["Pipeline", "Report"]
+__all__ = ["JOIN_SLICE", "Pipeline", "Report"]
 
-# How often a waiting main thread wakes to notice signals and finished joins.
-JOIN_SLICE = 0.1
+# JOIN_SLICE (from logpipe._waits, re-exported): every wait of the main
+# thread lasts at most this long, so its signal handlers run.
 # How often a resumable source is told how far its input has been written.
 CHECKPOINT_INTERVAL = 1.0
 
@@ -152,7 +155,10 @@ class Pipeline:
         # What the source is given: set with _cancel, or earlier when
         # --load-duration ends the load while the run goes on.
         self._producing_stop = threading.Event()
-        self._wake = threading.Event()  # ends the main wait: stop asked or source done
+        # Ends the main wait at once when a stop is asked from another thread.
+        # A SimpleQueue, not an Event: its put takes no lock, so request_stop()
+        # is safe in a signal handler that interrupted the main thread anywhere.
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._stop_reason: str | None = None
         self.draining = False
 
@@ -173,10 +179,10 @@ class Pipeline:
     # -- control ------------------------------------------------------------
 
     def request_stop(self, reason: str = "signal") -> None:
-        """Begin shutdown; safe from a signal handler or any thread."""
+        """Begin shutdown; safe from a signal handler or any thread (takes no lock)."""
         if self._stop_reason is None:
             self._stop_reason = reason
-        self._wake.set()
+        self._wake.put(None)
 
     def pending(self) -> int:
         """Records in the ring plus those held in workers' unwritten batches."""
@@ -200,7 +206,7 @@ class Pipeline:
         checkpointer = threading.Thread(target=self._checkpoint_loop, name="logpipe-checkpoint", daemon=True)
         checkpointer.start()
 
-        self._wake.wait(self.config.duration)
+        self._wait_for_stop()
         if self._stop_reason is None:
             self._stop_reason = "source finished" if not source_thread.is_alive() else "duration"
         self._announce_stop()
@@ -227,6 +233,25 @@ class Pipeline:
         if report.lost:
             self.console.say(f"ERROR: {report.lost} logs were lost")
         return report
+
+    def _wait_for_stop(self) -> None:
+        """Until a stop is requested or ``duration`` has elapsed, in slices.
+
+        One unbounded wait here once let a run go on after SIGINT: the kernel
+        gave the signal to another thread, and CPython runs the handler only
+        in the main thread, once it runs bytecode again.
+        """
+        deadline = None if self.config.duration is None else time.monotonic() + self.config.duration
+        while self._stop_reason is None:
+            timeout = JOIN_SLICE
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    return
+            try:
+                self._wake.get(timeout=timeout)
+            except queue.Empty:
+                pass
 
     def _commit(self) -> None:
         # Sources that can resume (a file tail) record how far the written
@@ -268,11 +293,10 @@ class Pipeline:
             self.console.say(f"Shutdown: {reason}")
 
     def _join(self, thread: threading.Thread) -> None:
-        # Join in slices so the main thread keeps handling signals.
-        while thread.is_alive():
-            thread.join(JOIN_SLICE)
+        join_thread(thread)  # in slices: the main thread keeps handling signals
 
     def _join_workers(self) -> None:
+        # Each worker's join is bounded by JOIN_SLICE: signals are handled between them.
         while self.pool.join_all(JOIN_SLICE):
             pass
 

@@ -24,6 +24,7 @@ import orjson
 
 from logpipe._encoder import put_logs
 from logpipe._ringbuf import RingBuffer
+from logpipe._waits import wait_event
 from logpipe.application.metrics import Metrics
 from logpipe.domain.clock import Clock, SystemClock
 from logpipe.domain.policies import PacingSchedule, backpressure_sleep
@@ -123,7 +124,7 @@ class GeneratorSource:
             now = self._clock.monotonic()
             due = schedule.take(now, limit=remaining)
             if due == 0:
-                stop.wait(schedule.wait(now))
+                wait_event(stop, schedule.wait(now))  # in slices: run() may be on the main thread
                 continue
             for _ in range(due):
                 if stop.is_set():

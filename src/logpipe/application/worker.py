@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 
 from logpipe._ringbuf import Batch, RingBuffer, StopSignal
+from logpipe._waits import join_thread
 from logpipe.application.checkpoint import FlushTracker
 from logpipe.application.console import Console
 from logpipe.application.metrics import Metrics
@@ -94,9 +95,8 @@ class Worker:
         self.stop_signal.set()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread; True if it has ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait for the thread (in slices, for the main thread's signals); True if it has ended."""
+        return join_thread(self._thread, timeout)
 
     @property
     def alive(self) -> bool:

@@ -42,6 +42,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from logpipe._waits import join_thread
 from logpipe.application.metrics import HistogramSnapshot, Metrics
 from logpipe.exceptions import ConfigError
 
@@ -266,8 +267,10 @@ class MetricsServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving, close the socket and join the thread (idempotent)."""
         if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(timeout)
+            # shutdown() waits, without a timeout, for serve_forever to return:
+            # let a helper wait, and join the server thread in slices instead.
+            threading.Thread(target=self._server.shutdown, name="logpipe-metrics-stop", daemon=True).start()
+            join_thread(self._thread, timeout)
         self._server.server_close()
 
     def __enter__(self) -> MetricsServer:

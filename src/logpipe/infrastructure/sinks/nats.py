@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import orjson
 
+from logpipe._waits import join_thread, wait_for, wait_future
 from logpipe.domain.ports import FramedBatch
 from logpipe.exceptions import SinkError
 
@@ -354,20 +355,20 @@ class NatsSink:
     def _stop_loop(self) -> None:
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        join_thread(self._thread, 10)
 
     def _call(self, coro: Coroutine[Any, Any, _T], *, timeout: float) -> _T:
         """Run ``coro`` on the loop thread and wait for its result."""
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return future.result(timeout)
+            return wait_future(future, timeout)  # in slices: the main thread's signals
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise SinkError(f"{self.name}: no answer from the client within {timeout:g}s") from None
 
     def _wait_idle(self) -> None:
         with self._cond:
-            self._cond.wait_for(lambda: self._inflight == 0, timeout=2 * self._ack_timeout + 10)
+            wait_for(self._cond, lambda: self._inflight == 0, timeout=2 * self._ack_timeout + 10)
 
     # -- coroutines (run on the loop thread) --------------------------------
 

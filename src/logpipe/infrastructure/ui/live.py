@@ -38,6 +38,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from logpipe._waits import join_thread
 from logpipe.domain.durations import format_duration
 from logpipe.domain.policies import BACKPRESSURE_TABLE, backpressure_sleep
 
@@ -263,7 +264,7 @@ class LiveView:
         if self._thread is None or self._live is None:
             return
         self._stop.set()
-        self._thread.join(timeout)
+        join_thread(self._thread, timeout)  # in slices: the main thread's signals
         live, self._live = self._live, None
         try:
             try:

@@ -32,6 +32,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from logpipe._waits import join_thread
+
 __all__ = ["InputProgress"]
 
 REFRESH_PER_SECOND = 4.0
@@ -154,7 +156,7 @@ class InputProgress:
         if thread is None:
             return
         self._stop.set()
-        thread.join(timeout)
+        join_thread(thread, timeout)  # in slices: the main thread's signals
         with self._lock:
             self._shown = False
             try:
