@@ -87,7 +87,7 @@ def communicate(process: subprocess.Popen[bytes], what: str) -> tuple[int, str, 
     except subprocess.TimeoutExpired:
         process.kill()
         out, err = process.communicate()
-        pytest.fail(f"{what}: logpipe did not exit in {RUN_TIMEOUT}s; stderr: {err.decode(errors='replace')[-3000:]}")
+        pytest.fail(f"{what}: logpipe did not exit in {RUN_TIMEOUT}s; stderr: {stderr_excerpt(err.decode(errors='replace'))}")
     return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
@@ -154,9 +154,17 @@ def run_tcp(tmp_path: Path, sizes: str, data: bytes, expected_bytes: int) -> tup
             process.wait()
 
 
+def stderr_excerpt(stderr: str) -> str:
+    """A sanitizer report from its start (where the faulting frames are), else the tail."""
+    start = stderr.find("ERROR: AddressSanitizer")
+    if start < 0:
+        start = stderr.find("runtime error:")  # UBSan
+    return stderr[max(0, start - 100) : start + 4000] if start >= 0 else stderr[-3000:]
+
+
 def check_run(tmp_path: Path, made: Corpus, result: tuple[int, str, str]) -> None:
     code, stdout, stderr = result
-    assert code == 0, f"exit code {code}; stderr: {stderr[-3000:]}"
+    assert code == 0, f"exit code {code}; stderr: {stderr_excerpt(stderr)}"
     assert "Traceback" not in stderr, stderr[-3000:]
     out = tmp_path / "out.ndjson"
     written = records_of_output(out.read_bytes() if out.exists() else b"")
