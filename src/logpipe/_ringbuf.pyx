@@ -51,7 +51,26 @@ waiter, re-checks, and sleeps while the epoch is unchanged. Pushers notify
 A notify is one fence and one load when nobody waits, so the fast paths make
 no system call. The fence on each side (after the publish, after the waiter
 registration) guarantees that either the notifier sees the waiter or the
-waiter's re-check sees the change: no lost wake-ups.
+waiter's re-check sees the change. The re-check itself must not read a
+stale position: readable() and writable() load the head (tail) position and
+then that slot's sequence; if the sequence shows the slot has already moved
+on (another thread claimed and released it between the two loads), they
+reload the position and look again instead of reporting "empty" ("full").
+Positions only grow, so the retry ends; and a waiter can only park after a
+re-check that saw the ring as it was after its registration: no lost
+wake-ups.
+
+Signals: a wait of a Python caller ends when a signal interrupts the futex
+(EINTR), and on the main thread also every LP_MAIN_THREAD_SLICE seconds
+(the kernel may deliver a process signal to any thread); the caller takes
+the GIL, runs the handlers (PyErr_CheckSignals) and waits again to the same
+deadline, or propagates the handler's exception.
+
+Batches make room before they claim: lp_peek_pop reads the lengths of the
+ready records at the head, the batch grows to fit them, and only then
+lp_commit_pop claims exactly those positions (a CAS that fails if anyone
+moved the head). Nothing can fail after a claim, so no claimed record is
+ever dropped, not even when memory runs out.
 
 Without the GIL
 ---------------
