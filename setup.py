@@ -58,7 +58,11 @@ directives = {
     "cdivision": True,
     "embedsignature": True,
 }
-options: dict[str, dict[str, str]] = {}
+# Both halves of a build use every core: cythonize's .pyx -> .c (nthreads) and
+# the C compiles (build_ext's parallel option). On CI's 2 cores this takes an
+# install from ~50 s of compiling to about half that, and CI installs 4 times.
+JOBS = os.cpu_count() or 1
+options: dict[str, dict[str, str]] = {"build_ext": {"parallel": str(JOBS)}}
 if DEBUG:
     compile_args = ["-O0", "-g", "-std=gnu11"]
     directives.update(linetrace=True, boundscheck=True)
@@ -89,6 +93,7 @@ setup(
         [extension("_ringbuf"), extension("_encoder"), extension("_nogil_stress"), extension("_framing")],
         compiler_directives=directives,
         annotate=DEBUG,
+        nthreads=JOBS,
     ),
     options=options,
 )

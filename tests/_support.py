@@ -131,3 +131,43 @@ def run_process(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*logpipe_command(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def finish_within(process: subprocess.Popen, timeout: float, what: str = "logpipe") -> tuple[int, str, str]:
+    """(exit code, stdout, stderr as text) once ``process`` exits; killed and failed after ``timeout`` s."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        raise AssertionError(f"{what}: still running after {timeout}s; stderr: {as_text(err)[-2000:]!r}") from None
+    return process.returncode, as_text(out), as_text(err)
+
+
+def as_text(output: str | bytes | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
+def stop_problem(code: int, out: str, err: str, signum: int, out_file: Path) -> tuple[str, str | None]:
+    """Judge a generator run stopped by ``signum``: (outcome, problem or None).
+
+    "before": the signal came before the run started: exit 128 + signum,
+    ``logpipe: interrupted``/``terminated`` the only stderr, no record written.
+    "stopped": a clean stop: exit 0, no stderr, ``Shutdown signal received!``,
+    lost=0, processed = produced, and the file holds seq 0..produced-1 once each.
+    """
+    if code == 128 + signum:
+        word = "interrupted" if signum == signal.SIGINT else "terminated"
+        if err != f"logpipe: {word}\n" or len(generator_seqs(out_file)):
+            return "before", f"exit {code}, stderr {err[-1000:]!r}"
+        return "before", None
+    if code != 0 or err:
+        return "failed", f"exit {code}, stderr {err[-1000:]!r}"
+    if "Shutdown signal received!" not in out:
+        return "failed", "no 'Shutdown signal received!'"
+    report = report_of(out)
+    if report["lost"] != "0" or report["produced"] != report["processed"]:
+        return "failed", f"report {report}"
+    return "stopped", exactly_once_problem(generator_seqs(out_file), int(report["produced"]))

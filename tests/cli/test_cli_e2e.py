@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from _support import report_of
+from _support import finish_within, report_of
 
 LOGPIPE = [sys.executable, "-m", "logpipe"]
 TIMEOUT = 60  # seconds any single run may take before the test fails
@@ -66,13 +66,7 @@ def wait_for_data(process: subprocess.Popen[str], path: Path) -> None:
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
-    try:
-        out, err = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"logpipe did not exit within {TIMEOUT}s; stderr tail: {err[-2000:]}")
-    return process.returncode, out, err
+    return finish_within(process, TIMEOUT)
 
 
 def test_count_writes_every_seq_exactly_once(tmp_path):

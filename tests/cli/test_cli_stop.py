@@ -13,19 +13,17 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from _support import (
-    exactly_once_problem,
-    generator_seqs,
-    report_of,
+    finish_within,
     run_process,
     scratch_dir,
     signal_handlers_installed,
+    stop_problem,
     tgkill,
     threads_of,
     wait_until,
@@ -35,28 +33,6 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="ne
 
 EXIT_TIMEOUT = 20  # seconds from the signal to the exit; a lost signal never exits
 EARLY_RUNS = 30
-
-
-def finish(process: subprocess.Popen[str], timeout: float = EXIT_TIMEOUT) -> tuple[int, str, str]:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        raise AssertionError(f"still running {timeout}s after the signal; stderr: {err[-1000:]}") from None
-    return process.returncode, out, err
-
-
-def check_clean_stop(code: int, out: str, err: str, out_file: Path) -> str | None:
-    """None if the run stopped cleanly: exit 0, no stderr, lost=0, every produced seq once."""
-    if code != 0 or err:
-        return f"exit {code}, stderr {err[-1000:]!r}"
-    if "Shutdown signal received!" not in out:
-        return "no 'Shutdown signal received!'"
-    report = report_of(out)
-    if report["lost"] != "0" or report["produced"] != report["processed"]:
-        return f"report {report}"
-    return exactly_once_problem(generator_seqs(out_file), int(report["produced"]))
 
 
 def stop_via_thread(directory: Path, index: int, signum: int) -> str | None:
@@ -71,9 +47,11 @@ def stop_via_thread(directory: Path, index: int, signum: int) -> str | None:
         tid = tids[min(index, len(tids) - 1)]
         tgkill(process.pid, tid, signum)
         try:
-            problem = check_clean_stop(*finish(process), out_file)
+            outcome, problem = stop_problem(*finish_within(process, EXIT_TIMEOUT), signum, out_file)
         except AssertionError as exc:  # report every case, not only the first
-            problem = str(exc)
+            outcome, problem = "hung", str(exc)
+        if problem is None and outcome != "stopped":
+            problem = f"{outcome}: the run had started, it must stop cleanly"
         return None if problem is None else f"thread {index} of {len(tids)} ({signal.Signals(signum).name}): {problem}"
     finally:
         if process.poll() is None:
@@ -112,16 +90,10 @@ def early_stop(directory: Path, trial: int, seed: int) -> tuple[str, str | None]
         assert wait_until(lambda: signal_handlers_installed(process.pid), timeout=30, interval=0.0005)
         time.sleep(delay)
         os.kill(process.pid, signum)
-        code, out, err = finish(process)
+        code, out, err = finish_within(process, EXIT_TIMEOUT)
         where = f"trial {trial} (seed {seed}, {signal.Signals(signum).name} at {delay * 1000:.0f} ms)"
-        if code == 128 + signum:
-            word = "interrupted" if signum == signal.SIGINT else "terminated"
-            expected = f"logpipe: {word}\n"
-            if err != expected or out_file.exists() and out_file.stat().st_size:
-                return "before", f"{where}: exit {code}, stderr {err[-2000:]!r}"
-            return "before", None
-        problem = check_clean_stop(code, out, err, out_file)
-        return "stopped", None if problem is None else f"{where}: {problem}"
+        outcome, problem = stop_problem(code, out, err, signum, out_file)
+        return outcome, None if problem is None else f"{where}: {problem}"
     finally:
         if process.poll() is None:
             process.kill()

@@ -26,12 +26,10 @@ from pathlib import Path
 
 import pytest
 from _support import (
-    exactly_once_problem,
-    generator_seqs,
-    report_of,
     run_process,
     scratch_dir,
     signal_handlers_installed,
+    stop_problem,
     wait_until,
 )
 
@@ -74,22 +72,8 @@ def soak_run(directory: Path, trial: int, seed: int) -> tuple[str, str | None]:
             out, err = process.communicate(timeout=EXIT_TIMEOUT)
         except subprocess.TimeoutExpired:
             return "hung", f"{where}: still running {EXIT_TIMEOUT}s after the signal"
-        code = process.returncode
-        if code == 128 + signum:
-            word = "interrupted" if signum == signal.SIGINT else "terminated"
-            if err != f"logpipe: {word}\n" or len(generator_seqs(out_file)):
-                return "before", f"{where}: exit {code}, stderr {err[-1000:]!r}"
-            return "before", None
-        if code != 0 or err:
-            return "failed", f"{where}: exit {code}, stderr {err[-1000:]!r}"
-        report = report_of(out)
-        if "Shutdown signal received!" not in out or report["lost"] != "0":
-            return "failed", f"{where}: report {report}"
-        produced = int(report["produced"])
-        if int(report["processed"]) != produced:
-            return "failed", f"{where}: report {report}"
-        problem = exactly_once_problem(generator_seqs(out_file), produced)
-        return "stopped", None if problem is None else f"{where}: {problem}"
+        outcome, problem = stop_problem(process.returncode, out, err, signum, out_file)
+        return outcome, None if problem is None else f"{where}: {problem}"
     finally:
         if process.poll() is None:
             process.kill()

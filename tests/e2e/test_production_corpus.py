@@ -37,6 +37,7 @@ import orjson
 import pytest
 
 from _corpus import Corpus, frame_by_rule, make_corpus, multiset_difference, records_of_output
+from _support import finish_within
 
 LOGPIPE = [sys.executable, "-m", "logpipe"]
 SEED = int(os.environ.get("LOGPIPE_CORPUS_SEED", "8"))
@@ -82,13 +83,7 @@ def common_args(tmp_path: Path, sizes: str) -> list[str]:
 
 
 def communicate(process: subprocess.Popen[bytes], what: str) -> tuple[int, str, str]:
-    try:
-        out, err = process.communicate(timeout=RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"{what}: logpipe did not exit in {RUN_TIMEOUT}s; stderr: {stderr_excerpt(err.decode(errors='replace'))}")
-    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+    return finish_within(process, RUN_TIMEOUT, what)
 
 
 def run_stdin(tmp_path: Path, sizes: str, data: bytes) -> tuple[int, str, str]:
