@@ -62,10 +62,13 @@ def soak_run(directory: Path, trial: int, seed: int) -> tuple[str, str | None]:
     where = f"trial {trial} (seed {seed}, {signal.Signals(signum).name} at {delay:.2f}s, {' '.join(args[5:])})"
     process = run_process(args)
     try:
-        # The moment counts from logpipe's first line (its handler is in):
-        # before that only Python's own start-up runs.
-        if not wait_until(lambda: signal_handlers_installed(process.pid), timeout=30, interval=0.0005):
-            return "error", f"{where}: no signal handler after 30 s"
+        # The moment counts from the sink's file appearing: imports and the
+        # build of the pipeline are done, so on a loaded machine (where
+        # start-up alone can outlast 2 s) the signal still lands in a running
+        # pipeline. Stops during start-up are test_cli_stop's early_stop.
+        if not wait_until(lambda: signal_handlers_installed(process.pid) and out_file.exists(),
+                          timeout=30, interval=0.0005):
+            return "error", f"{where}: no signal handler and no output file after 30 s"
         time.sleep(delay)
         process.send_signal(signum)
         try:
