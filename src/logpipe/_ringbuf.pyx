@@ -104,6 +104,8 @@ cdef extern from "stdlib.h" nogil:
 cdef extern from "Python.h":
     PyObject *PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)
     PyObject *PyList_GET_ITEM(object o, Py_ssize_t i)
+    list PyList_New(Py_ssize_t n)
+    void PyList_SET_ITEM(object o, Py_ssize_t i, object v)
     Py_ssize_t PySequence_Fast_GET_SIZE(object o)
 
 DEFAULT_MAX_RECORD_SIZE = 1 << 20
@@ -1285,26 +1287,37 @@ cdef class RingBuffer:
         cdef int *flag = stop_flag(self, stop)
         cdef uint64_t pos, n, i, payload
         cdef uint32_t length
-        cdef const char *src
+        cdef lp_slot_t *s
         cdef int last_try = 0
         cdef list out
-        cdef bytes record
+        cdef object record
+        cdef lp_ring_t *r = self.ring
         while True:
-            n = lp_peek_pop(self.ring, max_items, &pos, &payload)
+            n = lp_peek_pop(r, max_items, &pos, &payload)
             if n:
                 # Every bytes object is made before the claim, from the
-                # lengths peeked, so a MemoryError leaves the records in the ring.
-                out = []
+                # lengths peeked, so a MemoryError leaves the records in the
+                # ring (a list still holding NULLs deallocates cleanly).
+                out = PyList_New(n)
+                s = slot_at(r, pos)
                 for i in range(n):
-                    out.append(PyBytes_FromStringAndSize(
-                        NULL, lp_load_relaxed_u32(&slot_at(self.ring, pos + i).length)))
-                if not lp_commit_pop(self.ring, pos, n):
+                    record = PyBytes_FromStringAndSize(NULL, lp_load_relaxed_u32(&s.length))
+                    Py_INCREF(record)               # PyList_SET_ITEM steals a reference
+                    PyList_SET_ITEM(out, i, record)
+                    s = next_slot(r, s)
+                if not lp_commit_pop(r, pos, n):
                     continue
+                # Ours now: copy each record out, walking the slots in order
+                # (no division per record), then hand them all back at once.
+                s = slot_at(r, pos)
                 for i in range(n):
-                    src = lp_slot_record(self.ring, pos + i, &length)
-                    record = <bytes>PyList_GET_ITEM(out, i)
-                    memcpy(PyBytes_AS_STRING(record), src, length)
-                lp_release_pop(self.ring, pos, n)
+                    length = s.length
+                    if length:
+                        memcpy(PyBytes_AS_STRING(<object>PyList_GET_ITEM(out, i)),
+                               (<char **>slot_payload(s))[0] if length > r.inline_max else slot_payload(s),
+                               length)
+                    s = next_slot(r, s)
+                lp_release_pop(r, pos, n)
                 return out
             if last_try:
                 raise Empty("ring buffer is empty")

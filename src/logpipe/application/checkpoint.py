@@ -30,7 +30,9 @@ class FlushTracker:
         """Record that the positions of ``runs`` ([(start, count), ...]) are written."""
         with self._lock:
             for start, count in runs:
-                if count:
+                if start == self._watermark and not self._ahead:
+                    self._watermark += count  # the usual case: the next run in order
+                elif count:
                     self._ahead[start] = start + count
             # Runs tile the positions exactly, so each gap is closed by a run
             # that starts where the watermark stands.

@@ -3,7 +3,14 @@
 Every figure an operator sees (the console line, the final report, the
 Prometheus endpoint) is read from the same :class:`Metrics` object, so they
 cannot disagree. Counters are bumped once per batch or per log under a lock:
-cheap at those rates, and exact on any Python build.
+cheap at those rates, and exact on any Python build. The per-flush figures
+of the workers (processed, batches, the two histograms) are the exception:
+each worker writes its own *shard* (``Counter.shard()``,
+``Histogram.shard()``) with no lock at all, since it is the only writer, and
+readers add the shards up under the counter's lock. A flush then costs a few
+attribute updates instead of four lock round trips. A worker that leaves
+folds its shard back into the total (``retire``), so scaling up and down
+for days does not grow the list readers walk.
 
 The loss ledger (:meth:`Metrics.ledger`) accounts for every record received::
 
@@ -41,8 +48,10 @@ __all__ = [
     "ENQUEUE_TO_FLUSH_BUCKETS",
     "FLUSH_DURATION_BUCKETS",
     "Counter",
+    "CounterShard",
     "DropCounter",
     "Histogram",
+    "HistogramShard",
     "HistogramSnapshot",
     "Ledger",
     "Metrics",
@@ -65,13 +74,18 @@ LEDGER_ATTEMPTS = 6
 
 
 class Counter:
-    """A thread-safe, monotonically increasing integer."""
+    """A thread-safe, monotonically increasing integer.
 
-    __slots__ = ("_lock", "_value")
+    ``add`` takes a lock. A thread that adds often takes a :meth:`shard`
+    instead and adds to it without one; ``value`` includes every shard.
+    """
+
+    __slots__ = ("_lock", "_value", "_shards")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._value = 0
+        self._shards: tuple[CounterShard, ...] = ()
 
     def add(self, amount: int = 1) -> None:
         with self._lock:
@@ -79,7 +93,45 @@ class Counter:
 
     @property
     def value(self) -> int:
-        return self._value
+        if not self._shards:
+            return self._value
+        with self._lock:  # against a retire moving a shard's count into _value
+            return self._value + sum(shard.value for shard in self._shards)
+
+    def shard(self) -> CounterShard:
+        """A part of this counter for one writing thread (see CounterShard)."""
+        shard = CounterShard(self)
+        with self._lock:
+            self._shards = (*self._shards, shard)
+        return shard
+
+    def _retire(self, shard: CounterShard) -> None:
+        with self._lock:
+            if shard in self._shards:
+                self._value += shard.value
+                self._shards = tuple(s for s in self._shards if s is not shard)
+                shard.value = 0
+
+
+class CounterShard:
+    """One thread's part of a Counter: ``add`` without a lock.
+
+    Only one thread may add to a shard (that is what makes it lock-free:
+    a single writer's ``+=`` cannot lose an update). ``retire()`` when that
+    thread is done: its count moves into the counter and stays counted.
+    """
+
+    __slots__ = ("_counter", "value")
+
+    def __init__(self, counter: Counter) -> None:
+        self._counter = counter
+        self.value = 0
+
+    def add(self, amount: int = 1) -> None:
+        self.value += amount
+
+    def retire(self) -> None:
+        self._counter._retire(self)
 
 
 class DropCounter(Counter):
@@ -130,7 +182,7 @@ class Histogram:
         bounds: strictly increasing finite upper bounds; ``+Inf`` is added.
     """
 
-    __slots__ = ("_lock", "bounds", "_counts", "_sum", "_count")
+    __slots__ = ("_lock", "bounds", "_counts", "_sum", "_count", "_shards")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         bounds = tuple(float(b) for b in bounds)
@@ -143,6 +195,7 @@ class Histogram:
         self._counts = [0] * (len(bounds) + 1)  # the last is the +Inf bucket
         self._sum = 0.0
         self._count = 0
+        self._shards: tuple[HistogramShard, ...] = ()
 
     def observe(self, value: float) -> None:
         """Count one observation (in the first bucket whose bound is >= value)."""
@@ -152,14 +205,63 @@ class Histogram:
             self._sum += value
             self._count += 1
 
+    def shard(self) -> HistogramShard:
+        """A part of this histogram for one observing thread (see HistogramShard)."""
+        shard = HistogramShard(self)
+        with self._lock:
+            self._shards = (*self._shards, shard)
+        return shard
+
+    def _retire(self, shard: HistogramShard) -> None:
+        with self._lock:
+            if shard in self._shards:
+                self._fold(shard)
+                self._shards = tuple(s for s in self._shards if s is not shard)
+
+    def _fold(self, shard: HistogramShard) -> None:
+        counts = list(shard.counts)  # one read of the list, then add it up
+        for index, n in enumerate(counts):
+            self._counts[index] += n
+        self._sum += shard.sum
+        self._count += sum(counts)
+
     def snapshot(self) -> HistogramSnapshot:
         with self._lock:
-            counts, total, count = list(self._counts), self._sum, self._count
+            counts, total = list(self._counts), self._sum
+            for shard in self._shards:
+                for index, n in enumerate(list(shard.counts)):
+                    counts[index] += n
+                total += shard.sum
+        count = sum(counts)  # from the buckets read, so count and buckets agree
         cumulative, running = [], 0
         for n in counts:
             running += n
             cumulative.append(running)
         return HistogramSnapshot((*self.bounds, math.inf), tuple(cumulative), total, count)
+
+
+class HistogramShard:
+    """One thread's part of a Histogram: ``observe`` without a lock.
+
+    Single writer, as for CounterShard. A reader may see an observation's
+    bucket a moment before its sum; the buckets and the count always agree.
+    """
+
+    __slots__ = ("_histogram", "_bounds", "counts", "sum")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._bounds = histogram.bounds
+        self.counts = [0] * (len(histogram.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+    def retire(self) -> None:
+        """Fold this shard into its histogram (its thread observes no more)."""
+        self._histogram._retire(self)
 
 
 class SinkHealth:

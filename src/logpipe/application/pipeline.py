@@ -172,7 +172,9 @@ class Pipeline:
             io_latency=self.config.io_latency,
             metrics=self.metrics,
             console=self.console,
-            tracker=self.tracker,
+            # Only a source that checkpoints reads the watermark: the others
+            # spare every flush the bookkeeping.
+            tracker=self.tracker if hasattr(self.source, "commit") else None,
             on_fatal=self.request_stop,
         )
 
