@@ -511,6 +511,9 @@ def test_immediate_shutdown_mid_run_loses_and_duplicates_nothing(seed):
     assert wait_until(lambda: sum(map(len, got)) >= 300 + rng.randrange(300) and len(ring) >= 32)
     threads.append(run_thread(ring.join))
     ring.shutdown(immediate=True)
+    assert len(ring) == 0, "records left behind by shutdown(immediate=True)"
+    with pytest.raises(Closed):
+        ring.get_nowait()
     for t in threads:
         assert "error" not in joined(t), t.get("error")
 
