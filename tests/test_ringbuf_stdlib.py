@@ -21,6 +21,7 @@ import importlib
 import pickle
 import queue as stdlib_queue
 import random
+import signal
 import struct
 import sys
 import threading
@@ -434,6 +435,42 @@ def test_join_wakes_when_an_immediate_shutdown_discards_the_rest():
     assert ring.unfinished_tasks == 0 and ring.discarded == 2
 
 
+class Interrupted(Exception):
+    pass
+
+
+def test_a_signal_handler_interrupts_join():
+    """join() in the main thread wakes for a signal: the handler's exception
+    ends the wait at once (a watchdog marks the task done if it never does,
+    so a regression fails instead of hanging); a handler that returns lets
+    join wait on until the last task_done()."""
+    ring = RingBuffer(4)
+    ring.put(b"task")
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+        if len(calls) == 1:
+            raise Interrupted()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    dog = threading.Timer(10, ring.task_done)
+    try:
+        dog.start()
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Interrupted):
+            ring.join()
+        assert ring.unfinished_tasks == 1, "the watchdog had to end the join: the signal did not wake it"
+        signal.setitimer(signal.ITIMER_REAL, 0.05)  # this handler returns: join goes on waiting
+        threading.Timer(0.3, ring.task_done).start()
+        ring.join()
+        assert len(calls) == 2 and ring.unfinished_tasks == 0
+    finally:
+        dog.cancel()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 # --------------------------------------------------------------------------
 # shutdown(immediate=True) in the middle of a run
 
@@ -528,3 +565,36 @@ def test_immediate_shutdown_mid_run_loses_and_duplicates_nothing(seed):
     assert ring.discarded > 0
     assert len(accepted) == len(delivered) + ring.discarded == ring.pushed == ring.popped
     assert (len(ring), ring.nbytes, ring.unfinished_tasks) == (0, 0, 0)
+
+
+def test_immediate_shutdown_waits_for_claims_being_copied():
+    """Inline records are copied after their slots are claimed, so a big
+    put_many chunk leaves claimed, unpublished slots while it copies. A
+    shutdown(immediate=True) landing then waits for them and discards them
+    too: the moment it returns the ring is empty and a get raises Closed;
+    every record a put_many reported taken was discarded, the rest refused."""
+    for attempt in range(8):
+        ring = RingBuffer(512, slot_size=16384, max_record_size=16368)  # inline up to 16368 bytes
+        chunk = [bytes([i]) * 16368 for i in range(64)]  # 1 MiB copied per call, without the GIL
+        taken = []
+
+        def produce():
+            while True:
+                try:
+                    n = ring.put_many(chunk, timeout=JOIN)
+                except Closed:
+                    return
+                taken.append(n)
+                if n < len(chunk):
+                    return
+
+        producer = run_thread(produce)
+        assert wait_until(lambda: ring.pushed > 0)
+        time.sleep(random.Random(attempt).random() * 2e-3)
+        ring.shutdown(immediate=True)
+        assert len(ring) == 0
+        with pytest.raises(Closed):
+            ring.get_nowait()
+        assert "error" not in joined(producer)
+        assert sum(taken) == ring.pushed == ring.discarded == ring.popped
+        assert ring.nbytes == 0
