@@ -41,6 +41,15 @@ producers that claimed before the bit publish normally. Consumers report
 claimed end, i.e. every record that got in has been taken out: Go's closed
 channel, the basis of logpipe's zero-loss shutdown.
 
+An immediate shutdown (``shutdown(immediate=True)``, lp_ring_close_discard)
+closes, then acts as one more consumer that frees what it claims instead of
+copying it: claims at the head go to it or to a getter by the same CAS, so
+no record is both delivered and discarded. With the closed bit set the
+claimed end is final; the few claims still being copied into are waited
+for (a publish notifies ``not_empty``), so when it returns the ring is
+drained. The unfinished-task count of ``task_done()``/``join()`` is kept
+beside the ring: ``pushed - tasks_done``, so puts pay nothing for it.
+
 Waiting
 -------
 Nothing here takes a lock, and no waiting loop holds the GIL or sleeps in
@@ -1036,7 +1045,8 @@ cdef class RingBuffer:
     The API follows ``queue.Queue``: put/get with ``block`` and ``timeout``
     (None waits forever), put_nowait/get_nowait, plus the batch calls
     put_many, get_many and get_batch, and close() with Go channel semantics.
-    See docs/ringbuffer.md.
+    The rest of queue.Queue (qsize, empty, full, maxsize, task_done, join,
+    shutdown) closes the class. See docs/ringbuffer.md.
     """
 
     def __cinit__(self, capacity, *, max_record_size=DEFAULT_MAX_RECORD_SIZE,
