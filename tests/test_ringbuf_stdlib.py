@@ -29,6 +29,9 @@ import time
 import unittest
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from logpipe import Closed, Empty, Full, RingBuffer
 from logpipe.exceptions import LogpipeError
@@ -428,7 +431,7 @@ def test_join_wakes_when_an_immediate_shutdown_discards_the_rest():
     ring.get()
     ring.task_done()
     waiters = [run_thread(ring.join) for _ in range(3)]
-    time.sleep(0.05)
+    time.sleep(0.05)  # let them park (had they not, they would return at once: the test still holds)
     ring.shutdown(immediate=True)
     for w in waiters:
         assert "error" not in joined(w)
@@ -469,6 +472,87 @@ def test_a_signal_handler_interrupts_join():
         dog.cancel()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+# --------------------------------------------------------------------------
+# the whole queue.Queue surface against a model
+
+
+class QueueSurfaceMachine(RuleBasedStateMachine):
+    """Random sequences of put_nowait, get_nowait, get_many, task_done(n),
+    shutdown() and shutdown(immediate=True) on a ring bounded by records and
+    bytes agree with a model of queue.Queue's rules at every step: results,
+    errors, qsize/empty/full/free_bytes/fits, unfinished_tasks, discarded."""
+
+    CAPACITY, MAX_BYTES = 6, 600
+
+    def __init__(self):
+        super().__init__()
+        self.ring = RingBuffer(self.CAPACITY, slot_size=64, max_record_size=400, max_bytes=self.MAX_BYTES)
+        self.items: list[bytes] = []
+        self.closed = False
+        self.pushed = self.done = self.discarded = 0
+
+    @rule(size=st.sampled_from([0, 1, 47, 48, 49, 150, 400]), byte=st.integers(0, 255))
+    def put(self, size, byte):
+        record = bytes([byte]) * size
+        room = len(self.items) < self.CAPACITY and sum(map(len, self.items)) + size <= self.MAX_BYTES
+        assert self.ring.fits(size) is (room and not self.closed)
+        expected = Closed if self.closed else (None if room else Full)
+        try:
+            self.ring.put_nowait(record)
+            outcome = None
+        except (Closed, Full) as exc:
+            outcome = type(exc)
+        assert outcome is expected
+        if outcome is None:
+            self.items.append(record)
+            self.pushed += 1
+
+    @rule(many=st.integers(1, 4))
+    def get(self, many):
+        if not self.items:
+            with pytest.raises(Closed if self.closed else Empty):
+                self.ring.get_many(many, block=False) if many > 1 else self.ring.get_nowait()
+            return
+        if many == 1:
+            assert self.ring.get_nowait() == self.items.pop(0)
+        else:
+            taken, self.items = self.items[:many], self.items[many:]
+            assert self.ring.get_many(many, block=False) == taken
+
+    @rule(count=st.integers(1, 3))
+    def task_done(self, count):
+        if self.done + count > self.pushed:
+            with pytest.raises(ValueError):
+                self.ring.task_done(count)
+        else:
+            self.ring.task_done(count)
+            self.done += count
+
+    @rule(immediate=st.booleans())
+    def shutdown(self, immediate):
+        self.ring.shutdown(immediate=immediate)
+        self.closed = True
+        if immediate:
+            self.discarded += len(self.items)
+            self.done = min(self.pushed, self.done + len(self.items))
+            self.items = []
+
+    @invariant()
+    def agrees(self):
+        held = sum(map(len, self.items))
+        ring = self.ring
+        assert (ring.qsize(), ring.empty(), ring.free_bytes) == (len(self.items), not self.items, self.MAX_BYTES - held)
+        assert ring.full() is (len(self.items) == self.CAPACITY or held == self.MAX_BYTES)
+        assert (ring.unfinished_tasks, ring.discarded, ring.is_shutdown) == (self.pushed - self.done, self.discarded, self.closed)
+        assert ring.pushed == self.pushed and ring.maxsize == self.CAPACITY
+
+
+QueueSurfaceMachine.TestCase.settings = settings(
+    max_examples=80, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+test_queue_surface_agrees_with_a_model = QueueSurfaceMachine.TestCase
 
 
 # --------------------------------------------------------------------------
@@ -545,7 +629,8 @@ def test_immediate_shutdown_mid_run_loses_and_duplicates_nothing(seed):
     takers = [lambda: [ring.get()], lambda: ring.get_many(4), lambda: list(ring.get_batch(8, timeout=0.01))]
     threads = [run_thread(produce_one_by_one, 0), run_thread(produce_in_chunks, 1), run_thread(produce_one_by_one, 2)]
     threads += [run_thread(consume, c, takers[c]) for c in range(3)]
-    assert wait_until(lambda: sum(map(len, got)) >= 300 + rng.randrange(300) and len(ring) >= 32)
+    enough = 300 + rng.randrange(300)  # delivered before the shutdown
+    assert wait_until(lambda: sum(map(len, got)) >= enough and len(ring) >= 32)
     threads.append(run_thread(ring.join))
     ring.shutdown(immediate=True)
     assert len(ring) == 0, "records left behind by shutdown(immediate=True)"
