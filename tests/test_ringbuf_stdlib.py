@@ -11,8 +11,9 @@ Two halves:
   ``queue.ShutDown``. What does not apply, and why, is listed where it is
   left out and in docs/ringbuffer.md.
 * Our own tests of the same API on bytes: qsize/empty/full under a byte
-  bound, fits()/free_bytes, Closed as a queue.ShutDown, shutdown(immediate=True)
-  racing with producers and consumers, task_done()/join().
+  bound, fits()/free_bytes, Closed as a queue.ShutDown, task_done()/join(),
+  the whole surface against a model (hypothesis), and shutdown(immediate=True)
+  racing with producers (also mid-copy) and consumers.
 """
 
 from __future__ import annotations
