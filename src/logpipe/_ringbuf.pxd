@@ -86,6 +86,13 @@ cdef int lp_ring_init(lp_ring_t *r, uint64_t capacity, uint64_t slot_size,
                       uint64_t max_record, uint64_t max_bytes) noexcept nogil
 cdef void lp_ring_destroy(lp_ring_t *r) noexcept nogil
 cdef void lp_ring_close(lp_ring_t *r) noexcept nogil
+# shutdown(immediate=True): close, then discard every record; returns how many.
+cdef uint64_t lp_ring_close_discard(lp_ring_t *r) noexcept nogil
+# queue.Queue's task accounting (task_done / join), on counters the caller owns.
+cdef int lp_wait_tasks_done(lp_ring_t *r, uint64_t *tasks_done, lp_event_t *all_done,
+                            double slice) noexcept nogil
+cdef uint64_t lp_add_tasks_done(lp_ring_t *r, uint64_t *tasks_done, uint64_t count,
+                                bint strict) noexcept nogil
 cdef bint lp_ring_is_closed(lp_ring_t *r) noexcept nogil
 cdef bint lp_ring_drained(lp_ring_t *r) noexcept nogil
 cdef uint64_t lp_ring_len(lp_ring_t *r) noexcept nogil
@@ -108,6 +115,10 @@ cdef double lp_wait_slice() noexcept
 cdef class RingBuffer:
     cdef lp_ring_t *ring
     cdef object __weakref__
+    # queue.Queue compatibility (zeroed by tp_alloc, then atomics only):
+    cdef uint64_t tasks_done        # task_done() counts plus records discarded
+    cdef uint64_t discarded_count   # records discarded by shutdown(immediate=True)
+    cdef lp_event_t all_tasks_done  # join() parks here; task_done() notifies
     cdef Py_ssize_t _put_many(self, object items, bint block, object timeout) except -1
     cdef int _wait_for_records(self, bint block, double deadline, int *stop) except -1
 

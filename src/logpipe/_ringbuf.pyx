@@ -41,6 +41,15 @@ producers that claimed before the bit publish normally. Consumers report
 claimed end, i.e. every record that got in has been taken out: Go's closed
 channel, the basis of logpipe's zero-loss shutdown.
 
+An immediate shutdown (``shutdown(immediate=True)``, lp_ring_close_discard)
+closes, then acts as one more consumer that frees what it claims instead of
+copying it: claims at the head go to it or to a getter by the same CAS, so
+no record is both delivered and discarded. With the closed bit set the
+claimed end is final; the few claims still being copied into are waited
+for (a publish notifies ``not_empty``), so when it returns the ring is
+drained. The unfinished-task count of ``task_done()``/``join()`` is kept
+beside the ring: ``pushed - tasks_done``, so puts pay nothing for it.
+
 Waiting
 -------
 Nothing here takes a lock, and no waiting loop holds the GIL or sleeps in
@@ -193,6 +202,101 @@ cdef void lp_ring_close(lp_ring_t *r) noexcept nogil:
     lp_fetch_or_u64(&r.enqueue_pos, LP_CLOSED_BIT)
     lp_ec_notify(&r.not_empty)
     lp_ec_notify(&r.not_full)
+
+
+cdef uint64_t lp_ring_close_discard(lp_ring_t *r) noexcept nogil:
+    """Close the ring and throw every record in it away: shutdown(immediate=True).
+
+    Returns how many records this call discarded. The discard is a consumer
+    like any other: it claims the ready records at the head (lp_claim_pop)
+    and hands their slots back (lp_release_pop frees out-of-line copies and
+    returns their bytes to the budget), so each record is taken exactly once,
+    by a getter or by the discard, never by both.
+
+    Producers that claimed a position before the closed bit was set still
+    publish it (nothing can fail after a claim: the copy is all that is left);
+    the discard waits for them, spinning briefly and then parked on
+    ``not_empty``, which every publish notifies. Closed first, the claimed end
+    is final, so the wait is bounded by those copies and never by a blocked
+    put. On return every position below that end has been claimed: len() is
+    0 and every get reports Closed at once.
+    """
+    cdef uint64_t pos, n, discarded = 0
+    cdef int spins = 0
+    cdef uint32_t epoch
+    lp_ring_close(r)
+    while not lp_ring_drained(r):
+        n = lp_claim_pop(r, LP_TAKE_CHUNK, &pos)
+        if n:
+            lp_release_pop(r, pos, n)
+            discarded += n
+            spins = 0
+            continue
+        # Not drained, yet nothing ready: the head is a producer's claim it is
+        # still copying into (or a getter took the last record just now).
+        if spins < LP_SPIN_LIMIT:
+            spins += 1
+            lp_cpu_relax()
+            continue
+        epoch = lp_ec_prepare(&r.not_empty)
+        if not readable(r):     # ready, or drained: both end the wait
+            lp_ec_wait(&r.not_empty, epoch, -1.0)
+        lp_ec_done(&r.not_empty)
+    # Getters that parked while records were left must now see "drained".
+    lp_ec_notify(&r.not_empty)
+    return discarded
+
+
+cdef inline bint tasks_all_done(lp_ring_t *r, uint64_t *tasks_done) noexcept nogil:
+    """Every record ever pushed has been marked done (queue.Queue's join condition).
+
+    tasks_done is read first: it can only have grown by the time pushed is
+    read, so True means that at that instant no task was unfinished.
+    """
+    cdef uint64_t done = lp_load_acquire(tasks_done)
+    return done >= (lp_load_acquire(&r.enqueue_pos) & ~LP_CLOSED_BIT)
+
+
+cdef int lp_wait_tasks_done(lp_ring_t *r, uint64_t *tasks_done, lp_event_t *all_done,
+                            double slice) noexcept nogil:
+    """Wait until every pushed record is done (``tasks_done`` counts them and
+    ``all_done`` is notified when it grows). LP_OK, or LP_INTERRUPTED as
+    park() (``slice``) so that the caller runs the signal handlers."""
+    cdef uint32_t epoch
+    cdef uint64_t parks = 0     # join waits are not counted among put/get waits
+    while True:
+        if tasks_all_done(r, tasks_done):
+            return LP_OK
+        epoch = lp_ec_prepare(all_done)
+        if tasks_all_done(r, tasks_done):
+            lp_ec_done(all_done)
+            return LP_OK
+        if park(all_done, epoch, -1.0, slice, &parks) == LP_INTERRUPTED:
+            return LP_INTERRUPTED
+
+
+cdef uint64_t lp_add_tasks_done(lp_ring_t *r, uint64_t *tasks_done, uint64_t count,
+                                bint strict) noexcept nogil:
+    """Add ``count`` to ``tasks_done``, never past the records pushed.
+
+    ``strict`` (task_done): add nothing and return 0 if that would pass
+    them. Otherwise (records discarded) add up to that bound. Returns what
+    was added. The acquire loads order: a caller's own get (which saw the
+    record's claim) happens before its tasks_done load, and every done
+    already counted was gotten after its claim, so ``pushed`` read after
+    ``cur`` covers them all and a correct caller is never refused.
+    """
+    cdef uint64_t cur, pushed, add
+    while True:
+        cur = lp_load_acquire(tasks_done)
+        pushed = lp_load_acquire(&r.enqueue_pos) & ~LP_CLOSED_BIT
+        add = count
+        if cur + add > pushed:
+            if strict:
+                return 0
+            add = pushed - cur
+        if add == 0 or lp_cas_strong_u64(tasks_done, cur, cur + add):
+            return add
 
 
 cdef bint lp_ring_is_closed(lp_ring_t *r) noexcept nogil:
@@ -943,7 +1047,8 @@ cdef class RingBuffer:
     The API follows ``queue.Queue``: put/get with ``block`` and ``timeout``
     (None waits forever), put_nowait/get_nowait, plus the batch calls
     put_many, get_many and get_batch, and close() with Go channel semantics.
-    See docs/ringbuffer.md.
+    The rest of queue.Queue (qsize, empty, full, maxsize, task_done, join,
+    shutdown) closes the class. See docs/ringbuffer.md.
     """
 
     def __cinit__(self, capacity, *, max_record_size=DEFAULT_MAX_RECORD_SIZE,
@@ -1365,3 +1470,154 @@ cdef class RingBuffer:
         Idempotent. Every thread blocked in a put or a get wakes at once.
         """
         lp_ring_close(self.ring)
+
+    # -- queue.Queue compatibility -----------------------------------------
+    # The standard library's names with the standard library's meanings, so
+    # that code written for queue.Queue (3.13 included) runs on a ring whose
+    # items are bytes. See docs/ringbuffer.md for the mapping and the limits.
+
+    @property
+    def maxsize(self):
+        """queue.Queue's maxsize: the capacity in records (always >= 1; a ring
+        is never unbounded). Read-only: a ring cannot be resized."""
+        return self.ring.capacity
+
+    def qsize(self):
+        """Records held now, as len(): a snapshot, like queue.Queue.qsize().
+
+        Records that producers are still copying in count already, so a get
+        right after may still find nothing ready for an instant.
+        """
+        return lp_ring_len(self.ring)
+
+    def empty(self):
+        """True if qsize() is 0 (a snapshot: a put may land at once)."""
+        return lp_ring_len(self.ring) == 0
+
+    def full(self):
+        """True if no record but an empty one fits: ``capacity`` records are
+        held, or the byte budget is spent (the same as ``usage == 1.0``).
+
+        On a byte-bounded ring a put can be refused while full() is False,
+        because the record is longer than free_bytes: fits(len(record)) tells.
+        """
+        return (lp_ring_len(self.ring) >= self.ring.capacity
+                or lp_load_relaxed(&self.ring.nbytes) >= self.ring.max_bytes)
+
+    @property
+    def free_bytes(self):
+        """Payload bytes the budget has room for now: max_bytes - nbytes."""
+        cdef uint64_t held = lp_load_relaxed(&self.ring.nbytes)
+        return self.ring.max_bytes - held if held < self.ring.max_bytes else 0
+
+    def fits(self, nbytes):
+        """Whether a record of ``nbytes`` bytes would be taken by a put now.
+
+        True when the ring is open, ``nbytes <= max_record_size``, a slot is
+        free and ``nbytes <= free_bytes``. A snapshot: other threads may take
+        the room (or make some) before the put. Raises ValueError for a
+        negative size, TypeError for a non-integer.
+        """
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool):
+            raise TypeError(f"nbytes must be an integer, got {type(nbytes).__name__}")
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes!r}")
+        if nbytes > <object>self.ring.max_record:
+            return False
+        # writable() also says True for a closed ring (a waiter must wake): refuse that here.
+        return writable(self.ring, <uint64_t>nbytes) and not lp_ring_is_closed(self.ring)
+
+    @property
+    def is_shutdown(self):
+        """queue.Queue's is_shutdown (3.13): True once shutdown() or close() was called."""
+        return lp_ring_is_closed(self.ring)
+
+    def shutdown(self, immediate=False):
+        """Shut the ring down, with the semantics of Python 3.13's queue.Queue.shutdown().
+
+        Puts raise Closed (a queue.ShutDown on 3.13+) from now on, and every
+        blocked put or get wakes at once.
+
+        ``immediate=False`` is close(): gets return what is left, then
+        raise Closed.
+
+        ``immediate=True`` also discards every record in the ring: their
+        memory is freed, their bytes go back to the budget, they count in
+        ``discarded`` (and ``popped``), and unfinished_tasks drops by as
+        many (join() waiters wake). Once it returns, len() is 0 and every get
+        raises Closed at once. Under concurrency:
+
+        * a put either raises Closed (its record never entered) or its
+          record counts in ``pushed`` and ends delivered or discarded: a put
+          that claimed its slot just before the shutdown is waited for (the
+          discard waits, without the GIL, for the copy it is making; it
+          never waits for a blocked put, which raises Closed);
+        * a get racing with it either returns a record, which is then not
+          discarded, or raises Closed: no record is both delivered and
+          discarded, none is lost, so ``pushed == popped`` and
+          ``popped == records delivered + discarded``;
+        * nbytes is back to 0 once the racing calls have returned (a get
+          may still be copying a record it took, a refused put giving back
+          the bytes it had reserved).
+
+        Calling it again, either way, is harmless (3.13 allows the same
+        transitions); a second immediate call discards what is left, if
+        anything.
+        """
+        cdef uint64_t n
+        if not immediate:
+            lp_ring_close(self.ring)
+            return
+        with nogil:
+            n = lp_ring_close_discard(self.ring)
+        if n:
+            lp_fetch_add_u64(&self.discarded_count, n)
+            lp_add_tasks_done(self.ring, &self.tasks_done, n, False)
+            lp_ec_notify(&self.all_tasks_done)
+
+    @property
+    def discarded(self):
+        """Records thrown away by shutdown(immediate=True); they count in ``popped`` too."""
+        return lp_load_acquire(&self.discarded_count)
+
+    @property
+    def unfinished_tasks(self):
+        """queue.Queue's unfinished_tasks: records pushed that task_done() has
+        not yet been called for (less those discarded by an immediate shutdown)."""
+        cdef uint64_t done = lp_load_acquire(&self.tasks_done)   # first: see tasks_all_done()
+        cdef uint64_t pushed = lp_load_acquire(&self.ring.enqueue_pos) & ~LP_CLOSED_BIT
+        return pushed - done if pushed > done else 0
+
+    def task_done(self, count=1):
+        """Mark ``count`` taken records as processed, as queue.Queue.task_done().
+
+        Every record put is a task (put_many, put_objects and batch
+        producers included); call this once per record taken, or once per
+        batch with ``count=len(batch)``. Raises ValueError, marking nothing,
+        if that would mark more records than were ever put. Lock-free;
+        wakes join() when the last task is done.
+        """
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"count must be an integer >= 1, got {count!r}")
+        if count > (1 << 62) or not lp_add_tasks_done(self.ring, &self.tasks_done, count, True):
+            raise ValueError("task_done() called too many times")
+        lp_ec_notify(&self.all_tasks_done)
+
+    def join(self):
+        """Block until task_done() has been called for every record put
+        (or the record was discarded by shutdown(immediate=True)).
+
+        As queue.Queue.join(): no timeout, and a shut-down ring does not end
+        the wait by itself. Waits without the GIL; Ctrl+C interrupts it. A
+        ring whose consumers never call task_done (logpipe's own workers do
+        not) never joins while it holds records.
+        """
+        cdef int status
+        cdef double slice
+        while True:
+            slice = lp_wait_slice()
+            with nogil:
+                status = lp_wait_tasks_done(self.ring, &self.tasks_done, &self.all_tasks_done, slice)
+            if status != LP_INTERRUPTED:
+                return
+            PyErr_CheckSignals()

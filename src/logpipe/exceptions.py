@@ -2,12 +2,14 @@
 
 Every error derives from :class:`LogpipeError`. Where an error means the same
 as a standard-library one it subclasses that too, so code written for
-``queue.Queue`` (``except queue.Full:``) keeps working with a RingBuffer.
+``queue.Queue`` (``except queue.Full:``, on 3.13 ``except queue.ShutDown:``)
+keeps working with a RingBuffer.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 
 __all__ = ["Closed", "ConfigError", "Empty", "Full", "LogpipeError", "SinkError"]
 
@@ -24,8 +26,18 @@ class Empty(LogpipeError, queue.Empty):
     """A get found nothing to take before its timeout (or its stop signal)."""
 
 
-class Closed(LogpipeError):
-    """The ring is closed: puts are refused, and gets have drained it."""
+# queue.ShutDown (3.13+) is what queue.Queue raises after shutdown(); Closed
+# means the same, so from 3.13 on it is one too.
+_SHUTDOWN_BASES: tuple[type[Exception], ...] = (queue.ShutDown,) if sys.version_info >= (3, 13) else ()
+
+
+class Closed(LogpipeError, *_SHUTDOWN_BASES):
+    """The ring is closed (close() or shutdown()): puts are refused, and gets
+    have drained it (or found it emptied by shutdown(immediate=True)).
+
+    On Python 3.13+ it is also a ``queue.ShutDown``, so loops written for a
+    shut-down ``queue.Queue`` end the same way on a RingBuffer.
+    """
 
 
 class ConfigError(LogpipeError, ValueError):
