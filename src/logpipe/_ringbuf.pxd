@@ -23,6 +23,7 @@ cdef extern from "_lp_sync.h" nogil:
     uint64_t lp_fetch_sub_u64(uint64_t *p, uint64_t v)
     void lp_fence()
     void lp_cpu_relax()
+    void lp_prefetch(const void *p)
     double lp_now()
     uint32_t lp_now_ms()
     uint32_t lp_ec_prepare(lp_event_t *ev)

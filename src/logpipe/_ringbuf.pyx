@@ -136,6 +136,9 @@ cdef unsigned long MAIN_THREAD_IDENT = threading.main_thread().ident
 # release/re-acquire costs more than the parallelism gains.
 cdef enum:
     NOGIL_PUSH_MIN = 32
+    # How many items ahead put_many prefetches: enough to cover a memory
+    # miss (~100 ns) with the ~10 ns each item takes to gather.
+    PREFETCH_AHEAD = 8
 
 cdef char EMPTY_BUFFER[1]
 
@@ -1255,6 +1258,7 @@ cdef class RingBuffer:
         cdef object bad = None
         cdef lp_ring_t *r = self.ring
         cdef uint32_t need
+        cdef char *ahead
 
         while bad is None and done < PySequence_Fast_GET_SIZE(seq):
             chunk = 0
@@ -1264,6 +1268,11 @@ cdef class RingBuffer:
                 # while we wait without the GIL. Everything gathered is let go
                 # in the finally clause, whatever is raised.
                 while chunk < LP_PUSH_CHUNK and done + chunk < PySequence_Fast_GET_SIZE(seq):
+                    if done + chunk + PREFETCH_AHEAD < PySequence_Fast_GET_SIZE(seq):
+                        # Both lines of a short bytes object: header and data.
+                        ahead = <char *>PySequence_Fast_GET_ITEM(seq, done + chunk + PREFETCH_AHEAD)
+                        lp_prefetch(ahead)
+                        lp_prefetch(ahead + 64)
                     item = <object>PySequence_Fast_GET_ITEM(seq, done + chunk)
                     has_view[chunk] = False
                     if PyBytes_CheckExact(item):
