@@ -238,6 +238,12 @@ class PipelineConfig:
         high=1,
         high_open=True,
     )
+    scale_down_window: int = _opt(
+        6,
+        "int",
+        "intervals in a row a scale-down must be called for before a worker is removed (1 = at once)",
+        low=1,
+    )
     io_latency: float = _opt(
         0.0, "duration", "artificial delay per flush, to show backpressure", low=0
     )
