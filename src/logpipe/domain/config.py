@@ -239,9 +239,9 @@ class PipelineConfig:
         high_open=True,
     )
     scale_down_window: int = _opt(
-        6,
+        3,
         "int",
-        "intervals in a row a scale-down must be called for before a worker is removed (1 = at once)",
+        "scale-down stabilization: scale intervals in a row that must call for one worker fewer before one goes (1 = at once)",
         low=1,
     )
     io_latency: float = _opt(
