@@ -235,7 +235,7 @@ def test_readme_main_command_settles_then_scales_down():
     stalls the run (and give them back once it recovers), but it does not
     go back and forth: at most two changes of direction during the load.
     After it, the 3-interval window and one step per interval take up to 8
-    workers back to one well within the 12 intervals left. (Counted in
+    workers back to one within the 12 intervals left. (Counted in
     lines, not seconds: nothing here depends on how fast the machine is.)
     """
     done = run("run", "--io-latency", "20ms", "--load-duration", "8s", "--duration", "14s", "--scale-interval", "500ms")
