@@ -84,7 +84,7 @@ def decide_scaling(
         UP when usage is above ``scale_up`` or the producer was slowed at all
         (or ``external_pressure``); DOWN when usage is below ``scale_down``,
         nothing pressed, and the pool left after removing one worker could
-        carry ``busy_workers`` while busy at most ``scale_up`` of its time;
+        carry ``busy_workers`` while busy less than ``scale_up`` of its time;
         HOLD otherwise, and HOLD where a step would cross a bound.
 
     Why the sleeps count: the producer's backpressure holds usage at about
