@@ -44,6 +44,8 @@ DURATION_RULE = "(use a number with a unit: ns, us/µs, ms, s, m, h; e.g. 100us,
         (["--scale-up", "high"], "--scale-up: 'high' is not a number"),
         (["--channel-size", "0"], "--channel-size: 0 is out of range (must be >= 1)"),
         (["--scale-up", "1.5"], "--scale-up: 1.5 is out of range (must be > 0 and <= 1)"),
+        (["--scale-down-window", "0"], "--scale-down-window: 0 is out of range (must be >= 1)"),
+        (["--scale-down-window", "3s"], "--scale-down-window: '3s' is not an integer"),
         (["--batch-timeout", "0"], "--batch-timeout: 0s is out of range (must be > 0s)"),
         (
             ["--duration", "0"],

@@ -206,9 +206,11 @@ def test_io_latency_slows_the_producer_and_scales_the_pool_up():
 
 def test_pool_scales_down_after_the_load_ends():
     """With --load-duration, the pool grows under load, then shrinks back to one worker once it ends."""
+    # 3 s of idle is 15 intervals: the default 3-interval window and the
+    # three steps from 4 workers to 1 need 6 of them.
     done = run(
         "run", "--io-latency", "20ms", "--max-workers", "4", "--scale-interval", "200ms",
-        "--load-duration", "2s", "--duration", "4s",
+        "--load-duration", "2s", "--duration", "5s",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -218,6 +220,42 @@ def test_pool_scales_down_after_the_load_ends():
     assert downs and downs[-1] == "Scaler: scaling Down, workers = 1"
     report = report_of(done.stdout)
     assert report["lost"] == "0" and int(report["scale_downs"]) >= 1
+
+
+SCALE_EVENT = re.compile(r"^Scaler: scaling (UP|Down), workers = (\d+)$")
+
+
+@pytest.mark.slow
+def test_readme_main_command_settles_then_scales_down():
+    """The README's main command: the pool grows, stays put while the load lasts, then shrinks to one worker.
+
+    Before scale-downs weighed the work, every run went 5 -> 4 -> 3 -> 4 -> 5
+    every two seconds: six changes of direction during the 8 s load. Now
+    the pool may overshoot once, or take workers more when a busy machine
+    stalls the run (and give them back once it recovers), but it does not
+    go back and forth: at most two changes of direction during the load.
+    After it, the 3-interval window and one step per interval take up to 8
+    workers back to one within the 12 intervals left. (Counted in
+    lines, not seconds: nothing here depends on how fast the machine is.)
+    """
+    done = run("run", "--io-latency", "20ms", "--load-duration", "8s", "--duration", "14s", "--scale-interval", "500ms")
+    assert done.returncode == 0, done.stderr
+    assert_clean_stderr(done.stderr)
+    lines = done.stdout.splitlines()
+    load_over = lines.index("Load finished; idling until the run ends")
+    during = [SCALE_EVENT.match(line)[1] for line in lines[:load_over] if SCALE_EVENT.match(line)]
+    assert during[:4] == ["UP"] * 4, during  # 1 -> 5 workers first
+    reversals = sum(a != b for a, b in zip(during, during[1:]))
+    assert reversals <= 2, f"the pool flapped under steady load: {during}"
+    report = report_of(done.stdout)
+    assert report["lost"] == "0"
+    peak = int(report["peak_workers"])
+    assert peak >= 5
+    after = [line for line in lines[load_over:] if SCALE_EVENT.match(line)]
+    assert after and after[-1].startswith("Scaler: scaling Down, workers = "), after
+    if peak <= 8:
+        assert after[-1] == "Scaler: scaling Down, workers = 1", after
+    assert lines.index(after[-1]) < lines.index("Shutdown: --duration 14s elapsed")
 
 
 def test_duration_ends_the_run_on_its_own():

@@ -47,6 +47,7 @@ def test_defaults_are_the_specification() -> None:
         "scale_interval": 1.0,
         "scale_up": 0.8,
         "scale_down": 0.2,
+        "scale_down_window": 3,
         "io_latency": 0.0,
         "duration": None,
         "load_duration": None,
@@ -467,3 +468,14 @@ def test_build_config_file_errors_propagate(tmp_path: Path) -> None:
     path = write(tmp_path, 'rate = "10 parsecs"\n')
     with pytest.raises(ConfigError, match="rate: '10 parsecs' is not a duration"):
         build_config(path, {"channel_size": 10})
+
+
+def test_scale_down_window_in_a_file_and_its_rule(tmp_path: Path) -> None:
+    """scale-down-window = 3 in a file is read as 3; 0 or 2.5 is one line naming the file, key and rule."""
+    assert build_config(write(tmp_path, "scale-down-window = 3\n")).scale_down_window == 3
+    bad = write(tmp_path, "scale_down_window = 0\n", name="zero.toml")
+    assert collect_toml_errors(bad) == [f"{bad}: scale_down_window: 0 is out of range (must be >= 1)"]
+    half = write(tmp_path, "scale_down_window = 2.5\n", name="half.toml")
+    assert collect_toml_errors(half) == [
+        f"{half}: scale_down_window: 2.5 has the wrong type (must be an integer)"
+    ]

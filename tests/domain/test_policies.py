@@ -10,6 +10,7 @@ from logpipe.domain.policies import (
     ScaleDecision,
     backpressure_sleep,
     decide_scaling,
+    stabilize_scale_down,
 )
 
 UP, DOWN, HOLD = ScaleDecision.UP, ScaleDecision.DOWN, ScaleDecision.HOLD
@@ -132,6 +133,177 @@ def test_throttled_producer_stalls_usage_only_scaler() -> None:
             workers_with_sleeps += 1
     assert workers_usage_only == 1
     assert workers_with_sleeps == 10
+
+
+def test_scale_down_only_if_the_smaller_pool_carries_the_work() -> None:
+    """DOWN needs busy_workers < scale_up * (workers - 1): 4.1 workers' worth of work keeps 5 (4.1/4 > 0.8)."""
+
+    def with_work(busy: float, workers: int) -> ScaleDecision:
+        return decide_scaling(
+            0.0, workers, min_workers=1, max_workers=10, scale_up=0.8, scale_down=0.2, busy_workers=busy
+        )
+
+    assert with_work(4.1, 5) is HOLD
+    assert with_work(4.1, 6) is HOLD  # 4.1 / 5 = 0.82: still too busy
+    assert with_work(4.1, 7) is DOWN  # 4.1 / 6 = 0.68
+    assert with_work(3.2, 5) is HOLD  # exactly 0.8 of the smaller pool: the bound is strict
+    assert with_work(3.19, 5) is DOWN
+    assert with_work(0.0, 2) is DOWN  # no work at all: the queue's word is enough
+    assert with_work(0.0, 1) is HOLD  # still never below min
+
+
+def test_unmeasured_work_leaves_the_usage_rule() -> None:
+    """busy_workers=None (nothing measured) scales down on usage alone, as the spec's rule says."""
+    assert decide_scaling(0.1, 5, min_workers=1, max_workers=10, scale_up=0.8, scale_down=0.2) is DOWN
+
+
+def test_work_never_blocks_a_scale_up() -> None:
+    """Measured work is weighed only before a scale-down: pressure still adds a worker."""
+    assert decide_scaling(
+        0.9, 3, min_workers=1, max_workers=10, scale_up=0.8, scale_down=0.2, busy_workers=0.1
+    ) is UP
+
+
+def test_external_pressure_counts_like_a_sleep() -> None:
+    """external_pressure=True: UP at any usage, never DOWN, and never above max."""
+
+    def pressed(usage: float, workers: int, hi: int = 10) -> ScaleDecision:
+        return decide_scaling(
+            usage, workers, min_workers=1, max_workers=hi, scale_up=0.8, scale_down=0.2,
+            external_pressure=True,
+        )  # fmt: skip
+
+    assert pressed(0.5, 3) is UP
+    assert pressed(0.0, 3) is UP  # an empty ring with a lagging consumer is not idle
+    assert pressed(0.0, 10) is HOLD
+    assert pressed(1.0, 4, hi=4) is HOLD
+
+
+# --- the scale-down stabilization window -------------------------------------------
+
+
+def run_window(recommendations: list[ScaleDecision], window: int) -> list[ScaleDecision]:
+    streak, acted = 0, []
+    for recommendation in recommendations:
+        decision, streak = stabilize_scale_down(recommendation, streak, window=window)
+        acted.append(decision)
+    return acted
+
+
+def test_window_holds_a_down_until_it_has_lasted() -> None:
+    """With window 3 the first two DOWNs hold, the third acts, and each DOWN after it acts too."""
+    assert run_window([DOWN] * 6, 3) == [HOLD, HOLD, DOWN, DOWN, DOWN, DOWN]
+
+
+@pytest.mark.parametrize("interruption", [UP, HOLD])
+def test_any_other_recommendation_restarts_the_window(interruption: ScaleDecision) -> None:
+    """An UP or HOLD between DOWNs resets the count: DOWN DOWN x DOWN DOWN DOWN acts on the last only."""
+    acted = run_window([DOWN, DOWN, interruption, DOWN, DOWN, DOWN], 3)
+    assert acted == [HOLD, HOLD, interruption, HOLD, HOLD, DOWN]
+
+
+def test_window_never_delays_a_scale_up() -> None:
+    """UP passes at once whatever the window and the streak before it."""
+    assert stabilize_scale_down(UP, 0, window=10) == (UP, 0)
+    assert stabilize_scale_down(UP, 9, window=10) == (UP, 0)
+    assert stabilize_scale_down(HOLD, 9, window=10) == (HOLD, 0)
+
+
+def test_window_of_one_is_the_unstabilized_rule() -> None:
+    """window=1 acts on every DOWN at once (the behaviour before the window existed)."""
+    assert run_window([DOWN, HOLD, DOWN, DOWN], 1) == [DOWN, HOLD, DOWN, DOWN]
+
+
+@pytest.mark.parametrize("window", [0, -1])
+def test_window_below_one_is_refused(window: int) -> None:
+    """A window under one interval is a programming error, named in the message."""
+    with pytest.raises(ValueError, match=r"scale-down window must be >= 1 interval, not -?\d"):
+        stabilize_scale_down(DOWN, 0, window=window)
+
+
+# --- the policy against a modelled load ---------------------------------------------
+#
+# A fluid model in 1 ms slices: a producer due `rate` logs/s that consults
+# the real backpressure table (while it sleeps, it writes one log per sleep),
+# a 1500-record queue, and workers that each write `per_worker` records/s
+# while there is work (2450/s is 50-record batches with 20.4 ms flushes, the
+# README's `--io-latency 20ms`). Every 500 ms the policy decides, from the
+# same numbers the autoscaler reads: usage, sleeps, work done.
+
+SLICE = 0.001
+
+
+def simulate(
+    rates: list[float], per_worker: float, *, window: int, weigh_work: bool = True, interval: float = 0.5
+) -> list[int]:
+    """The pool's size after each interval; ``rates[i]`` is the load during interval i."""
+    capacity, queue, workers, streak, sizes = 1500, 0.0, 1, 0, []
+    for rate in rates:
+        sleeps, written = 0, 0.0
+        for _ in range(round(interval / SLICE)):
+            pause = backpressure_sleep(queue / capacity)
+            sleeps += pause > 0
+            queue = min(capacity, queue + (SLICE / pause if pause else rate * SLICE))
+            served = min(queue, workers * per_worker * SLICE)
+            queue -= served
+            written += served
+        recommendation = decide_scaling(
+            queue / capacity, workers, min_workers=1, max_workers=10, scale_up=0.8, scale_down=0.2,
+            backpressure_sleeps=sleeps,
+            busy_workers=written / per_worker / interval if weigh_work else None,
+        )  # fmt: skip
+        decision, streak = stabilize_scale_down(recommendation, streak, window=window)
+        workers += {UP: 1, DOWN: -1}.get(decision, 0)
+        sizes.append(workers)
+    return sizes
+
+
+def changes(sizes: list[int]) -> int:
+    return sum(a != b for a, b in zip(sizes, sizes[1:]))
+
+
+@pytest.mark.parametrize("window", [1, 6])
+@pytest.mark.parametrize(("rate", "per_worker", "needed"), [(10_000, 2450, 5), (6000, 2450, 3), (10_000, 1300, 8)])
+def test_steady_load_settles(rate: float, per_worker: float, needed: int, window: int) -> None:
+    """A steady load that needs k workers: within k + 3 intervals the pool is at k +- 1 and stays, changing at most once in 30."""
+    sizes = simulate([rate] * (needed + 3 + 30), per_worker, window=window)
+    settled = sizes[needed + 2 :]
+    assert all(needed - 1 <= n <= needed + 1 for n in settled), sizes
+    assert changes(settled) <= 1, sizes
+
+
+def test_usage_alone_flaps_under_the_same_load() -> None:
+    """The cause, reproduced: without weighing the work, 10,000 logs/s at 2450/worker cycles 3-4-5-4-3 for ever."""
+    sizes = simulate([10_000] * 40, 2450, window=1, weigh_work=False)
+    assert changes(sizes[8:38]) >= 20, sizes
+    assert set(sizes[8:]) == {3, 4, 5}, sizes
+
+
+def test_a_window_alone_only_slows_the_flapping() -> None:
+    """A 6-interval window without weighing the work still drops to k-1 every ~9 intervals: it treats the symptom."""
+    sizes = simulate([10_000] * 40, 2450, window=6, weigh_work=False)
+    assert changes(sizes[8:38]) > 1, sizes
+
+
+def test_step_up_then_down_is_followed() -> None:
+    """1500/s -> 10,000/s -> 1500/s: one step UP per interval at once, DOWN only after the window, then one per interval."""
+    window = 6
+    sizes = simulate([1500] * 5 + [10_000] * 15 + [1500] * 20, 2450, window=window)
+    assert sizes[:5] == [1] * 5
+    assert sizes[5:9] == [2, 3, 4, 5]  # promptly: the first interval of the load adds a worker
+    assert sizes[9:20] == [5] * 11
+    assert sizes[20 : 20 + window - 1] == [5] * (window - 1)  # held while the window lasts
+    assert sizes[20 + window - 1 : 20 + window + 3] == [4, 3, 2, 1]
+    assert sizes[20 + window + 3 :] == [1] * (20 - window - 3)
+
+
+def test_a_lull_shorter_than_the_window_keeps_the_pool() -> None:
+    """Two quiet intervals inside a steady load cost no worker with a 6-interval window (and cost at least one without it)."""
+    rates = [10_000] * 12 + [1500] * 2 + [10_000] * 12
+    with_window = simulate(rates, 2450, window=6)
+    assert changes(with_window[6:]) == 0, with_window
+    without = simulate(rates, 2450, window=1)
+    assert min(without[12:14]) < 5, without
 
 
 # --- pacing schedule -------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from logpipe._ringbuf import RingBuffer
@@ -101,6 +102,9 @@ class Pipeline:
         clock: time source (injectable for tests).
         metrics: counters to use (default: new ones); pass the Metrics given
             to a source so that its ``invalid`` count is in the report.
+        external_pressure: called by the autoscaler every interval; True
+            counts as pressure the way a backpressure sleep does (e.g. a
+            stream source whose consumer lags). None: only the ring counts.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class Pipeline:
         console: Console | None = None,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
+        external_pressure: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
@@ -147,6 +152,9 @@ class Pipeline:
             interval=config.scale_interval,
             scale_up=config.scale_up,
             scale_down=config.scale_down,
+            scale_down_window=config.scale_down_window,
+            external_pressure=external_pressure,
+            clock=self.clock,
         )
         self.reporter = MetricsReporter(
             self.metrics, self.console, interval=config.metrics_interval, monotonic=self.clock.monotonic

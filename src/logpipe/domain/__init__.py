@@ -24,6 +24,7 @@ from logpipe.domain.policies import (
     ScaleDecision,
     backpressure_sleep,
     decide_scaling,
+    stabilize_scale_down,
 )
 from logpipe.domain.ports import FramedBatch, Ring, Sink, Source, StopFlag
 
@@ -51,4 +52,5 @@ __all__ = [
     "format_duration",
     "load_toml",
     "parse_duration",
+    "stabilize_scale_down",
 ]

@@ -238,6 +238,12 @@ class PipelineConfig:
         high=1,
         high_open=True,
     )
+    scale_down_window: int = _opt(
+        3,
+        "int",
+        "scale-down stabilization: scale intervals in a row that must call for one worker fewer before one goes (1 = at once)",
+        low=1,
+    )
     io_latency: float = _opt(
         0.0, "duration", "artificial delay per flush, to show backpressure", low=0
     )

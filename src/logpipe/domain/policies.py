@@ -16,6 +16,7 @@ __all__ = [
     "ScaleDecision",
     "backpressure_sleep",
     "decide_scaling",
+    "stabilize_scale_down",
 ]
 
 # (usage strictly above, producer sleep in seconds), most severe first: the
@@ -61,8 +62,10 @@ def decide_scaling(
     scale_up: float,
     scale_down: float,
     backpressure_sleeps: int = 0,
+    external_pressure: bool = False,
+    busy_workers: float | None = None,
 ) -> ScaleDecision:
-    """Decide whether to add or remove one worker.
+    """Recommend adding or removing one worker, from one interval's numbers.
 
     Args:
         usage: queue occupancy now, 0.0 to 1.0.
@@ -71,17 +74,34 @@ def decide_scaling(
         scale_up, scale_down: usage thresholds (0 < scale_down < scale_up <= 1).
         backpressure_sleeps: how many times the producer slept for
             backpressure during the interval that just ended.
+        external_pressure: another sign that the pipeline is behind (e.g. a
+            stream consumer's lag); counts as a sleep does.
+        busy_workers: the interval's work in workers: seconds the workers
+            spent writing batches, divided by the interval's length (3.2
+            means the load kept 3.2 workers busy). None when unmeasured.
 
     Returns:
-        UP when usage is above ``scale_up`` or the producer was slowed at all;
-        DOWN when usage is below ``scale_down`` and the producer was never
-        slowed; HOLD otherwise, and HOLD where a step would cross a bound.
+        UP when usage is above ``scale_up`` or the producer was slowed at all
+        (or ``external_pressure``); DOWN when usage is below ``scale_down``,
+        nothing pressed, and the pool left after removing one worker could
+        carry ``busy_workers`` while busy less than ``scale_up`` of its time;
+        HOLD otherwise, and HOLD where a step would cross a bound.
 
     Why the sleeps count: the producer's backpressure holds usage at about
     80%, which is the default scale-up threshold, so a scaler that looks at
     usage alone sees "not above 0.8" while the producer is being throttled,
     and never grows the pool that would relieve it. A sleep is direct
     evidence that the workers are not keeping up.
+
+    Why the work is weighed before a scale-down: a low queue says the pool
+    keeps up, not that a smaller one would. A load that needs between k-1
+    and k workers drains the queue with k, and with usage alone k is then
+    cut to k-1, which falls behind, fills the queue, is throttled and grown
+    back to k: the pool flaps for as long as the load lasts. Kubernetes HPA
+    avoids this by sizing the pool from the measured load (replicas =
+    ceil(current * utilization / target)); here the same comparison keeps
+    the worker: 4.1 workers' worth of work with 5 workers is no reason to
+    go to 4 (4.1 / 4 > 0.8).
 
     A pool found outside its bounds (after the bounds changed) is stepped
     back toward them whatever the load, since no load justifies it.
@@ -90,11 +110,42 @@ def decide_scaling(
         return ScaleDecision.UP
     if workers > max_workers:
         return ScaleDecision.DOWN
-    if usage > scale_up or backpressure_sleeps > 0:
+    if usage > scale_up or backpressure_sleeps > 0 or external_pressure:
         return ScaleDecision.UP if workers < max_workers else ScaleDecision.HOLD
-    if usage < scale_down:
-        return ScaleDecision.DOWN if workers > min_workers else ScaleDecision.HOLD
+    if usage < scale_down and workers > min_workers:
+        if busy_workers is None or busy_workers < scale_up * (workers - 1):
+            return ScaleDecision.DOWN
     return ScaleDecision.HOLD
+
+
+def stabilize_scale_down(
+    recommendation: ScaleDecision, down_streak: int, *, window: int
+) -> tuple[ScaleDecision, int]:
+    """Act on a DOWN only once it has been recommended ``window`` intervals running.
+
+    Kubernetes HPA's scale-down stabilization window, counted in intervals:
+    one quiet interval (a lull in the load, a burst just drained) is no
+    reason to give a worker up. UP is never delayed: falling behind costs
+    more than an idle worker.
+
+    Args:
+        recommendation: :func:`decide_scaling`'s answer for this interval.
+        down_streak: the consecutive DOWN recommendations before this one
+            (0 at the start); the caller keeps it between intervals.
+        window: how many DOWNs in a row it takes, >= 1 (1: at once).
+
+    Returns:
+        The decision to act on and the streak to pass next time. A DOWN
+        acted on does not reset the streak: while every interval keeps
+        recommending DOWN, the pool then shrinks by one per interval, as an
+        HPA whose whole window recommended fewer replicas does.
+    """
+    if window < 1:
+        raise ValueError(f"the scale-down window must be >= 1 interval, not {window!r}")
+    if recommendation is not ScaleDecision.DOWN:
+        return recommendation, 0
+    down_streak += 1
+    return (ScaleDecision.DOWN if down_streak >= window else ScaleDecision.HOLD), down_streak
 
 
 class PacingSchedule:
