@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import orjson
 
 from logpipe._encoder import put_logs
@@ -99,6 +98,10 @@ class GeneratorSource:
 
     def _push(self, ring: RingBuffer, stop: threading.Event, count: int) -> None:
         """Push ``count`` logs with the next seqs, waiting while full, until stopped."""
+        # Imported here, not at the top: only the generator needs numpy, and
+        # runs of the other sources start ~70 ms sooner without its import.
+        import numpy as np  # noqa: PLC0415
+
         while count > 0 and not stop.is_set():
             seqs = np.arange(self._next_seq, self._next_seq + count, dtype=np.uint64)
             ts = np.full(count, self._clock.time_us(), dtype=np.int64)
