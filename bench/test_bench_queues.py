@@ -17,8 +17,8 @@ Groups (pytest-benchmark compares within a group; every record is 70 bytes):
   (1,000,000 records per round, for every queue); each queue uses its best
   batched equivalent (see the comment above S4_VARIANTS).
 
-Bounded queues hold at most CAPACITY = 1024 records (SimpleQueue is unbounded
-by design). A round times only the data movement: threads are started before
+Bounded queues hold at most CAPACITY = 1024 records (LOGPIPE_BENCH_CAPACITY
+overrides it; SimpleQueue is unbounded by design). A round times only the data movement: threads are started before
 the clock starts and wait on an Event that the timed function sets; the round
 ends when every thread has been joined. The threads of a round run in this
 process; multiprocessing.Queue is measured the same way (its pickling, pipe
@@ -49,7 +49,7 @@ from baselines import DequeQueue, dispose
 from logpipe import RingBuffer
 
 ROUNDS = int(os.environ.get("LOGPIPE_BENCH_ROUNDS", "10"))
-CAPACITY = 1024
+CAPACITY = int(os.environ.get("LOGPIPE_BENCH_CAPACITY", "1024"))  # issue 9 also asks for 1500 and 65536
 BATCH = 100
 CONSUMERS = 4
 N_S1 = 100_000
