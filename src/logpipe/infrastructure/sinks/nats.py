@@ -418,6 +418,12 @@ class NatsSink:
             return []
         limit = self._message_limit()
         data = bytes(batch)  # type: ignore[call-overload]  # the records, each followed by b"\n"
+        if data.count(b"\n") != count:
+            raise SinkError(
+                f"{self.name}: batch mode: a record holds a newline, which the NDJSON framing "
+                "of a batch message cannot carry (use mode=record)",
+                retryable=False,
+            )
         if len(data) <= limit:
             parts = [(data, positions[0][0], count)]
         else:
