@@ -12,7 +12,11 @@ run, one after the other and each into a stream of its own:
 - raw nats-py, one message per batch of --batch-size records, pipelined:
   the ceiling for batch mode;
 - logpipe, the whole pipeline (generator -> ring -> workers -> NatsSink):
-  per-record mode and batch mode.
+  per-record mode and batch mode;
+- two ceilings: the server's for one message per record (every frame, with
+  its Nats-Msg-Id, built before the clock starts and written over a bare
+  socket, acks counted as they come: no client cost at all), and the
+  pipeline's own (the same run into the null sink).
 
 Records are the generator's JSON logs, ~85 bytes (the mean is printed).
 logpipe sends a ``Nats-Msg-Id`` per message and the server deduplicates on
@@ -30,7 +34,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -44,6 +50,7 @@ from logpipe.application.console import Console
 from logpipe.application.pipeline import Pipeline
 from logpipe.domain.config import PipelineConfig
 from logpipe.infrastructure.sinks.nats import NatsSink, NatsSinkConfig
+from logpipe.infrastructure.sinks.null import NullSink
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from sinks_nats.conftest import NatsServer  # noqa: E402 - the tests' server runner
@@ -106,6 +113,55 @@ def run_raw(server: NatsServer, name: str, bodies: list[bytes], records: int, *,
     messages, _ = asyncio.run(stored(server.url, name))
     assert messages == len(bodies), (name, messages, len(bodies))
     return records / elapsed
+
+
+def wire(server: NatsServer, name: str, records: list[bytes]) -> float:
+    """The server's ceiling: prebuilt HPUB frames over a bare socket, WINDOW unacked at most; records/s."""
+    subject = name.lower()
+    asyncio.run(add_stream(server.url, name, subject))
+    reply = b"_BENCH.acks"
+    frames = []
+    for i, body in enumerate(records):
+        header = b"NATS/1.0\r\nNats-Msg-Id: 0123456789abcdef-%d\r\n\r\n" % i
+        frames.append(b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+            subject.encode(), reply, len(header), len(header) + len(body), header, body))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"INFO ")
+        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n'
+                     b"SUB " + reply + b" 1\r\nPING\r\n")
+        assert reader.readline() == b"PONG\r\n"
+        start = time.perf_counter()
+        sent = acked = 0
+        while acked < len(frames):
+            if sent < len(frames) and sent - acked < WINDOW:
+                upto = min(len(frames), acked + WINDOW)
+                sock.sendall(b"".join(frames[sent:upto]))
+                sent = upto
+            line = reader.readline()
+            if line.startswith(b"MSG "):
+                ack = reader.read(int(line.split()[-1]) + 2)
+                assert b'"error"' not in ack, ack
+                acked += 1
+            elif line.startswith(b"PING"):
+                sock.sendall(b"PONG\r\n")
+            elif line.startswith(b"-ERR") or not line:
+                raise RuntimeError(f"nats-server: {line!r}")
+        elapsed = time.perf_counter() - start
+    messages, _ = asyncio.run(stored(server.url, name))
+    assert messages == len(records), (name, messages)
+    return len(records) / elapsed
+
+
+def null_pipeline(args: argparse.Namespace) -> float:
+    """The pipeline's ceiling: the batch-mode run's settings into the null sink."""
+    config = PipelineConfig(
+        rate=0, count=args.count, message=MESSAGE, batch_size=args.batch_size,
+        channel_size=args.channel_size, min_workers=args.workers, max_workers=args.workers,
+    )
+    report = Pipeline(config, NullSink(), console=Console(io.StringIO())).run()
+    assert report.processed == args.count and report.lost == 0, report
+    return report.rate
 
 
 def run_logpipe(
@@ -176,8 +232,10 @@ def main() -> None:
                     "rawbatch": lambda: run_raw(
                         server, f"RAWBATCH{n}", batch_bodies, batches * args.batch_size, pipelined=True
                     ),
+                    "wire": lambda: wire(server, f"WIRE{n}", per_record),
                     "record": lambda: run_logpipe(server, f"LPRECORD{n}", "record", args, args.record_count)[0],
                     "batch": lambda: run_logpipe(server, f"LPBATCH{n}", "batch", args, args.count),
+                    "null": lambda: null_pipeline(args),
                 }
                 for name, case in cases.items():
                     result = case()
@@ -192,11 +250,15 @@ def main() -> None:
     rows = [
         ("raw js.publish, sequential", "seq", ""),
         ("raw js.publish_async, pipelined", "pipe", ""),
+        ("server ceiling, bare socket, prebuilt frames", "wire", ""),
         ("logpipe per-record mode", "record",
-         f"{med['record'] / med['pipe']:.2f}x pipelined, {med['record'] / med['seq']:.1f}x sequential"),
+         f"{med['record'] / med['pipe']:.2f}x pipelined, {med['record'] / med['seq']:.1f}x sequential, "
+         f"{med['record'] / med['wire']:.2f}x the server ceiling"),
         (f"raw publish_async, {args.batch_size}-record messages", "rawbatch", ""),
         ("logpipe batch mode", "batch",
-         f"{med['batch'] / med['rawbatch']:.2f}x raw batches, {med['batch'] / med['pipe']:.1f}x raw pipelined"),
+         f"{med['batch'] / med['rawbatch']:.2f}x raw batches, {med['batch'] / med['pipe']:.1f}x raw pipelined, "
+         f"{med['batch'] / med['null']:.2f}x the null sink"),
+        ("logpipe pipeline, null sink", "null", ""),
     ]
     print(f"{'publisher':<42} {'records/s (median)':>18} {'range':>23}  ratio")
     for label, name, ratio in rows:

@@ -235,6 +235,24 @@ def test_per_record_mode_keeps_its_window_and_stores_every_record_once_through_a
         assert headers == {"Nats-Msg-Id": f"{sink.run_id}-{seq_of(data)}"}
 
 
+@pytest.mark.timeout(30)
+def test_refusals_that_fill_the_window_fail_the_batch_at_once_with_their_reason(nats_server, make_batch):
+    """Per-record mode, a window of 4 and 40 records the stream refuses: the JetStream reason, without waiting for acks.
+
+    The ack timeout is a minute: a refusal that did not free its slot would
+    leave the batch waiting for room until then, and the test's timeout fails it.
+    """
+    add_stream(nats_server, "TINY", ["tiny"], max_msg_size=64)
+    sink = open_sink(nats_server, "tiny", stream=None, mode="record", max_inflight=4, ack_timeout=60.0)
+    with pytest.raises(SinkError) as info:
+        sink.write_batch(make_batch([b"r" * 100] * 40))
+    sink.close()
+    assert "JetStream error 400: message size exceeds maximum allowed" in str(info.value)
+    assert "not acknowledged" not in str(info.value)  # it did not wait out the ack timeout
+    assert info.value.retryable is False
+    assert sink.pending_acks == 0
+
+
 # -- choosing the mode ---------------------------------------------------------------
 
 

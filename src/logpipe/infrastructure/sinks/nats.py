@@ -196,6 +196,7 @@ class _Attempt:
         self.permanent = False  # JetStream will refuse this batch however often it is sent
 
     def fail(self, reason: str, *, permanent: bool = False) -> None:
+        """End the attempt with ``reason`` (the first reason wins); its waiter's future is done."""
         if self.error is None:
             self.error = reason
             self.permanent = permanent
@@ -647,6 +648,7 @@ class NatsSink:
         if entry is None:
             return  # the ack of an attempt that already failed: its retry decides
         attempt, weight = entry
+        self._release(attempt, 1)  # answered, whatever the answer: its slot is free
         data = msg.data
         if not data:
             status = (msg.headers or {}).get("Status", "")
@@ -670,7 +672,6 @@ class NatsSink:
         if b'"duplicate"' in data:
             attempt.duplicates += weight
         attempt.remaining -= 1
-        self._release(attempt, 1)
         if attempt.remaining == 0 and not attempt.future.done():
             attempt.future.set_result(None)
 
@@ -733,10 +734,11 @@ class NatsSink:
                     deadline.reschedule(loop.time() + self._ack_timeout)
                     await attempt.future
         except TimeoutError:
-            raise SinkError(
-                f"{self.name}: {attempt.remaining} of {len(messages)} messages "
-                f"({count} records) not acknowledged within {self._ack_timeout:g}s ({self._state()})"
-            ) from None
+            if attempt.error is None:  # else it failed while waiting: that reason, below
+                raise SinkError(
+                    f"{self.name}: {attempt.remaining} of {len(messages)} messages "
+                    f"({count} records) not acknowledged within {self._ack_timeout:g}s ({self._state()})"
+                ) from None
         except self._nats.errors.Error as exc:
             retryable = not isinstance(exc, self._nats.errors.MaxPayloadError)
             raise SinkError(f"{self.name}: publish failed ({_describe(exc)})", retryable=retryable) from None
