@@ -156,6 +156,46 @@ def test_a_batch_over_the_stream_limit_is_split_at_record_boundaries(nats_server
     assert sink.duplicates == 250
 
 
+class TwoRunBatch:
+    """A batch whose records sat in two separate runs of ring positions (as when workers' claims interleave)."""
+
+    def __init__(self, records: list[bytes], positions: list[tuple[int, int]]) -> None:
+        self.records = records
+        self.positions = positions
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __bytes__(self) -> bytes:
+        return b"".join(r + b"\n" for r in self.records)
+
+
+def test_message_ids_follow_the_positions_of_each_part_across_position_runs(nats_server):
+    """Positions 100-139 and 500-539, split by a 2 KiB stream limit: each part is named by its own first position and count."""
+    add_stream(nats_server, "SMALL", ["small"], max_msg_size=2048, duplicate_window=120.0)
+    sink = open_sink(nats_server, "small", stream=None)
+    positions = [(100, 40), (500, 40)]
+    wanted = [p for first, n in positions for p in range(first, first + n)]
+    records = [b'{"pos": %d, "pad": "%s"}' % (p, b"q" * (p % 60)) for p in wanted]
+    sink.write_batch(TwoRunBatch(records, positions))
+    sink.close()
+    messages = nats_server.read_stream("SMALL")
+    assert len(messages) > 2
+    stored: list[bytes] = []
+    firsts = []
+    for _, headers, body in messages:
+        lines = body.split(b"\n")[:-1]
+        firsts.append(wanted[len(stored)])  # the position of this part's first record
+        assert headers["Nats-Msg-Id"] == batch_msg_id(sink.run_id, firsts[-1], len(lines))
+        assert headers["Logpipe-Records"] == str(len(lines))
+        stored.extend(lines)
+    assert stored == records
+    assert firsts[0] == 100 and max(firsts) > 500  # a part is named by a position of the second run
+
+
 def test_a_record_over_the_stream_limit_fails_the_batch_for_good(nats_server, make_batch):
     """A record alone larger than max_msg_size cannot be stored however it is split: non-retryable, one line."""
     add_stream(nats_server, "SMALL", ["small"], max_msg_size=4096)
