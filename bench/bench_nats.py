@@ -20,8 +20,8 @@ run, one after the other and each into a stream of its own:
 
 Records are the generator's JSON logs, ~85 bytes (the mean is printed).
 logpipe sends a ``Nats-Msg-Id`` per message and the server deduplicates on
-it; the raw publishers send none (they are the server's and the client's
-ceiling). Every run is checked against the stream afterwards (messages
+it; the raw nats-py publishers send none (the client's best case), the
+bare-socket ceiling sends one per record, as logpipe does. Every run is checked against the stream afterwards (messages
 stored, and for batch mode the records they hold), so a fast wrong answer
 cannot win. The cases run --rounds times, interleaved (the machine's load
 changes during a run); the table shows each case's median and range, and
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import socket
 import statistics
