@@ -264,7 +264,7 @@ def main() -> None:
         low, high = min(rates[name]), max(rates[name])
         print(f"{label:<42} {med[name]:>18,.0f} {low:>11,.0f}-{high:<11,.0f}  {ratio}")
     print(
-        f"({args.rounds} rounds; records {mean:.1f} bytes on average; logpipe --rate 0 --batch-size {args.batch_size} "
+        f"(rounds: {args.rounds}; records {mean:.1f} bytes on average; logpipe --rate 0 --batch-size {args.batch_size} "
         f"--channel-size {args.channel_size} --min-workers {args.workers} --max-workers {args.workers}; "
         f"batch mode wrote {messages_written} messages for {args.count} records; "
         f"nats-server -js, file storage; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})"
