@@ -69,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import math
 import re
 import secrets
@@ -82,6 +83,7 @@ import orjson
 from logpipe._waits import join_thread, wait_for, wait_future
 from logpipe.domain.ports import FramedBatch
 from logpipe.exceptions import SinkError
+from logpipe.infrastructure.sinks._nats_wire import Ack, Wire, WireError, open_wire
 
 if TYPE_CHECKING:
     from logpipe.domain.config import PipelineConfig
@@ -185,12 +187,13 @@ def _describe(exc: BaseException) -> str:
 class _Attempt:
     """One try at writing one batch: acks still expected, and how it ended."""
 
-    __slots__ = ("duplicates", "error", "future", "held", "permanent", "remaining")
+    __slots__ = ("duplicates", "error", "future", "held", "on_wire", "permanent", "remaining")
 
     def __init__(self, remaining: int, future: asyncio.Future[None]) -> None:
         self.remaining = remaining  # messages not yet acked
         self.future = future
         self.held = 0  # slots of the in-flight window this attempt holds
+        self.on_wire = False  # published on the record-mode connection (not nats-py's)
         self.duplicates = 0  # records in messages acked as duplicates
         self.error: str | None = None
         self.permanent = False  # JetStream will refuse this batch however often it is sent
@@ -268,6 +271,8 @@ class NatsSink:
             raise ValueError(f"{self.name}: mode {mode!r} is not one of {', '.join(MODES)}")
         if max_inflight < 1:
             raise ValueError(f"{self.name}: max_inflight {max_inflight!r} is out of range (must be >= 1)")
+        if run_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", run_id):
+            raise ValueError(f"{self.name}: run_id {run_id!r} may hold only letters, digits, '_' and '-'")
         self._nats = _import_nats(self.name)
         self.mode = mode
         self.url = f"nats://{hostport}"
@@ -293,6 +298,14 @@ class NatsSink:
         self._free = max_inflight  # free slots of the window (loop thread only)
         self._room: asyncio.Event | None = None  # set when slots come free (made on the loop)
         self._max_msg_size = -1  # the stream's limit per message; -1: none
+        # Record mode publishes on a connection of its own (_nats_wire), which
+        # acks come back to under this inbox; opened at start, and again after a loss.
+        self._host = host
+        self._port = port
+        self._wire: Wire | None = None
+        self._wire_lock: asyncio.Lock | None = None  # made on the loop
+        self._wire_inbox = f"_INBOX.{secrets.token_hex(11)}"
+        self._wire_seq = itertools.count(1)
         self._attempt_seq = 0
         self._nc: Any = None
         self._inbox = ""
@@ -392,19 +405,22 @@ class NatsSink:
             covered = sum(n for _, n in positions)
             if covered != count:  # a Batch never does this; a fake one might
                 raise TypeError(f"{self.name}: batch positions cover {covered} of {count} records")
+            # The frames are built here, on the worker's thread: the loop
+            # thread, which every batch shares, only writes and counts acks.
             if self.mode == "batch":
                 messages = self._batch_messages(batch, positions)
+                sends = len(messages)
+                publish = self._publish(messages, count)
             else:
-                run = self.run_id
-                messages = [
-                    (record, {MSG_ID: f"{run}-{p}"}, 1)
-                    for record, p in zip(batch, _expand(positions))  # type: ignore[call-overload]
-                ]
+                reply = f"{self._wire_inbox}.{next(self._wire_seq)}"
+                frames, nbytes = self._record_frames(batch, positions, reply)
+                sends = len(frames)
+                publish = self._publish_frames(frames, reply, count, nbytes)
             # Every wait inside is bounded by ack_timeout; this outer limit
             # only guards against a stuck loop, so it grows with the rounds
             # of the window the batch needs.
-            rounds = math.ceil(len(messages) / self._max_inflight)
-            self._call(self._publish(messages, count), timeout=(2 + rounds) * self._ack_timeout + 5)
+            rounds = math.ceil(sends / self._max_inflight)
+            self._call(publish, timeout=(2 + rounds) * self._ack_timeout + 5)
         finally:
             with self._cond:
                 self._inflight -= 1
@@ -438,6 +454,29 @@ class NatsSink:
             )
             for body, first, n in parts
         ]
+
+    def _record_frames(
+        self, batch: FramedBatch, positions: list[tuple[int, int]], reply: str
+    ) -> tuple[list[bytes], int]:
+        """Record mode: every record as a whole HPUB frame (headers and all); and their bytes."""
+        wire = self._wire
+        limit = wire.max_payload if wire is not None else 1 << 20
+        head = b"HPUB %s %s " % (self.subject.encode(), reply.encode())
+        prefix = b"NATS/1.0\r\n%s: %s-" % (MSG_ID.encode(), self.run_id.encode())
+        frames = []
+        nbytes = 0
+        for record, position in zip(batch, _expand(positions)):  # type: ignore[call-overload]
+            header = b"%s%d\r\n\r\n" % (prefix, position)
+            size = len(header) + len(record)
+            if size > limit:  # the server would drop the connection: refuse it here
+                raise SinkError(
+                    f"{self.name}: a record of {len(record)} bytes is over the server's "
+                    f"max_payload ({limit} bytes with its headers)",
+                    retryable=False,
+                )
+            frames.append(b"%s%d %d\r\n%s%s\r\n" % (head, len(header), size, header, record))
+            nbytes += len(record)
+        return frames, nbytes
 
     def _message_limit(self) -> int:
         """The largest batch-mode body that the server and the stream both take, in bytes."""
@@ -519,6 +558,7 @@ class NatsSink:
         nc = nats.NATS()
         self._nc = nc
         self._room = asyncio.Event()
+        self._wire_lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
         first_error: asyncio.Future[BaseException] = loop.create_future()
 
@@ -581,6 +621,11 @@ class NatsSink:
                 pending_bytes_limit=256 << 20,
             )
             await nc.flush(timeout=self._connect_timeout)  # the subscription is in place
+            if self.mode == "record":
+                try:
+                    await self._ensure_wire()
+                except SinkError as exc:
+                    raise SinkError(str(exc), retryable=False) from None
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 1)
@@ -644,14 +689,24 @@ class NatsSink:
         self._make_room()
 
     async def _on_ack(self, msg: Any) -> None:
+        """An ack on nats-py's connection (batch mode)."""
         entry = self._attempts.get(msg.subject)
-        if entry is None:
-            return  # the ack of an attempt that already failed: its retry decides
+        if entry is not None:
+            status = "" if msg.data else (msg.headers or {}).get("Status", "")
+            self._ack(entry, status, msg.data)
+
+    def _on_wire_acks(self, acks: list[Ack]) -> None:
+        """The acks in one chunk read from the record-mode connection."""
+        attempts = self._attempts
+        for reply, status, data in acks:
+            entry = attempts.get(reply)
+            if entry is not None:  # else the ack of an attempt that already failed: its retry decides
+                self._ack(entry, status, data)
+
+    def _ack(self, entry: tuple[_Attempt, int], status: str, data: bytes) -> None:
         attempt, weight = entry
         self._release(attempt, 1)  # answered, whatever the answer: its slot is free
-        data = msg.data
         if not data:
-            status = (msg.headers or {}).get("Status", "")
             if status == "503":
                 attempt.fail("no responders: the stream is not available (server recovering?)")
             else:
@@ -675,14 +730,102 @@ class NatsSink:
         if attempt.remaining == 0 and not attempt.future.done():
             attempt.future.set_result(None)
 
-    async def _publish(self, messages: list[tuple[bytes, dict[str, str], int]], count: int) -> None:
-        """Publish ``messages`` (body, headers, records) within the window; wait for every ack.
+    def _on_wire_lost(self, wire: Wire, reason: str) -> None:
+        if self._wire is wire:
+            self._wire = None
+        # Acks of what was published on it will not come: fail those attempts now,
+        # and wake any that waits for room in the window so it sees it.
+        for attempt, _ in list(self._attempts.values()):
+            if attempt.on_wire:
+                attempt.fail(f"connection lost ({reason})")
+        self._make_room()
 
-        Args:
-            messages: what to send; ``records`` weighs duplicates and picks
-                the reply subject (one shared by a per-record attempt, one
-                per message of a batch-mode attempt).
-            count: the batch's records.
+    async def _ensure_wire(self) -> Wire:
+        """The record-mode connection, opened (again) if needed; SinkError if it cannot be."""
+        assert self._wire_lock is not None
+        async with self._wire_lock:  # one opening at a time, however many batches wait
+            wire = self._wire
+            if wire is not None and not wire.closed:
+                return wire
+            if not self._nc.is_connected:
+                raise SinkError(f"{self.name}: not connected ({self._state()})")
+            try:
+                wire = await open_wire(
+                    self._host,
+                    self._port,
+                    self._wire_inbox,
+                    timeout=self._connect_timeout,
+                    on_acks=self._on_wire_acks,
+                    on_lost=self._on_wire_lost,
+                )
+            except WireError as exc:
+                raise SinkError(f"{self.name}: cannot open the publishing connection ({exc})") from None
+            self._wire = wire
+            return wire
+
+    async def _reserve(self, attempt: _Attempt, wanted: int, deadline: asyncio.Timeout) -> int:
+        """Up to ``wanted`` slots of the window, waiting for room; 0 if the attempt failed meanwhile.
+
+        Waiting for room is progress as soon as an ack frees a slot, so the
+        deadline moves on then: an attempt fails when no ack has come for
+        ack_timeout, not when a large batch simply takes long to send.
+        """
+        room = self._room
+        assert room is not None
+        while self._free <= 0 and attempt.error is None:
+            room.clear()
+            await room.wait()
+            deadline.reschedule(asyncio.get_running_loop().time() + self._ack_timeout)
+        if attempt.error is not None:
+            return 0
+        take = min(self._free, wanted)
+        self._free -= take
+        attempt.held += take
+        return take
+
+    async def _publish_frames(self, frames: list[bytes], reply: str, count: int, nbytes: int) -> None:
+        """Record mode: write the frames on the wire within the window, then wait for every ack."""
+        if not frames:
+            self._batches += 1
+            return
+        wire = await self._ensure_wire()
+        loop = asyncio.get_running_loop()
+        attempt = _Attempt(len(frames), loop.create_future())
+        attempt.on_wire = True
+        self._attempts[reply] = (attempt, 1)
+        sent = 0
+        try:
+            async with asyncio.timeout(self._ack_timeout) as deadline:
+                while sent < len(frames) and attempt.error is None:
+                    take = await self._reserve(attempt, len(frames) - sent, deadline)
+                    if take:
+                        wire.write(b"".join(frames[sent : sent + take]))
+                        sent += take
+                    if not wire.writable.is_set():  # the socket's buffer is full: let it drain
+                        await wire.writable.wait()
+                if attempt.error is None:
+                    deadline.reschedule(loop.time() + self._ack_timeout)
+                    await attempt.future
+        except TimeoutError:
+            if attempt.error is None:  # else it failed while waiting: that reason, below
+                # Acks that stopped coming do not come back on this socket: a
+                # retry gets a new one.
+                wire.close()
+                raise SinkError(
+                    f"{self.name}: {attempt.remaining} of {len(frames)} records "
+                    f"not acknowledged within {self._ack_timeout:g}s ({self._state()})"
+                ) from None
+        finally:
+            del self._attempts[reply]
+            if attempt.held:
+                self._release(attempt, attempt.held)  # acks that will not be counted now
+        self._settle(attempt, count, nbytes)
+
+    async def _publish(self, messages: list[tuple[bytes, dict[str, str], int]], count: int) -> None:
+        """Batch mode: publish ``messages`` (body, headers, records) within the window; wait for every ack.
+
+        Each message has a reply subject of its own, so an ack says how many
+        records it stands for (a duplicate's weight).
         """
         nc = self._nc
         if not messages:
@@ -692,43 +835,25 @@ class NatsSink:
             raise SinkError(f"{self.name}: not connected ({self._state()})")
         loop = asyncio.get_running_loop()
         attempt = _Attempt(len(messages), loop.create_future())
-        shared = self.mode == "record"
         replies: list[str] = []
-        if shared:
+        for _, _, records in messages:
             self._attempt_seq += 1
             replies.append(f"{self._inbox}.{self._attempt_seq}")
-            self._attempts[replies[0]] = (attempt, 1)
-        else:
-            for _, _, records in messages:
-                self._attempt_seq += 1
-                replies.append(f"{self._inbox}.{self._attempt_seq}")
-                self._attempts[replies[-1]] = (attempt, records)
+            self._attempts[replies[-1]] = (attempt, records)
         subject = self.subject
         publish = nc.publish
-        room = self._room
-        assert room is not None
         nbytes = 0
         sent = 0
         try:
-            # The deadline moves on whenever the window moves: an attempt
-            # fails when no ack has come for ack_timeout, not when a large
-            # batch simply takes long to send.
             async with asyncio.timeout(self._ack_timeout) as deadline:
                 while sent < len(messages) and attempt.error is None:
-                    if self._free <= 0:
-                        room.clear()
-                        await room.wait()
-                        deadline.reschedule(loop.time() + self._ack_timeout)
-                        continue
-                    take = min(self._free, len(messages) - sent)
-                    self._free -= take
-                    attempt.held += take
+                    take = await self._reserve(attempt, len(messages) - sent, deadline)
                     for i in range(sent, sent + take):
                         body, headers, _ = messages[i]
-                        await publish(subject, body, reply=replies[0 if shared else i], headers=headers)
+                        await publish(subject, body, reply=replies[i], headers=headers)
                         nbytes += len(body)
                         if attempt.error is not None:
-                            break  # failed already (connection lost, a record refused): stop sending
+                            break  # failed already (connection lost, a message refused): stop sending
                     sent += take
                 if attempt.error is None:
                     deadline.reschedule(loop.time() + self._ack_timeout)
@@ -747,6 +872,10 @@ class NatsSink:
                 del self._attempts[reply]
             if attempt.held:
                 self._release(attempt, attempt.held)  # acks that will not be counted now
+        self._settle(attempt, count, nbytes)
+
+    def _settle(self, attempt: _Attempt, count: int, nbytes: int) -> None:
+        """Raise the attempt's failure, or count the batch as written."""
         if attempt.error is not None:
             raise SinkError(
                 f"{self.name}: batch of {count} records failed ({attempt.error})",
@@ -767,6 +896,8 @@ class NatsSink:
             raise SinkError(f"{self.name}: flush failed ({_describe(exc)})") from None
 
     async def _shutdown(self) -> None:
+        if self._wire is not None:
+            self._wire.close()  # every batch on it has been acked: nothing to drain
         nc = self._nc
         if nc is None or nc.is_closed:
             return
