@@ -32,7 +32,18 @@ How a batch is written
     (stored, or reported a duplicate): only then is the batch written, so
     checkpoints never run ahead of the stream. Messages are published with
     a reply subject of their attempt (``_INBOX.<id>.<n>``) and one ack
-    handler counts them down. All batches in flight share a window of
+    handler counts them down.
+
+    Batch mode publishes with nats-py, whose cost per message is nothing
+    next to a batch's. Record mode cannot afford it (some 15 µs of Python
+    per message and ack), so it publishes on a second, bare connection
+    (:mod:`._nats_wire`): the worker thread builds every record's HPUB
+    frame, the loop thread writes a window's worth of them in one call and
+    parses the acks of each chunk the socket returns in one pass. nats-py
+    keeps the main connection: the stream checks, reconnecting, and the
+    connection state that decides when the bare one is opened again.
+
+    All batches in flight share a window of
     ``max_inflight`` messages published and not yet acked (16384 by
     default): a worker publishes while the window has room and waits for
     acks when it is full, so publishing and acks overlap without the
@@ -42,16 +53,19 @@ Failure
     - Unreachable server or no stream at startup: :class:`SinkError` from
       the constructor, one line (the registry turns it into ``--sink: ...``).
     - Server down later: nats-py reconnects by itself for ever (every
-      ``reconnect_wait`` seconds). Meanwhile ``write_batch`` fails fast:
-      at once while disconnected, or when no ack comes for ``ack_timeout``
-      (2 s). The worker retries with backoff (counted in
+      ``reconnect_wait`` seconds); record mode's bare connection is opened
+      again by the first write after that. Meanwhile ``write_batch`` fails
+      fast: at once while disconnected, or when no ack comes for
+      ``ack_timeout`` (2 s; the bare connection is then closed, and the
+      retry opens a new one). The worker retries with backoff (counted in
       ``logpipe_sink_errors_total``), stops draining the ring, the ring
       fills and backpressure slows the source: memory stays bounded.
     - JetStream refuses a message: with a 5xx error (or no responders while
       a restarted server recovers its streams) the batch fails and is
       retried; with a 4xx error (a record larger than the stream's
       max_msg_size...) it fails with ``retryable=False``, since sending it
-      again cannot help; so does a record over the server's max_payload.
+      again cannot help; so does a record over the server's max_payload
+      (refused before anything of its batch is sent).
 
 The stream
     With ``stream`` (``--nats-stream NAME``) the sink creates that stream if
@@ -696,12 +710,29 @@ class NatsSink:
             self._ack(entry, status, msg.data)
 
     def _on_wire_acks(self, acks: list[Ack]) -> None:
-        """The acks in one chunk read from the record-mode connection."""
+        """The acks in one chunk read from the record-mode connection.
+
+        A plain "stored" ack, nearly every one, is counted inline and the
+        window woken once per chunk; anything else goes through _ack.
+        """
         attempts = self._attempts
+        freed = 0
         for reply, status, data in acks:
             entry = attempts.get(reply)
-            if entry is not None:  # else the ack of an attempt that already failed: its retry decides
+            if entry is None:
+                continue  # the ack of an attempt that already failed: its retry decides
+            if status or not data or b'"error"' in data or b'"duplicate"' in data:
                 self._ack(entry, status, data)
+                continue
+            attempt = entry[0]
+            attempt.held -= 1
+            freed += 1
+            attempt.remaining -= 1
+            if attempt.remaining == 0 and not attempt.future.done():
+                attempt.future.set_result(None)
+        if freed:
+            self._free += freed
+            self._make_room()
 
     def _ack(self, entry: tuple[_Attempt, int], status: str, data: bytes) -> None:
         attempt, weight = entry
