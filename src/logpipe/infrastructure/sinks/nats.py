@@ -5,7 +5,7 @@ Two modes, chosen by ``?mode=`` on the spec or ``--nats-mode``:
 record (the default: what any NATS consumer expects)
     Every record is one message, its body the record without its newline,
     with the header ``Nats-Msg-Id: {run_id}-{position}``.
-batch (one message per worker batch: ~30 x the records/s, see bench/bench_nats.py)
+batch (one message per worker batch: over a million records/s, see bench/bench_nats.py)
     The body is the batch's own framing, ``bytes(batch)``: every record
     followed by ``\n``. Headers: ``Nats-Msg-Id: {run_id}-{first}+{count}``,
     ``Logpipe-Records: {count}`` (decimal) and ``Logpipe-Framing: ndjson``,
