@@ -414,6 +414,7 @@ class NatsSink:
             if self._closed:
                 raise SinkError(f"{self.name}: write after close", retryable=False)
             self._inflight += 1
+            attempt_no = next(self._wire_seq)
         try:
             count = len(batch)
             covered = sum(n for _, n in positions)
@@ -426,7 +427,7 @@ class NatsSink:
                 sends = len(messages)
                 publish = self._publish(messages, count)
             else:
-                reply = f"{self._wire_inbox}.{next(self._wire_seq)}"
+                reply = f"{self._wire_inbox}.{attempt_no}"
                 frames, nbytes = self._record_frames(batch, positions, reply)
                 sends = len(frames)
                 publish = self._publish_frames(frames, reply, count, nbytes)
@@ -929,6 +930,7 @@ class NatsSink:
     async def _shutdown(self) -> None:
         if self._wire is not None:
             self._wire.close()  # every batch on it has been acked: nothing to drain
+            await asyncio.sleep(0)  # let the transport finish closing before the loop stops
         nc = self._nc
         if nc is None or nc.is_closed:
             return
