@@ -276,6 +276,18 @@ def test_per_record_mode_keeps_its_window_and_stores_every_record_once_through_a
         assert headers == {"Nats-Msg-Id": f"{sink.run_id}-{seq_of(data)}"}
 
 
+def test_per_record_mode_sends_records_larger_than_its_write_chunk_whole(nats_server, make_batch):
+    """Records of 1 byte to 900 KiB mixed in one batch (frames above and below the 256 KiB write chunk): each stored once, intact."""
+    sizes = [1, 300 << 10, 85, 900 << 10, 2, 256 << 10, 70, (256 << 10) - 60, 5000] * 3
+    records = [b"%d:" % i + bytes([65 + i % 26]) * size for i, size in enumerate(sizes)]
+    ring = RingBuffer(len(records), max_record_size=1 << 20)
+    sink = open_sink(nats_server, mode="record", max_inflight=5)
+    sink.write_batch(make_batch(records, ring))
+    sink.close()
+    stored = [data for _, _, data in nats_server.read_stream(STREAM)]
+    assert stored == records
+
+
 @pytest.mark.timeout(30)
 def test_refusals_that_fill_the_window_fail_the_batch_at_once_with_their_reason(nats_server, make_batch):
     """Per-record mode, a window of 4 and 40 records the stream refuses: the JetStream reason, without waiting for acks.

@@ -116,6 +116,7 @@ FRAMING_HEADER = "Logpipe-Framing"  # batch mode: how the body separates them
 FRAMING = "ndjson"  # every record followed by b"\n", as bytes(batch) frames it
 MODES = ("record", "batch")
 HEADER_ROOM = 512  # bytes kept for the HPUB line and headers below max_payload
+WRITE_CHUNK = 256 << 10  # record mode: most bytes of frames handed to the socket at once
 INSTALL_HINT = "pip install 'logpipe[nats]'"
 
 _T = TypeVar("_T")
@@ -830,11 +831,18 @@ class NatsSink:
             async with asyncio.timeout(self._ack_timeout) as deadline:
                 while sent < len(frames) and attempt.error is None:
                     take = await self._reserve(attempt, len(frames) - sent, deadline)
-                    if take:
-                        wire.write(b"".join(frames[sent : sent + take]))
-                        sent += take
-                    if not wire.writable.is_set():  # the socket's buffer is full: let it drain
-                        await wire.writable.wait()
+                    stop = sent + take
+                    while sent < stop and attempt.error is None:
+                        # Writes of at most WRITE_CHUNK bytes, each once the socket's
+                        # buffer has drained: what waits in this process to be sent
+                        # stays small however large the records.
+                        first, size = sent, 0
+                        while sent < stop and (size == 0 or size + len(frames[sent]) <= WRITE_CHUNK):
+                            size += len(frames[sent])
+                            sent += 1
+                        wire.write(b"".join(frames[first:sent]))
+                        if not wire.writable.is_set():
+                            await wire.writable.wait()
                 if attempt.error is None:
                     deadline.reschedule(loop.time() + self._ack_timeout)
                     await attempt.future
