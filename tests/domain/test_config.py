@@ -68,6 +68,7 @@ def test_defaults_are_the_specification() -> None:
         "rotate_bytes": None,
         "rotate_keep": 5,
         "nats_stream": None,
+        "nats_mode": None,
         "metrics_addr": None,
         "health_threshold": 30.0,
         "report_json": None,

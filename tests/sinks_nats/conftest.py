@@ -178,27 +178,28 @@ async def _stream_info(url: str, stream: str) -> tuple[int, float]:
         await nc.close()
 
 
-async def _add_reader(url: str, stream: str) -> tuple[int, str]:
-    """(messages in the stream, name of a new ephemeral pull consumer over all of it, acks off)."""
+async def _add_reader(url: str, stream: str) -> tuple[int, int, str]:
+    """(messages in the stream, their bytes, name of a new ephemeral pull consumer over all of it, acks off)."""
     import nats  # noqa: PLC0415
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: PLC0415
 
     nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
     try:
         js = nc.jetstream(timeout=10)
-        total = (await js.stream_info(stream)).state.messages
+        state = (await js.stream_info(stream)).state
         consumer = await js.add_consumer(
             stream,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0
             ),
         )
-        return total, consumer.name
+        return state.messages, state.bytes, consumer.name
     finally:
         await nc.close()
 
 
 READ_CHUNK = 20_000
+READ_CHUNK_BYTES = 16 << 20  # and no more bytes than this per request (batch-mode messages are large)
 
 
 def _read_stream(port: int, url: str, stream: str, timeout: float) -> list[tuple[int, dict[str, str] | None, bytes]]:
@@ -206,10 +207,12 @@ def _read_stream(port: int, url: str, stream: str, timeout: float) -> list[tuple
 
     nats-py handles some 30-70k messages a second; this reader, a few
     hundred thousand, which keeps reading a million messages to seconds.
-    It asks for READ_CHUNK messages at a time (so the server never has more
-    than that in flight to us) and parses HMSG frames itself.
+    It asks for READ_CHUNK messages at a time, fewer when they are large (so
+    the server never has more than READ_CHUNK_BYTES in flight to us and
+    never drops the reader as a slow consumer), and parses HMSG frames itself.
     """
-    total, consumer = asyncio.run(_add_reader(url, stream))
+    total, nbytes, consumer = asyncio.run(_add_reader(url, stream))
+    chunk = max(1, min(READ_CHUNK, READ_CHUNK_BYTES * max(total, 1) // max(nbytes, 1)))
     out: list[tuple[int, dict[str, str] | None, bytes]] = []
     deadline = time.monotonic() + timeout
     inbox = b"_LOGPIPE_READ.1"
@@ -234,7 +237,7 @@ def _read_stream(port: int, url: str, stream: str, timeout: float) -> list[tuple
         )
         next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}".encode()
         while len(out) < total:
-            want = min(READ_CHUNK, total - len(out))
+            want = min(chunk, total - len(out))
             body = b'{"batch":%d,"no_wait":true}' % want
             sock.sendall(b"PUB %s %s %d\r\n%s\r\n" % (next_subject, inbox, len(body), body))
             target = len(out) + want

@@ -297,6 +297,13 @@ class PipelineConfig:
     nats_stream: str | None = _opt(
         None, "str", "nats sink: create this JetStream stream if missing", unset="use an existing stream"
     )
+    nats_mode: str | None = _opt(
+        None,
+        "str",
+        "nats sink: record (a message per record) or batch (a message per worker batch)",
+        choices=("record", "batch"),
+        unset="use the spec's ?mode=, else record",
+    )
     # -- observing a run ------------------------------------------------------
     metrics_addr: str | None = _opt(
         None,

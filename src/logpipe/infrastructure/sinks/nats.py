@@ -1,36 +1,71 @@
-"""The ``nats://HOST:PORT/SUBJECT`` sink: every record a JetStream message, acknowledged.
+"""The ``nats://HOST:PORT/SUBJECT`` sink: records as JetStream messages, acknowledged.
 
-Each record of a batch is published to SUBJECT as one message whose
-``Nats-Msg-Id`` header is ``{run_id}-{position}``: ``run_id`` is chosen once
-per sink (16 hex digits), ``position`` is the record's ring position
-(``batch.positions``). A batch that fails is retried whole by its worker,
-with the same ids, so JetStream's duplicate window drops the copies it
-stored before the failure: within one run every record is stored once.
-(Records re-read after a restart of logpipe get a new run id: at least once.)
+Two modes, chosen by ``?mode=`` on the spec or ``--nats-mode``:
+
+record (the default: what any NATS consumer expects)
+    Every record is one message, its body the record without its newline,
+    with the header ``Nats-Msg-Id: {run_id}-{position}``.
+batch (one message per worker batch: over a million records/s, see bench/bench_nats.py)
+    The body is the batch's own framing, ``bytes(batch)``: every record
+    followed by ``\n``. Headers: ``Nats-Msg-Id: {run_id}-{first}+{count}``,
+    ``Logpipe-Records: {count}`` (decimal) and ``Logpipe-Framing: ndjson``,
+    where ``first`` is the ring position of the message's first record and
+    ``count`` its number of records. A batch over the largest message the
+    server (``max_payload``) or the stream (``max_msg_size``) takes is split
+    at record boundaries into as few messages as fit, each named by its own
+    first position and count.
+
+``run_id`` is chosen once per sink (16 hex digits); positions come from
+``batch.positions`` and every record has its own. A batch that fails is
+retried whole by its worker, with the same ids, so JetStream's duplicate
+window drops the copies it stored before the failure: within one run every
+record is stored once. (Records re-read after a restart of logpipe get a
+new run id: at least once.) The count is part of a batch id on purpose: if
+a retry were ever split differently (a server with another max_payload), a
+message whose first record matches but whose content differs is stored,
+a duplicate rather than a loss.
 
 How a batch is written
     nats-py is asyncio, so the sink runs one event loop in its own thread
     (``logpipe-nats``). ``write_batch`` (from any worker thread) hands the
-    batch to that loop and waits: every record is published at once with a
-    reply subject shared by the batch's attempt (``_INBOX.<id>.<attempt>``),
-    so there are thousands of publishes in flight and one ack handler that
-    counts them down; then it waits for all the acks. Every record acked
-    (stored, or reported a duplicate) means the batch is written.
+    batch to that loop and waits until every message of it is acked
+    (stored, or reported a duplicate): only then is the batch written, so
+    checkpoints never run ahead of the stream. Messages are published with
+    a reply subject of their attempt (``_INBOX.<id>.<n>``) and one ack
+    handler counts them down.
+
+    Batch mode publishes with nats-py, whose cost per message is nothing
+    next to a batch's. Record mode cannot afford it (some 15 µs of Python
+    per message and ack), so it publishes on a second, bare connection
+    (:mod:`._nats_wire`): the worker thread builds every record's HPUB
+    frame, the loop thread writes a window's worth of them in one call and
+    parses the acks of each chunk the socket returns in one pass. nats-py
+    keeps the main connection: the stream checks, reconnecting, and the
+    connection state that decides when the bare one is opened again.
+
+    All batches in flight share a window of
+    ``max_inflight`` messages published and not yet acked (16384 by
+    default): a worker publishes while the window has room and waits for
+    acks when it is full, so publishing and acks overlap without the
+    client's buffers growing with the batch size or the number of workers.
 
 Failure
     - Unreachable server or no stream at startup: :class:`SinkError` from
       the constructor, one line (the registry turns it into ``--sink: ...``).
     - Server down later: nats-py reconnects by itself for ever (every
-      ``reconnect_wait`` seconds). Meanwhile ``write_batch`` fails fast:
-      at once while disconnected, or when acks miss the ``ack_timeout``
-      (2 s). The worker retries with backoff (counted in
+      ``reconnect_wait`` seconds); record mode's bare connection is opened
+      again by the first write after that. Meanwhile ``write_batch`` fails
+      fast: at once while disconnected, or when no ack comes for
+      ``ack_timeout`` (2 s; the bare connection is then closed, and the
+      retry opens a new one). The worker retries with backoff (counted in
       ``logpipe_sink_errors_total``), stops draining the ring, the ring
       fills and backpressure slows the source: memory stays bounded.
-    - JetStream refuses a record: with a 5xx error (or no responders while
+    - JetStream refuses a message: with a 5xx error (or no responders while
       a restarted server recovers its streams) the batch fails and is
-      retried; with a 4xx error (the record is larger than the stream's
+      retried; with a 4xx error (a record larger than the stream's
       max_msg_size...) it fails with ``retryable=False``, since sending it
-      again cannot help; so does a record over the server's max_payload.
+      again cannot help; so does a record over the server's max_payload
+      (refused before anything of its batch is sent).
 
 The stream
     With ``stream`` (``--nats-stream NAME``) the sink creates that stream if
@@ -48,6 +83,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
+import math
 import re
 import secrets
 import threading
@@ -60,18 +97,26 @@ import orjson
 from logpipe._waits import join_thread, wait_for, wait_future
 from logpipe.domain.ports import FramedBatch
 from logpipe.exceptions import SinkError
+from logpipe.infrastructure.sinks._nats_wire import Ack, Wire, WireError, open_wire
 
 if TYPE_CHECKING:
     from logpipe.domain.config import PipelineConfig
 
-__all__ = ["NatsSink", "NatsSinkConfig", "check_subject"]
+__all__ = ["MODES", "NatsSink", "NatsSinkConfig", "batch_msg_id", "check_subject"]
 
 DEFAULT_PORT = 4222
 ACK_TIMEOUT = 2.0  # longest wait for a batch's acks before write_batch fails
 CONNECT_TIMEOUT = 2.0  # longest wait for the first connection and the stream checks
 RECONNECT_WAIT = 0.25  # pause between reconnection attempts
 DUPLICATE_WINDOW = 120.0  # of a stream the sink creates, in seconds
+MAX_INFLIGHT = 16384  # messages published and not yet acked, all batches together
 MSG_ID = "Nats-Msg-Id"
+RECORDS_HEADER = "Logpipe-Records"  # batch mode: records in the message
+FRAMING_HEADER = "Logpipe-Framing"  # batch mode: how the body separates them
+FRAMING = "ndjson"  # every record followed by b"\n", as bytes(batch) frames it
+MODES = ("record", "batch")
+HEADER_ROOM = 512  # bytes kept for the HPUB line and headers below max_payload
+WRITE_CHUNK = 256 << 10  # record mode: most bytes of frames handed to the socket at once
 INSTALL_HINT = "pip install 'logpipe[nats]'"
 
 _T = TypeVar("_T")
@@ -98,6 +143,42 @@ def check_subject(subject: str) -> str | None:
     return None
 
 
+def batch_msg_id(run_id: str, first: int, count: int) -> str:
+    """The ``Nats-Msg-Id`` of a batch-mode message: ``{run_id}-{first}+{count}``.
+
+    Args:
+        run_id: the sink's run id.
+        first: the ring position of the message's first record.
+        count: how many records the message holds.
+    """
+    return f"{run_id}-{first}+{count}"
+
+
+def _expand(positions: list[tuple[int, int]]) -> list[int]:
+    """``[(first, count), ...]`` -> every position, in order."""
+    return [p for first, count in positions for p in range(first, first + count)]
+
+
+def _split(records: list[bytes], positions: list[int], limit: int) -> list[tuple[bytes, int, int]]:
+    """Records -> as few (framed body, first position, count) as keep each body within ``limit``.
+
+    A record that alone exceeds the limit gets a message of its own (which
+    the server then refuses, permanently, naming the reason).
+    """
+    out: list[tuple[bytes, int, int]] = []
+    start = 0
+    size = 0
+    for i, record in enumerate(records):
+        framed = len(record) + 1
+        if i > start and size + framed > limit:
+            out.append((b"\n".join(records[start:i]) + b"\n", positions[start], i - start))
+            start, size = i, 0
+        size += framed
+    if start < len(records):
+        out.append((b"\n".join(records[start:]) + b"\n", positions[start], len(records) - start))
+    return out
+
+
 def _import_nats(name: str) -> Any:
     try:
         import nats  # noqa: PLC0415 - optional dependency, imported when used
@@ -121,16 +202,19 @@ def _describe(exc: BaseException) -> str:
 class _Attempt:
     """One try at writing one batch: acks still expected, and how it ended."""
 
-    __slots__ = ("duplicates", "error", "future", "permanent", "remaining")
+    __slots__ = ("duplicates", "error", "future", "held", "on_wire", "permanent", "remaining")
 
     def __init__(self, remaining: int, future: asyncio.Future[None]) -> None:
-        self.remaining = remaining
+        self.remaining = remaining  # messages not yet acked
         self.future = future
-        self.duplicates = 0
+        self.held = 0  # slots of the in-flight window this attempt holds
+        self.on_wire = False  # published on the record-mode connection (not nats-py's)
+        self.duplicates = 0  # records in messages acked as duplicates
         self.error: str | None = None
         self.permanent = False  # JetStream will refuse this batch however often it is sent
 
     def fail(self, reason: str, *, permanent: bool = False) -> None:
+        """End the attempt with ``reason`` (the first reason wins); its waiter's future is done."""
         if self.error is None:
             self.error = reason
             self.permanent = permanent
@@ -139,18 +223,23 @@ class _Attempt:
 
 
 class NatsSink:
-    """Publishes every record to a JetStream subject and waits for the acks.
+    """Publishes records (or whole batches) to a JetStream subject and waits for the acks.
 
     Connects, checks (or creates) the stream and subscribes to its acks
     before returning. Thread-safe: workers call :meth:`write_batch` at once,
-    and their batches are in flight together.
+    and their batches are in flight together, within one window of
+    ``max_inflight`` unacked messages.
 
     Args:
         host, port: the nats-server.
         subject: where records are published (see :func:`check_subject`).
+        mode: ``"record"`` (a message per record) or ``"batch"`` (a message
+            per batch; see the module docstring for its body and headers).
         stream: a stream to create if missing (subjects ``[subject]``) and
             to check takes ``subject``; None: an existing stream must.
-        ack_timeout: longest wait for one batch's acks (and for publishing it).
+        ack_timeout: longest wait for an ack: for room in the window while it
+            is full, and for a batch's last acks.
+        max_inflight: most messages published and not yet acked, all batches together.
         connect_timeout: longest wait to connect and check the stream at startup.
         reconnect_wait: pause between reconnection attempts once connected.
         duplicate_window: of a stream created here, in seconds.
@@ -159,10 +248,11 @@ class NatsSink:
     Raises:
         SinkError: nats-py is missing, the server cannot be reached, it has
             no JetStream, or no stream takes the subject (one line each).
-        ValueError: a bad subject or stream name.
+        ValueError: a bad subject, stream name, mode or max_inflight.
 
     Attributes:
         name: ``nats://HOST:PORT/SUBJECT``.
+        mode: ``"record"`` or ``"batch"``.
         stream: the stream that takes the subject (found or created).
         created_stream: whether this sink created it.
     """
@@ -174,7 +264,9 @@ class NatsSink:
         subject: str,
         *,
         stream: str | None = None,
+        mode: str = "record",
         ack_timeout: float = ACK_TIMEOUT,
+        max_inflight: int = MAX_INFLIGHT,
         connect_timeout: float = CONNECT_TIMEOUT,
         reconnect_wait: float = RECONNECT_WAIT,
         duplicate_window: float = DUPLICATE_WINDOW,
@@ -190,7 +282,14 @@ class NatsSink:
                 f"{self.name}: stream name {stream!r} is not valid "
                 "(no spaces, dots, '*', '>', '/' or '\\')"
             )
+        if mode not in MODES:
+            raise ValueError(f"{self.name}: mode {mode!r} is not one of {', '.join(MODES)}")
+        if max_inflight < 1:
+            raise ValueError(f"{self.name}: max_inflight {max_inflight!r} is out of range (must be >= 1)")
+        if run_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", run_id):
+            raise ValueError(f"{self.name}: run_id {run_id!r} may hold only letters, digits, '_' and '-'")
         self._nats = _import_nats(self.name)
+        self.mode = mode
         self.url = f"nats://{hostport}"
         self.subject = subject
         self.stream = stream
@@ -208,7 +307,20 @@ class NatsSink:
         self._disconnects = 0
         self._reconnects = 0
         self._last_error: str | None = None
-        self._attempts: dict[str, _Attempt] = {}
+        # reply subject -> (attempt, records per message on it)
+        self._attempts: dict[str, tuple[_Attempt, int]] = {}
+        self._max_inflight = max_inflight
+        self._free = max_inflight  # free slots of the window (loop thread only)
+        self._room: asyncio.Event | None = None  # set when slots come free (made on the loop)
+        self._max_msg_size = -1  # the stream's limit per message; -1: none
+        # Record mode publishes on a connection of its own (_nats_wire), which
+        # acks come back to under this inbox; opened at start, and again after a loss.
+        self._host = host
+        self._port = port
+        self._wire: Wire | None = None
+        self._wire_lock: asyncio.Lock | None = None  # made on the loop
+        self._wire_inbox = f"_INBOX.{secrets.token_hex(11)}"
+        self._wire_seq = itertools.count(1)
         self._attempt_seq = 0
         self._nc: Any = None
         self._inbox = ""
@@ -240,12 +352,12 @@ class NatsSink:
 
     @property
     def nbytes(self) -> int:
-        """Payload bytes of the records acknowledged."""
+        """Message bodies acknowledged, in bytes (batch mode: newlines included)."""
         return self._nbytes
 
     @property
     def duplicates(self) -> int:
-        """Acks that said "duplicate": copies of retried records JetStream dropped."""
+        """Records whose message was acked as a duplicate: retried copies JetStream dropped."""
         return self._duplicates
 
     @property
@@ -257,6 +369,16 @@ class NatsSink:
     def reconnects(self) -> int:
         """Times the connection was re-established."""
         return self._reconnects
+
+    @property
+    def pending_acks(self) -> int:
+        """Messages published and not yet acked (or given up on) right now; at most ``max_inflight``."""
+        return self._max_inflight - self._free
+
+    @property
+    def max_inflight(self) -> int:
+        """The window: most messages published and not yet acked, all batches together."""
+        return self._max_inflight
 
     @property
     def connected(self) -> bool:
@@ -271,15 +393,16 @@ class NatsSink:
     # -- the Sink protocol --------------------------------------------------
 
     def write_batch(self, batch: FramedBatch) -> None:
-        """Publish every record of ``batch`` and wait until JetStream has acked each.
+        """Publish ``batch`` (a message per record, or per batch) and wait until JetStream has acked it all.
 
         Args:
             batch: a ``logpipe.Batch`` (its ``positions`` make the message ids).
 
         Raises:
-            SinkError: a record was refused or not acked within ``ack_timeout``
-                (the server is down, reconnecting or recovering), or the
-                sink is closed. Retrying the same batch is safe.
+            SinkError: a message was refused, or no ack came within
+                ``ack_timeout`` (the server is down, reconnecting or
+                recovering), or the sink is closed. Retrying the same batch
+                is safe.
             TypeError: ``batch`` has no ``positions``.
         """
         positions = getattr(batch, "positions", None)
@@ -292,18 +415,92 @@ class NatsSink:
             if self._closed:
                 raise SinkError(f"{self.name}: write after close", retryable=False)
             self._inflight += 1
+            attempt_no = next(self._wire_seq)
         try:
-            records = list(batch)  # type: ignore[call-overload]
-            run = self.run_id
-            ids = [f"{run}-{p}" for first, count in positions for p in range(first, first + count)]
-            if len(ids) != len(records):  # a Batch never does this; a fake one might
-                raise TypeError(f"{self.name}: batch positions cover {len(ids)} of {len(records)} records")
-            # _publish bounds itself (2 x ack_timeout); the margin only guards a stuck loop.
-            self._call(self._publish(records, ids), timeout=2 * self._ack_timeout + 5)
+            count = len(batch)
+            covered = sum(n for _, n in positions)
+            if covered != count:  # a Batch never does this; a fake one might
+                raise TypeError(f"{self.name}: batch positions cover {covered} of {count} records")
+            # The frames are built here, on the worker's thread: the loop
+            # thread, which every batch shares, only writes and counts acks.
+            if self.mode == "batch":
+                messages = self._batch_messages(batch, positions)
+                sends = len(messages)
+                publish = self._publish(messages, count)
+            else:
+                reply = f"{self._wire_inbox}.{attempt_no}"
+                frames, nbytes = self._record_frames(batch, positions, reply)
+                sends = len(frames)
+                publish = self._publish_frames(frames, reply, count, nbytes)
+            # Every wait inside is bounded by ack_timeout; this outer limit
+            # only guards against a stuck loop, so it grows with the rounds
+            # of the window the batch needs.
+            rounds = math.ceil(sends / self._max_inflight)
+            self._call(publish, timeout=(2 + rounds) * self._ack_timeout + 5)
         finally:
             with self._cond:
                 self._inflight -= 1
                 self._cond.notify_all()
+
+    def _batch_messages(
+        self, batch: FramedBatch, positions: list[tuple[int, int]]
+    ) -> list[tuple[bytes, dict[str, str], int]]:
+        """A batch as batch-mode messages: (body, headers, records); usually one."""
+        count = len(batch)
+        if count == 0:
+            return []
+        limit = self._message_limit()
+        data = bytes(batch)  # type: ignore[call-overload]  # the records, each followed by b"\n"
+        if data.count(b"\n") != count:
+            raise SinkError(
+                f"{self.name}: batch mode: a record holds a newline, which the NDJSON framing "
+                "of a batch message cannot carry (use mode=record)",
+                retryable=False,
+            )
+        if len(data) <= limit:
+            parts = [(data, positions[0][0], count)]
+        else:
+            parts = _split(list(batch), _expand(positions), limit)  # type: ignore[call-overload]
+        run = self.run_id
+        return [
+            (
+                body,
+                {MSG_ID: batch_msg_id(run, first, n), RECORDS_HEADER: str(n), FRAMING_HEADER: FRAMING},
+                n,
+            )
+            for body, first, n in parts
+        ]
+
+    def _record_frames(
+        self, batch: FramedBatch, positions: list[tuple[int, int]], reply: str
+    ) -> tuple[list[bytes], int]:
+        """Record mode: every record as a whole HPUB frame (headers and all); and their bytes."""
+        wire = self._wire
+        limit = wire.max_payload if wire is not None else 1 << 20
+        head = b"HPUB %s %s " % (self.subject.encode(), reply.encode())
+        prefix = b"NATS/1.0\r\n%s: %s-" % (MSG_ID.encode(), self.run_id.encode())
+        frames = []
+        nbytes = 0
+        for record, position in zip(batch, _expand(positions)):  # type: ignore[call-overload]
+            header = b"%s%d\r\n\r\n" % (prefix, position)
+            size = len(header) + len(record)
+            if size > limit:  # the server would drop the connection: refuse it here
+                raise SinkError(
+                    f"{self.name}: a record of {len(record)} bytes is over the server's "
+                    f"max_payload ({limit} bytes with its headers)",
+                    retryable=False,
+                )
+            frames.append(b"%s%d %d\r\n%s%s\r\n" % (head, len(header), size, header, record))
+            nbytes += len(record)
+        return frames, nbytes
+
+    def _message_limit(self) -> int:
+        """The largest batch-mode body that the server and the stream both take, in bytes."""
+        nc = self._nc
+        limit = int(getattr(nc, "max_payload", 0) or 0) or 1 << 20  # 1 MiB: the server's default
+        if self._max_msg_size > 0:
+            limit = min(limit, self._max_msg_size)
+        return max(1, limit - HEADER_ROOM)
 
     def flush(self) -> None:
         """Wait for batches being written, then for the server to have read everything sent.
@@ -376,6 +573,8 @@ class NatsSink:
         nats = self._nats
         nc = nats.NATS()
         self._nc = nc
+        self._room = asyncio.Event()
+        self._wire_lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
         first_error: asyncio.Future[BaseException] = loop.create_future()
 
@@ -388,9 +587,11 @@ class NatsSink:
             if self._closed:
                 return  # our own close(), not an outage
             self._disconnects += 1
-            # Acks of attempts in flight will not come: fail them now.
-            for attempt in list(self._attempts.values()):
+            # Acks of attempts in flight will not come: fail them now, and
+            # wake those waiting for room in the window so they see it.
+            for attempt, _ in list(self._attempts.values()):
                 attempt.fail("connection lost")
+            self._make_room()
 
         async def reconnected_cb() -> None:
             self._reconnects += 1
@@ -436,6 +637,11 @@ class NatsSink:
                 pending_bytes_limit=256 << 20,
             )
             await nc.flush(timeout=self._connect_timeout)  # the subscription is in place
+            if self.mode == "record":
+                try:
+                    await self._ensure_wire()
+                except SinkError as exc:
+                    raise SinkError(str(exc), retryable=False) from None
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 1)
@@ -475,6 +681,9 @@ class NatsSink:
                     retryable=False,
                 )
             self.stream = found
+            info = await js.stream_info(found)
+            limit = info.config.max_msg_size
+            self._max_msg_size = int(limit) if limit is not None else -1
         except errors.ServiceUnavailableError:
             raise SinkError(
                 f"{self.name}: the server has no JetStream (start nats-server with -js)",
@@ -485,13 +694,52 @@ class NatsSink:
                 f"{self.name}: cannot check JetStream stream ({_describe(exc)})", retryable=False
             ) from None
 
+    def _make_room(self) -> None:
+        if self._room is not None:
+            self._room.set()
+
+    def _release(self, attempt: _Attempt, slots: int) -> None:
+        """Give back ``slots`` of the window that ``attempt`` holds."""
+        attempt.held -= slots
+        self._free += slots
+        self._make_room()
+
     async def _on_ack(self, msg: Any) -> None:
-        attempt = self._attempts.get(msg.subject)
-        if attempt is None:
-            return  # the ack of an attempt that already failed: its retry decides
-        data = msg.data
+        """An ack on nats-py's connection (batch mode)."""
+        entry = self._attempts.get(msg.subject)
+        if entry is not None:
+            status = "" if msg.data else (msg.headers or {}).get("Status", "")
+            self._ack(entry, status, msg.data)
+
+    def _on_wire_acks(self, acks: list[Ack]) -> None:
+        """The acks in one chunk read from the record-mode connection.
+
+        A plain "stored" ack, nearly every one, is counted inline and the
+        window woken once per chunk; anything else goes through _ack.
+        """
+        attempts = self._attempts
+        freed = 0
+        for reply, status, data in acks:
+            entry = attempts.get(reply)
+            if entry is None:
+                continue  # the ack of an attempt that already failed: its retry decides
+            if status or not data or b'"error"' in data or b'"duplicate"' in data:
+                self._ack(entry, status, data)
+                continue
+            attempt = entry[0]
+            attempt.held -= 1
+            freed += 1
+            attempt.remaining -= 1
+            if attempt.remaining == 0 and not attempt.future.done():
+                attempt.future.set_result(None)
+        if freed:
+            self._free += freed
+            self._make_room()
+
+    def _ack(self, entry: tuple[_Attempt, int], status: str, data: bytes) -> None:
+        attempt, weight = entry
+        self._release(attempt, 1)  # answered, whatever the answer: its slot is free
         if not data:
-            status = (msg.headers or {}).get("Status", "")
             if status == "503":
                 attempt.fail("no responders: the stream is not available (server recovering?)")
             else:
@@ -510,53 +758,164 @@ class NatsSink:
             attempt.fail(reason, permanent=400 <= code < 500)
             return
         if b'"duplicate"' in data:
-            attempt.duplicates += 1
+            attempt.duplicates += weight
         attempt.remaining -= 1
         if attempt.remaining == 0 and not attempt.future.done():
             attempt.future.set_result(None)
 
-    async def _publish(self, records: list[bytes], ids: list[str]) -> None:
+    def _on_wire_lost(self, wire: Wire, reason: str) -> None:
+        if self._wire is wire:
+            self._wire = None
+        # Acks of what was published on it will not come: fail those attempts now,
+        # and wake any that waits for room in the window so it sees it.
+        for attempt, _ in list(self._attempts.values()):
+            if attempt.on_wire:
+                attempt.fail(f"connection lost ({reason})")
+        self._make_room()
+
+    async def _ensure_wire(self) -> Wire:
+        """The record-mode connection, opened (again) if needed; SinkError if it cannot be."""
+        assert self._wire_lock is not None
+        async with self._wire_lock:  # one opening at a time, however many batches wait
+            wire = self._wire
+            if wire is not None and not wire.closed:
+                return wire
+            if not self._nc.is_connected:
+                raise SinkError(f"{self.name}: not connected ({self._state()})")
+            try:
+                wire = await open_wire(
+                    self._host,
+                    self._port,
+                    self._wire_inbox,
+                    timeout=self._connect_timeout,
+                    on_acks=self._on_wire_acks,
+                    on_lost=self._on_wire_lost,
+                )
+            except WireError as exc:
+                raise SinkError(f"{self.name}: cannot open the publishing connection ({exc})") from None
+            self._wire = wire
+            return wire
+
+    async def _reserve(self, attempt: _Attempt, wanted: int, deadline: asyncio.Timeout) -> int:
+        """Up to ``wanted`` slots of the window, waiting for room; 0 if the attempt failed meanwhile.
+
+        Waiting for room is progress as soon as an ack frees a slot, so the
+        deadline moves on then: an attempt fails when no ack has come for
+        ack_timeout, not when a large batch simply takes long to send.
+        """
+        room = self._room
+        assert room is not None
+        while self._free <= 0 and attempt.error is None:
+            room.clear()
+            await room.wait()
+            deadline.reschedule(asyncio.get_running_loop().time() + self._ack_timeout)
+        if attempt.error is not None:
+            return 0
+        take = min(self._free, wanted)
+        self._free -= take
+        attempt.held += take
+        return take
+
+    async def _publish_frames(self, frames: list[bytes], reply: str, count: int, nbytes: int) -> None:
+        """Record mode: write the frames on the wire within the window, then wait for every ack."""
+        if not frames:
+            self._batches += 1
+            return
+        wire = await self._ensure_wire()
+        loop = asyncio.get_running_loop()
+        attempt = _Attempt(len(frames), loop.create_future())
+        attempt.on_wire = True
+        self._attempts[reply] = (attempt, 1)
+        sent = 0
+        try:
+            async with asyncio.timeout(self._ack_timeout) as deadline:
+                while sent < len(frames) and attempt.error is None:
+                    take = await self._reserve(attempt, len(frames) - sent, deadline)
+                    stop = sent + take
+                    while sent < stop and attempt.error is None:
+                        # Writes of at most WRITE_CHUNK bytes, each once the socket's
+                        # buffer has drained: what waits in this process to be sent
+                        # stays small however large the records.
+                        first, size = sent, 0
+                        while sent < stop and (size == 0 or size + len(frames[sent]) <= WRITE_CHUNK):
+                            size += len(frames[sent])
+                            sent += 1
+                        wire.write(b"".join(frames[first:sent]))
+                        if not wire.writable.is_set():
+                            await wire.writable.wait()
+                if attempt.error is None:
+                    deadline.reschedule(loop.time() + self._ack_timeout)
+                    await attempt.future
+        except TimeoutError:
+            if attempt.error is None:  # else it failed while waiting: that reason, below
+                # Acks that stopped coming do not come back on this socket: a
+                # retry gets a new one.
+                wire.close()
+                raise SinkError(
+                    f"{self.name}: {attempt.remaining} of {len(frames)} records "
+                    f"not acknowledged within {self._ack_timeout:g}s ({self._state()})"
+                ) from None
+        finally:
+            del self._attempts[reply]
+            if attempt.held:
+                self._release(attempt, attempt.held)  # acks that will not be counted now
+        self._settle(attempt, count, nbytes)
+
+    async def _publish(self, messages: list[tuple[bytes, dict[str, str], int]], count: int) -> None:
+        """Batch mode: publish ``messages`` (body, headers, records) within the window; wait for every ack.
+
+        Each message has a reply subject of its own, so an ack says how many
+        records it stands for (a duplicate's weight).
+        """
         nc = self._nc
-        count = len(records)
-        if count == 0:
+        if not messages:
             self._batches += 1
             return
         if not nc.is_connected:
             raise SinkError(f"{self.name}: not connected ({self._state()})")
-        self._attempt_seq += 1
-        reply = f"{self._inbox}.{self._attempt_seq}"
         loop = asyncio.get_running_loop()
-        attempt = _Attempt(count, loop.create_future())
-        self._attempts[reply] = attempt
+        attempt = _Attempt(len(messages), loop.create_future())
+        replies: list[str] = []
+        for _, _, records in messages:
+            self._attempt_seq += 1
+            replies.append(f"{self._inbox}.{self._attempt_seq}")
+            self._attempts[replies[-1]] = (attempt, records)
         subject = self.subject
         publish = nc.publish
         nbytes = 0
-        phase = "publishing"
+        sent = 0
         try:
-            async with asyncio.timeout(self._ack_timeout):
-                for record, msg_id in zip(records, ids):
-                    await publish(subject, record, reply=reply, headers={MSG_ID: msg_id})
-                    nbytes += len(record)
-                    if attempt.error is not None:
-                        break  # failed already (connection lost, a record refused): stop sending
-            phase = "acks"
-            if attempt.error is None:
-                async with asyncio.timeout(self._ack_timeout):
+            async with asyncio.timeout(self._ack_timeout) as deadline:
+                while sent < len(messages) and attempt.error is None:
+                    take = await self._reserve(attempt, len(messages) - sent, deadline)
+                    for i in range(sent, sent + take):
+                        body, headers, _ = messages[i]
+                        await publish(subject, body, reply=replies[i], headers=headers)
+                        nbytes += len(body)
+                        if attempt.error is not None:
+                            break  # failed already (connection lost, a message refused): stop sending
+                    sent += take
+                if attempt.error is None:
+                    deadline.reschedule(loop.time() + self._ack_timeout)
                     await attempt.future
         except TimeoutError:
-            if phase == "acks":
+            if attempt.error is None:  # else it failed while waiting: that reason, below
                 raise SinkError(
-                    f"{self.name}: {attempt.remaining} of {count} records not acknowledged "
-                    f"within {self._ack_timeout:g}s ({self._state()})"
+                    f"{self.name}: {attempt.remaining} of {len(messages)} messages "
+                    f"({count} records) not acknowledged within {self._ack_timeout:g}s ({self._state()})"
                 ) from None
-            raise SinkError(
-                f"{self.name}: publishing {count} records took over {self._ack_timeout:g}s ({self._state()})"
-            ) from None
         except self._nats.errors.Error as exc:
             retryable = not isinstance(exc, self._nats.errors.MaxPayloadError)
             raise SinkError(f"{self.name}: publish failed ({_describe(exc)})", retryable=retryable) from None
         finally:
-            del self._attempts[reply]
+            for reply in replies:
+                del self._attempts[reply]
+            if attempt.held:
+                self._release(attempt, attempt.held)  # acks that will not be counted now
+        self._settle(attempt, count, nbytes)
+
+    def _settle(self, attempt: _Attempt, count: int, nbytes: int) -> None:
+        """Raise the attempt's failure, or count the batch as written."""
         if attempt.error is not None:
             raise SinkError(
                 f"{self.name}: batch of {count} records failed ({attempt.error})",
@@ -577,6 +936,9 @@ class NatsSink:
             raise SinkError(f"{self.name}: flush failed ({_describe(exc)})") from None
 
     async def _shutdown(self) -> None:
+        if self._wire is not None:
+            self._wire.close()  # every batch on it has been acked: nothing to drain
+            await asyncio.sleep(0)  # let the transport finish closing before the loop stops
         nc = self._nc
         if nc is None or nc.is_closed:
             return
@@ -605,13 +967,15 @@ class NatsSink:
 
 @dataclass(frozen=True)
 class NatsSinkConfig:
-    """Builds a :class:`NatsSink`; spec ``nats://HOST:PORT/SUBJECT`` (port 4222 by default).
+    """Builds a :class:`NatsSink`; spec ``nats://HOST:PORT/SUBJECT[?mode=record|batch]`` (port 4222 by default).
 
     Attributes:
         host: the server's host name or address.
         port: its client port.
         subject: where records are published.
         stream: a JetStream stream to create if missing (``--nats-stream``).
+        mode: ``record`` (a message per record) or ``batch`` (a message per
+            batch), from ``?mode=`` or ``--nats-mode``.
     """
 
     scheme: ClassVar[str] = "nats"
@@ -622,17 +986,20 @@ class NatsSinkConfig:
     port: int = DEFAULT_PORT
     subject: str = ""
     stream: str | None = None
+    mode: str = "record"
 
     @classmethod
     def from_target(cls, target: str | None, settings: PipelineConfig | None = None) -> NatsSinkConfig:
         """The config for ``nats://<target>``; ValueError(reason) if malformed.
 
         Args:
-            target: ``HOST[:PORT]/SUBJECT`` (the registry has removed ``//``).
-            settings: the run's PipelineConfig (its ``nats_stream`` is taken), or None.
+            target: ``HOST[:PORT]/SUBJECT[?mode=MODE]`` (the registry has removed ``//``).
+            settings: the run's PipelineConfig (its ``nats_stream`` and
+                ``nats_mode`` are taken), or None.
         """
         if not target:
             raise ValueError("has no HOST:PORT/SUBJECT")
+        target, question, query = target.partition("?")
         hostport, slash, subject = target.partition("/")
         if "@" in hostport:
             raise ValueError("has credentials, which are not supported (use HOST:PORT)")
@@ -642,25 +1009,52 @@ class NatsSinkConfig:
         why = check_subject(subject)
         if why:
             raise ValueError(why)
+        spec_mode = _parse_query(query) if question else None
+        flag_mode = settings.nats_mode if settings is not None else None
+        if spec_mode is not None and flag_mode is not None and spec_mode != flag_mode:
+            raise ValueError(f"says mode={spec_mode} but --nats-mode is {flag_mode} (give one)")
         stream = settings.nats_stream if settings is not None else None
-        return cls(host=host, port=port, subject=subject, stream=stream)
+        mode = spec_mode or flag_mode or "record"
+        return cls(host=host, port=port, subject=subject, stream=stream, mode=mode)
 
     def build(self, options: PipelineConfig | None = None) -> NatsSink:
         """Connect, check (or create) the stream, and return the sink.
 
         Args:
             options: the run's PipelineConfig; when given, its ``nats_stream``
-                replaces this config's ``stream``.
+                replaces this config's ``stream``, and its ``nats_mode``, if
+                set, this config's ``mode``.
 
         Raises:
             SinkError: one line: nats-py missing, server unreachable, no JetStream,
                 or no stream for the subject.
         """
         stream = options.nats_stream if options is not None else self.stream
+        mode = self.mode
+        if options is not None and options.nats_mode is not None:
+            mode = options.nats_mode
         try:
-            return NatsSink(self.host, self.port, self.subject, stream=stream)
+            return NatsSink(self.host, self.port, self.subject, stream=stream, mode=mode)
         except ValueError as exc:
             raise SinkError(str(exc), retryable=False) from None
+
+
+def _parse_query(query: str) -> str:
+    """``mode=batch`` -> ``"batch"``; ValueError(reason) for anything else."""
+    if not query:
+        raise ValueError("has an empty query after '?' (use ?mode=record or ?mode=batch)")
+    mode = None
+    for item in query.split("&"):
+        key, equals, value = item.partition("=")
+        if key != "mode" or not equals:
+            raise ValueError(f"has an unknown option {item!r} after '?' (known: mode=record, mode=batch)")
+        if mode is not None:
+            raise ValueError("gives mode twice")
+        if value not in MODES:
+            raise ValueError(f"has mode={value!r}, which is not one of {', '.join(MODES)}")
+        mode = value
+    assert mode is not None
+    return mode
 
 
 def _split_hostport(hostport: str) -> tuple[str, int]:
