@@ -222,6 +222,7 @@ class Pipeline:
         self.sink.close()
         self._join(checkpointer)
         self._commit()  # everything is written now: the final checkpoint
+        self._close_source()
 
         report = self._report(
             self.metrics.snapshot(), self.clock.monotonic() - started, self.metrics.ledger(final=True)
@@ -261,9 +262,19 @@ class Pipeline:
             commit(self.tracker.watermark)
 
     def _checkpoint_loop(self) -> None:
+        # A source that acknowledges upstream (NATS) asks for a faster pace:
+        # its unacknowledged messages count against a limit until then.
+        interval = getattr(self.source, "commit_interval", CHECKPOINT_INTERVAL)
         while not self.draining:
             self._commit()
-            self._cancel.wait(CHECKPOINT_INTERVAL)
+            self._cancel.wait(interval)
+
+    def _close_source(self) -> None:
+        # After the final commit: a source holding a connection (NATS) gives
+        # back what was not written and disconnects. close() is idempotent.
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
 
     def _run_source(self) -> None:
         load_timer = None

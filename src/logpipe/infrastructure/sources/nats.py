@@ -1,0 +1,773 @@
+"""The ``nats://HOST:PORT/SUBJECT?stream=NAME&durable=NAME`` source: a JetStream consumer group.
+
+Every process started with the same ``durable`` name reads through one
+durable pull consumer of the stream, so JetStream hands each message to one
+of them (work-queue semantics): run more consumers to share a backlog.
+
+The consumer
+    Created if missing, with explicit acks, ``ack_wait`` (default 30 s,
+    ``&ack_wait=10s``), ``max_ack_pending`` (default and upper bound: the
+    ring's capacity, ``--channel-size``; ``&max_ack_pending=N``) and the
+    spec's SUBJECT as its filter. An existing consumer is used as it is
+    (its own ack wait and limit apply) if it is a pull consumer with
+    explicit acks whose filter is SUBJECT.
+
+Messages to records
+    A message without a ``Logpipe-Records`` header is one record (what the
+    nats sink publishes by default). A message with ``Logpipe-Records: N``
+    and ``Logpipe-Framing: ndjson`` (the sink's batch mode) holds N records,
+    each followed by ``\\n``. Records go through the same line framer as
+    the file, stdin and tcp sources: a trailing ``\\r`` is stripped, blank
+    records are skipped, ``--format json`` validates, ``--max-record-size``
+    applies, and a rejected record goes to the dead letter. A batch message
+    whose body does not hold exactly N newline-ended records, or whose
+    framing is unknown, is bad input: it is written to the dead letter
+    (its first 4 KiB), counted once in ``invalid`` and in
+    :attr:`NatsSource.bad_messages`, and acknowledged; the source goes on.
+
+Acknowledgement follows the writes
+    Every record has a ring position, and the source notes, after each
+    message, how many records it has pushed. The pipeline passes its flush
+    watermark to :meth:`NatsSource.commit` (every :data:`COMMIT_INTERVAL`
+    and once more after the last batch is written), and every message whose
+    records all lie below it is acknowledged: a message is acked only once
+    the sink has written all of its records. A consumer killed at any
+    moment loses nothing: what it had not acked is redelivered after
+    ``ack_wait``, to it or to another member of the group. The records of
+    those messages that had been written already arrive twice; a message
+    delivered more than once is counted in :attr:`NatsSource.redelivered`
+    (``logpipe_upstream_redelivered_total``). The duplicates are bounded by
+    what was unacknowledged, at most ``max_ack_pending`` messages per
+    crashed consumer.
+
+Backpressure
+    Messages are fetched only while the ring is at most 90% full, and never
+    more at once than the free room (in records, estimated per message from
+    what has arrived so far). While the ring is fuller the source sleeps by
+    the backpressure table (counted in ``backpressure_sleeps``) and asks for
+    nothing: the stream keeps the backlog, logpipe's memory holds at most
+    one fetch.
+
+Shutdown
+    On the stop signal the source returns within ~10 ms (it stops waiting
+    for the fetch in flight). The pipeline drains the ring, its last commit
+    acknowledges everything written, and :meth:`NatsSource.close` (the
+    pipeline calls it last) negatively acknowledges every message received
+    but not written (the fetch abandoned at the stop, a message cut short
+    by it, batches the sink refused for good), so JetStream redelivers them
+    at once instead of after ``ack_wait``; then it flushes the acks to the
+    server and closes the connection.
+
+Lag
+    Once a second the consumer's ``num_pending`` (messages not yet
+    delivered to the group) and ``num_ack_pending`` (delivered, not acked)
+    are read; they are shown on the ``[METRICS]`` line and exported as
+    ``logpipe_upstream_pending`` and ``logpipe_upstream_ack_pending``.
+    :meth:`NatsSource.upstream_pressure` says whether the backlog is at
+    least a ring's worth of records: a signal for the autoscaler.
+
+Requires the ``nats-py`` package (``pip install 'logpipe[nats]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from logpipe._waits import join_thread, wait_future
+from logpipe.application.metrics import UpstreamLag
+from logpipe.domain.durations import parse_duration
+from logpipe.domain.policies import backpressure_sleep
+from logpipe.domain.ports import Ring, StopFlag
+from logpipe.exceptions import ConfigError, SourceError
+from logpipe.infrastructure.sources._lines import PUSH_SLICE, LineInput
+from logpipe.infrastructure.sources.context import SourceContext
+
+__all__ = ["NatsSource", "NatsSourceConfig"]
+
+DEFAULT_PORT = 4222
+DEFAULT_ACK_WAIT = 30.0  # JetStream's own default
+CONNECT_TIMEOUT = 2.0  # longest wait to connect and set up the consumer at startup
+RECONNECT_WAIT = 0.25  # between reconnection attempts
+# Longest a fetch lingers on the server when nothing is waiting. It bounds
+# how long close() waits for the fetch abandoned at a stop, not the stop.
+FETCH_WAIT = 0.25
+FETCH_MAX = 1024  # messages asked for at once at most
+# How often the pipeline hands the flush watermark over (acks go out then):
+# in-flight messages count against max_ack_pending until acked.
+COMMIT_INTERVAL = 0.05
+LAG_INTERVAL = 1.0  # between reads of the consumer's num_pending
+PAUSE_ABOVE = 0.9  # ring usage above which nothing is fetched
+MIN_PAUSE = 0.0005
+# upstream_pressure(): the backlog is at least this many rings of records.
+PRESSURE_RINGS = 1.0
+RECORDS_HEADER = "Logpipe-Records"
+FRAMING_HEADER = "Logpipe-Framing"
+FRAMING_NDJSON = "ndjson"
+INSTALL_HINT = "pip install 'logpipe[nats]'"
+
+_T = TypeVar("_T")
+_BAD_NAME_CHARS = re.compile(r"[\s\x00-\x1f\x7f.*>/\\]")
+_BAD_SUBJECT_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+_QUERY_KEYS = ("ack_wait", "durable", "max_ack_pending", "stream")
+
+
+def _import_nats(name: str) -> Any:
+    try:
+        import nats  # noqa: PLC0415 - optional dependency, imported when used
+        import nats.errors  # noqa: PLC0415
+        import nats.js.api  # noqa: PLC0415
+        import nats.js.errors  # noqa: PLC0415
+    except ImportError:
+        raise SourceError(
+            f"{name}: the nats source needs the nats-py package, which is not installed ({INSTALL_HINT})"
+        ) from None
+    return nats
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    kind = type(exc).__name__
+    return f"{kind}: {text}" if text else kind
+
+
+def check_batch(headers: dict[str, str], body: bytes) -> str | None:
+    """Why a batch message (one with ``Logpipe-Records``) is bad input, or None.
+
+    The sink's contract: ``Logpipe-Framing: ndjson`` and a body of exactly
+    ``Logpipe-Records`` records, each followed by ``\\n``.
+    """
+    framing = headers.get(FRAMING_HEADER, FRAMING_NDJSON)
+    if framing != FRAMING_NDJSON:
+        return f"batch message: unknown {FRAMING_HEADER} {framing[:64]!r} (only {FRAMING_NDJSON!r})"
+    text = headers.get(RECORDS_HEADER, "").strip()
+    if not (text.isascii() and text.isdigit()):
+        return f"batch message: {RECORDS_HEADER} {text[:64]!r} is not a count"
+    count = int(text)
+    found = body.count(b"\n")
+    if found != count or (body and not body.endswith(b"\n")):
+        tail = "" if not body or body.endswith(b"\n") else " and a partial one"
+        return f"batch message: {RECORDS_HEADER} says {count} records, the body holds {found}{tail}"
+    return None
+
+
+class NatsSource:
+    """Reads a JetStream stream through a durable pull consumer shared by a group of logpipes.
+
+    Connects, checks the stream and creates (or checks) the consumer before
+    returning, so a wrong server, stream or consumer fails at startup.
+
+    Args:
+        host, port: the nats-server to connect to (the client learns the
+            cluster's other servers from it and fails over to them).
+        subject: the consumer's filter subject (wildcards allowed).
+        durable: the consumer's name; every process using it shares the messages.
+        context: ring_capacity, format, max_line, metrics, dead_letter.
+        stream: the stream; None: the one that takes ``subject``.
+        ack_wait: of a consumer created here, in seconds.
+        max_ack_pending: of a consumer created here; default the ring's capacity.
+        connect_timeout: longest wait to connect and set up at startup.
+        reconnect_wait: pause between reconnection attempts.
+        fetch_wait: longest a fetch lingers on the server when nothing waits.
+
+    Raises:
+        SourceError: nats-py is missing, the server cannot be reached, has no
+            JetStream, the stream is missing, or the consumer does not fit.
+        ValueError: ``max_ack_pending`` above the ring's capacity.
+
+    Attributes:
+        name: the spec, ``nats://HOST:PORT/SUBJECT?stream=S&durable=D``.
+        stream: the stream read.
+        ack_wait, max_ack_pending: the consumer's, as the server reports them.
+        created_consumer: whether this process created the consumer.
+        messages: messages received and pushed (or dead-lettered).
+        records: records pushed into the ring.
+        redelivered: messages received that had been delivered before.
+        redelivered_records: records those messages pushed (possible duplicates).
+        bad_messages: batch messages rejected as bad input.
+        acked, nacked: acknowledgements sent.
+        pauses: times fetching paused because the ring was over 90% full.
+        max_outstanding: the most messages held unacknowledged at once.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        subject: str,
+        durable: str,
+        *,
+        context: SourceContext,
+        stream: str | None = None,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+        max_ack_pending: int | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        reconnect_wait: float = RECONNECT_WAIT,
+        fetch_wait: float = FETCH_WAIT,
+    ) -> None:
+        hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        query = f"?stream={stream}&durable={durable}" if stream else f"?durable={durable}"
+        self.name = f"nats://{hostport}/{subject}{query}"
+        self.capacity = context.ring_capacity
+        limit = max_ack_pending if max_ack_pending is not None else self.capacity
+        if not 1 <= limit <= self.capacity:
+            raise ValueError(
+                f"{self.name}: max_ack_pending {limit} must be 1 to the ring's capacity ({self.capacity}, --channel-size)"
+            )
+        self._nats = _import_nats(self.name)
+        self.url = f"nats://{hostport}"
+        self.subject = subject
+        self.durable = durable
+        self.stream = stream
+        self.context = context
+        self.ack_wait = ack_wait
+        self.max_ack_pending = limit
+        self.created_consumer = False
+        self._connect_timeout = connect_timeout
+        self._reconnect_wait = reconnect_wait
+        self._fetch_wait = fetch_wait
+
+        self.messages = 0
+        self.records = 0
+        self.redelivered = 0
+        self.redelivered_records = 0
+        self.bad_messages = 0
+        self.acked = 0
+        self.nacked = 0
+        self.pauses = 0
+        self.max_outstanding = 0
+        self.last_error: str | None = None
+        self._lag: UpstreamLag | None = None
+
+        # (records pushed once this message was in, message), in push order:
+        # run() appends, commit() pops what the watermark covers.
+        self._entries: collections.deque[tuple[int, Any]] = collections.deque()
+        self._entries_lock = threading.Lock()
+        self._unpushed: list[Any] = []  # received, not (fully) pushed when run() stopped
+        self._abandoned: concurrent.futures.Future[list[Any]] | None = None
+        self._nc: Any = None
+        self._js: Any = None
+        self._psub: Any = None
+        self._lag_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="logpipe-nats-source", daemon=True)
+        self._thread.start()
+        try:
+            self._call(self._start(), timeout=4 * connect_timeout + 5)
+        except BaseException:
+            self._stop_loop()
+            raise
+        context.metrics.bind_upstream(self.lag)
+
+    # -- what the pipeline and the autoscaler read ----------------------------
+
+    commit_interval: ClassVar[float] = COMMIT_INTERVAL  # the pipeline's pace for commit()
+
+    def lag(self) -> UpstreamLag | None:
+        """The consumer's last known lag (read once a second); None until first read."""
+        lag = self._lag
+        if lag is None:
+            return None
+        return UpstreamLag(lag.pending, lag.ack_pending, self.redelivered)
+
+    def upstream_pressure(self) -> bool:
+        """Whether the stream's backlog for the group is at least a ring's worth of records.
+
+        For ``AutoScaler(external_pressure=source.upstream_pressure)``: a
+        backlog waiting upstream is load the ring cannot show, since the
+        source fetches no more than it has room for. Records per message
+        are estimated from what has arrived (1 before anything has).
+        """
+        lag = self._lag
+        if lag is None:
+            return False
+        per_message = self.records / self.messages if self.messages else 1.0
+        return lag.pending * max(per_message, 1.0) >= PRESSURE_RINGS * self.capacity
+
+    @property
+    def outstanding(self) -> int:
+        """Messages pushed (or being pushed) and not yet acknowledged."""
+        return len(self._entries)
+
+    # -- the source thread ------------------------------------------------------
+
+    def run(self, ring: Ring, stop: StopFlag) -> None:
+        """Fetch messages and push their records until ``stop`` is set."""
+        if self._closed:
+            raise RuntimeError(f"{self.name}: run() was called after close()")
+        lines = LineInput(ring, self.context, self.name)
+        while not stop.is_set() and not lines.closed:
+            usage = ring.usage
+            if usage > PAUSE_ABOVE:
+                # The workers are behind: ask for nothing, the stream keeps the backlog.
+                self.pauses += 1
+                self.context.metrics.backpressure_sleeps.add()
+                _sleep(stop, max(backpressure_sleep(usage), MIN_PAUSE))
+                continue
+            room = int((1.0 - usage) * self.capacity)
+            per_message = self.records / self.messages if self.messages else 1.0
+            want = max(1, min(FETCH_MAX, int(room / max(per_message, 1.0))))
+            future = asyncio.run_coroutine_threadsafe(self._fetch(want), self._loop)
+            msgs = self._await_fetch(future, stop)
+            if msgs is None:
+                self._abandoned = future  # close() waits for it and gives its messages back
+                return
+            for index, msg in enumerate(msgs):
+                if not self._deliver(msg, lines, stop):
+                    self._unpushed.extend(msgs[index:])
+                    return
+
+    def _await_fetch(
+        self, future: concurrent.futures.Future[list[Any]], stop: StopFlag
+    ) -> list[Any] | None:
+        """The fetch's messages; None if ``stop`` came first (looked at every 10 ms)."""
+        while True:
+            try:
+                return future.result(timeout=PUSH_SLICE)
+            except concurrent.futures.TimeoutError:
+                if stop.is_set():
+                    return None
+
+    def _deliver(self, msg: Any, lines: LineInput, stop: StopFlag) -> bool:
+        """Push one message's records; False if stopped (or the ring closed) first."""
+        data = msg.data
+        headers = msg.headers
+        body: bytes | None = data + b"\n"  # a per-record message: one line
+        if headers and RECORDS_HEADER in headers:
+            problem = check_batch(headers, data)
+            if problem is None:
+                body = data
+            else:
+                body = None
+                self.bad_messages += 1
+                self.context.dead_letter.reject(self.name, problem, data, len(data))
+                self.context.metrics.invalid.add(1)
+        before = lines.records
+        if body and not lines.feed(body, stop):
+            return False
+        pushed = lines.records - before
+        self.records += pushed
+        self.messages += 1
+        if _num_delivered(msg) > 1:
+            self.redelivered += 1
+            self.redelivered_records += pushed
+        with self._entries_lock:
+            self._entries.append((lines.records, msg))
+            self.max_outstanding = max(self.max_outstanding, len(self._entries))
+        return True
+
+    # -- acknowledgements -------------------------------------------------------
+
+    def commit(self, watermark: int) -> None:
+        """Acknowledge every message whose records are all among the first ``watermark`` written.
+
+        Args:
+            watermark: how many of this source's first records sinks have
+                written (the pipeline's flush watermark).
+        """
+        done = []
+        with self._entries_lock:
+            entries = self._entries
+            while entries and entries[0][0] <= watermark:
+                done.append(entries.popleft()[1])
+        if done and not self._loop.is_closed():
+            # Not waited for: a publish each, buffered by the client. close()
+            # flushes them to the server before it disconnects.
+            asyncio.run_coroutine_threadsafe(self._reply(done, ack=True), self._loop)
+
+    def close(self) -> None:
+        """Give back what was not written (nak), flush the acks, disconnect; idempotent.
+
+        The pipeline calls it after its last commit. Never waits for a
+        server that is down longer than ``connect_timeout``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        back = list(self._unpushed)
+        self._unpushed.clear()
+        if self._abandoned is not None:
+            # The fetch run() stopped waiting for: its messages were never pushed.
+            with contextlib.suppress(Exception):
+                back.extend(self._abandoned.result(timeout=self._fetch_wait + self._connect_timeout))
+            self._abandoned = None
+        with self._entries_lock:
+            back.extend(msg for _, msg in self._entries)  # pushed, never written
+            self._entries.clear()
+        try:
+            self._call(self._shutdown(back), timeout=4 * self._connect_timeout + 5)
+        except (SourceError, concurrent.futures.CancelledError):
+            pass  # unacked messages are redelivered after ack_wait: nothing is lost
+        finally:
+            self._stop_loop()
+
+    # -- the loop thread --------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.close()
+
+    def _stop_loop(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        join_thread(self._thread, 10)
+
+    def _call(self, coro: Coroutine[Any, Any, _T], *, timeout: float) -> _T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return wait_future(future, timeout)  # in slices: the main thread's signals
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise SourceError(f"{self.name}: no answer from the client within {timeout:g}s") from None
+
+    # -- coroutines (on the loop thread) ----------------------------------------
+
+    async def _start(self) -> None:
+        nats = self._nats
+        nc = nats.NATS()
+        self._nc = nc
+        loop = asyncio.get_running_loop()
+        first_error: asyncio.Future[BaseException] = loop.create_future()
+
+        async def error_cb(exc: Exception) -> None:
+            self.last_error = _describe(exc)
+            if not first_error.done():
+                first_error.set_result(exc)
+
+        connect = asyncio.ensure_future(
+            nc.connect(
+                servers=[self.url],
+                name="logpipe-source",
+                error_cb=error_cb,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,  # once connected, never give up
+                reconnect_time_wait=self._reconnect_wait,
+                connect_timeout=self._connect_timeout,
+            )
+        )
+        done, _ = await asyncio.wait(
+            {connect, first_error}, timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if connect not in done:
+            connect.cancel()
+            with contextlib.suppress(BaseException):
+                await connect
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 1)
+            reason = _describe(first_error.result()) if first_error.done() else (
+                f"no answer within {self._connect_timeout:g}s"
+            )
+            raise SourceError(f"{self.name}: cannot connect to the NATS server ({reason}); is nats-server running?")
+        try:
+            connect.result()
+            self._js = nc.jetstream(timeout=self._connect_timeout)
+            await self._setup_consumer()
+            # The client's queue for fetched messages: one fetch at most, plus slack.
+            self._psub = await self._js.pull_subscribe_bind(
+                durable=self.durable,
+                stream=self.stream,
+                pending_msgs_limit=4 * FETCH_MAX,
+                pending_bytes_limit=512 << 20,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 1)
+            raise
+        self._lag_task = asyncio.ensure_future(self._poll_lag())
+
+    async def _setup_consumer(self) -> None:
+        errors = self._nats.js.errors
+        api = self._nats.js.api
+        js = self._js
+        try:
+            if self.stream is None:
+                try:
+                    self.stream = await js.find_stream_name_by_subject(self.subject)
+                except errors.NotFoundError:
+                    raise SourceError(f"{self.name}: no JetStream stream takes subject {self.subject!r}") from None
+            else:
+                try:
+                    await js.stream_info(self.stream)
+                except errors.NotFoundError:
+                    raise SourceError(
+                        f"{self.name}: no JetStream stream {self.stream!r} (the agents' nats sink "
+                        "creates it with --nats-stream NAME, or create it first)"
+                    ) from None
+            try:
+                info = await js.consumer_info(self.stream, self.durable)
+            except errors.NotFoundError:
+                config = api.ConsumerConfig(
+                    durable_name=self.durable,
+                    name=self.durable,
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    deliver_policy=api.DeliverPolicy.ALL,
+                    ack_wait=self.ack_wait,
+                    max_ack_pending=self.max_ack_pending,
+                    filter_subject=self.subject,
+                )
+                try:
+                    info = await js.add_consumer(self.stream, config=config)
+                    self.created_consumer = True
+                except errors.BadRequestError:
+                    # Another member of the group created it meanwhile: use theirs.
+                    info = await js.consumer_info(self.stream, self.durable)
+            self._check_consumer(info)
+        except errors.ServiceUnavailableError:
+            raise SourceError(f"{self.name}: the server has no JetStream (start nats-server with -js)") from None
+        except (errors.APIError, self._nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise SourceError(f"{self.name}: cannot set up the consumer ({_describe(exc)})") from None
+
+    def _check_consumer(self, info: Any) -> None:
+        api = self._nats.js.api
+        config = info.config
+        problem = None
+        if config.deliver_subject:
+            problem = "is a push consumer (logpipe needs a pull consumer)"
+        elif config.ack_policy not in (api.AckPolicy.EXPLICIT, "explicit"):
+            problem = f"has ack policy {config.ack_policy!s} (logpipe needs explicit acks)"
+        elif (config.filter_subject or None) != self.subject or config.filter_subjects:
+            shown = config.filter_subjects or config.filter_subject or "every subject"
+            problem = f"filters {shown!r}, not {self.subject!r}"
+        if problem:
+            raise SourceError(f"{self.name}: consumer {self.durable!r} of stream {self.stream!r} {problem}")
+        if config.ack_wait:
+            self.ack_wait = float(config.ack_wait)
+        if config.max_ack_pending and config.max_ack_pending > 0:
+            self.max_ack_pending = int(config.max_ack_pending)
+        self._lag = UpstreamLag(int(info.num_pending or 0), int(info.num_ack_pending or 0))
+
+    async def _fetch(self, want: int) -> list[Any]:
+        """Up to ``want`` messages; [] when none came within ``fetch_wait`` or the server is away."""
+        try:
+            return list(await self._psub.fetch(want, timeout=self._fetch_wait))
+        except asyncio.TimeoutError:  # nats' TimeoutError and FetchTimeoutError included
+            return []
+        except (self._nats.errors.Error, self._nats.js.errors.Error) as exc:
+            # Disconnected, reconnecting, the consumer's leader moving: wait a
+            # little and let run() ask again; what was delivered stays unacked.
+            self.last_error = _describe(exc)
+            await asyncio.sleep(self._reconnect_wait)
+            return []
+
+    async def _reply(self, msgs: list[Any], *, ack: bool) -> None:
+        for msg in msgs:
+            try:
+                if ack:
+                    await msg.ack()
+                    self.acked += 1
+                else:
+                    await msg.nak()
+                    self.nacked += 1
+            except Exception as exc:  # noqa: BLE001 - redelivered after ack_wait: nothing is lost
+                self.last_error = _describe(exc)
+
+    async def _poll_lag(self) -> None:
+        while True:
+            await asyncio.sleep(LAG_INTERVAL)
+            try:
+                info = await self._js.consumer_info(self.stream, self.durable)
+            except Exception as exc:  # noqa: BLE001 - an outage: keep the last values
+                self.last_error = _describe(exc)
+                continue
+            self._lag = UpstreamLag(int(info.num_pending or 0), int(info.num_ack_pending or 0))
+
+    async def _shutdown(self, back: list[Any]) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._lag_task
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            return
+        await self._reply(back, ack=False)
+        # Acks and naks are buffered publishes: the PING/PONG of a flush
+        # means the server has read them all.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            if nc.is_connected:
+                await nc.flush(timeout=self._connect_timeout)
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(nc.close(), self._connect_timeout)
+
+    def __repr__(self) -> str:
+        return f"<NatsSource {self.name} messages={self.messages} records={self.records}>"
+
+
+def _num_delivered(msg: Any) -> int:
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:  # noqa: BLE001 - not a JetStream message: delivered once, as far as we know
+        return 1
+
+
+def _sleep(stop: StopFlag, seconds: float) -> None:
+    wait = getattr(stop, "wait", None)
+    if wait is not None:
+        wait(seconds)
+    else:
+        time.sleep(seconds)
+
+
+# -- the spec -------------------------------------------------------------------
+
+
+def _check_subject(subject: str) -> str | None:
+    """Why ``subject`` cannot be a consumer's filter, or None."""
+    if not subject:
+        return "has no SUBJECT"
+    if _BAD_SUBJECT_CHARS.search(subject):
+        return f"has whitespace or a control character in SUBJECT {subject!r}"
+    tokens = subject.split(".")
+    for index, token in enumerate(tokens):
+        if not token:
+            return f"has an empty token in SUBJECT {subject!r} (tokens are separated by single dots)"
+        if ("*" in token and token != "*") or (">" in token and token != ">"):
+            return f"has a wildcard inside a token of SUBJECT {subject!r} ('*' and '>' stand alone)"
+        if token == ">" and index != len(tokens) - 1:
+            return f"has '>' before the end of SUBJECT {subject!r}"
+    return None
+
+
+def _check_name(what: str, name: str) -> str | None:
+    if not name:
+        return f"has an empty {what}="
+    if _BAD_NAME_CHARS.search(name):
+        return f"has a bad {what} name {name!r} (no spaces, dots, '*', '>', '/' or '\\')"
+    return None
+
+
+@dataclass(frozen=True)
+class NatsSourceConfig:
+    """Spec ``nats://HOST:PORT/SUBJECT?stream=NAME&durable=NAME``: a JetStream consumer group.
+
+    Optional query parameters: ``ack_wait=DURATION`` and ``max_ack_pending=N``
+    (used when the consumer is created). ``stream`` may be left out when a
+    stream takes SUBJECT.
+
+    Attributes:
+        host, port: the server (port 4222 by default).
+        subject: the consumer's filter subject.
+        durable: the consumer group's name.
+        stream: the stream, or None to find it by subject.
+        ack_wait: seconds.
+        max_ack_pending: None: the ring's capacity.
+    """
+
+    scheme: ClassVar[str] = "nats"
+    usage: ClassVar[str] = "nats://HOST:PORT/SUBJECT?stream=NAME&durable=NAME"
+    takes_target: ClassVar[bool] = True
+
+    host: str
+    port: int
+    subject: str
+    durable: str
+    stream: str | None = None
+    ack_wait: float = DEFAULT_ACK_WAIT
+    max_ack_pending: int | None = None
+
+    @classmethod
+    def from_target(cls, target: str | None, settings: object = None) -> NatsSourceConfig:
+        """The config for ``nats://<target>``; ValueError(reason) if malformed."""
+        if not target:
+            raise ValueError("has no HOST:PORT/SUBJECT")
+        location, _, query = target.partition("?")
+        hostport, slash, subject = location.partition("/")
+        host, port = _split_hostport(hostport)
+        why = _check_subject(subject) if slash else "has no SUBJECT"
+        if why:
+            raise ValueError(why)
+        params: dict[str, str] = {}
+        for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+            if key not in _QUERY_KEYS:
+                raise ValueError(f"has an unknown parameter {key!r} (known: {', '.join(_QUERY_KEYS)})")
+            if key in params:
+                raise ValueError(f"has {key}= twice")
+            params[key] = value
+        if "durable" not in params:
+            raise ValueError("has no durable=NAME (the name the consumer group shares)")
+        for what in ("durable", "stream"):
+            if what in params:
+                why = _check_name(what, params[what])
+                if why:
+                    raise ValueError(why)
+        ack_wait = DEFAULT_ACK_WAIT
+        if "ack_wait" in params:
+            try:
+                ack_wait = parse_duration(params["ack_wait"], name="ack_wait")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            if ack_wait <= 0:
+                raise ValueError("has ack_wait=0 (it must be positive, e.g. 30s)")
+        max_ack_pending = None
+        if "max_ack_pending" in params:
+            text = params["max_ack_pending"]
+            if not (text.isascii() and text.isdigit()) or int(text) < 1:
+                raise ValueError(f"has a bad max_ack_pending {text!r} (a whole number, at least 1)")
+            max_ack_pending = int(text)
+        return cls(
+            host=host,
+            port=port,
+            subject=subject,
+            durable=params["durable"],
+            stream=params.get("stream"),
+            ack_wait=ack_wait,
+            max_ack_pending=max_ack_pending,
+        )
+
+    def build(self, context: SourceContext) -> NatsSource:
+        """Connect, set up the consumer, and return the source.
+
+        Raises:
+            SourceError: one line: nats-py missing, server unreachable, no
+                JetStream, no stream, a consumer that does not fit, or
+                ``max_ack_pending`` above ``--channel-size``.
+        """
+        try:
+            return NatsSource(
+                self.host,
+                self.port,
+                self.subject,
+                self.durable,
+                context=context,
+                stream=self.stream,
+                ack_wait=self.ack_wait,
+                max_ack_pending=self.max_ack_pending,
+            )
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None
+
+
+def _split_hostport(hostport: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` -> (host, port); ValueError(reason)."""
+    if not hostport:
+        raise ValueError("has no HOST")
+    if "@" in hostport:
+        raise ValueError("has credentials, which are not supported (use HOST:PORT)")
+    try:
+        parts = urllib.parse.urlsplit(f"//{hostport}")
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"has a bad HOST:PORT {hostport!r} (the port must be 1-65535)") from None
+    host = parts.hostname
+    if not host or _BAD_SUBJECT_CHARS.search(host):
+        raise ValueError(f"has a bad HOST in {hostport!r}")
+    if port == 0:
+        raise ValueError(f"has a bad HOST:PORT {hostport!r} (the port must be 1-65535)")
+    return host, port if port is not None else DEFAULT_PORT
