@@ -254,6 +254,7 @@ class NatsSource:
         self._entries_lock = threading.Lock()
         self._unpushed: list[Any] = []  # received, not (fully) pushed when run() stopped
         self._abandoned: concurrent.futures.Future[list[Any]] | None = None
+        self._acking: list[concurrent.futures.Future[None]] = []  # acks sent by commit()
         self._nc: Any = None
         self._js: Any = None
         self._psub: Any = None
@@ -382,8 +383,11 @@ class NatsSource:
                 done.append(entries.popleft()[1])
         if done and not self._loop.is_closed():
             # Not waited for: a publish each, buffered by the client. close()
-            # flushes them to the server before it disconnects.
-            asyncio.run_coroutine_threadsafe(self._reply(done, ack=True), self._loop)
+            # waits for them and flushes them to the server before it disconnects.
+            future = asyncio.run_coroutine_threadsafe(self._reply(done, ack=True), self._loop)
+            with self._entries_lock:
+                self._acking = [f for f in self._acking if not f.done()]
+                self._acking.append(future)
 
     def close(self) -> None:
         """Give back what was not written (nak), flush the acks, disconnect; idempotent.
@@ -404,6 +408,9 @@ class NatsSource:
         with self._entries_lock:
             back.extend(msg for _, msg in self._entries)  # pushed, never written
             self._entries.clear()
+            acking, self._acking = self._acking, []
+        # The last commit's acks go out before the connection is flushed and closed.
+        concurrent.futures.wait(acking, timeout=self._connect_timeout)
         try:
             self._call(self._shutdown(back), timeout=4 * self._connect_timeout + 5)
         except (SourceError, concurrent.futures.CancelledError):
