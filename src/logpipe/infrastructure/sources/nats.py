@@ -83,6 +83,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+import orjson
+
 from logpipe._waits import join_thread, wait_future
 from logpipe.application.metrics import UpstreamLag
 from logpipe.domain.durations import parse_duration
@@ -98,10 +100,17 @@ DEFAULT_PORT = 4222
 DEFAULT_ACK_WAIT = 30.0  # JetStream's own default
 CONNECT_TIMEOUT = 2.0  # longest wait to connect and set up the consumer at startup
 RECONNECT_WAIT = 0.25  # between reconnection attempts
-# Longest a fetch lingers on the server when nothing is waiting. It bounds
-# how long close() waits for the fetch abandoned at a stop, not the stop.
+# Longest a pull request lingers on the server when nothing is waiting. It
+# bounds how long close() waits for the request open at a stop, not the stop.
 FETCH_WAIT = 0.25
-FETCH_MAX = 1024  # messages asked for at once at most
+FETCH_MAX = 1024  # messages asked for by one pull request at most
+# A request whose end never came (the connection dropped) is given up this
+# long after its expiry, and a new one is sent.
+REQUEST_GRACE = 1.0
+# Messages waiting are framed together, up to these limits: one call into the
+# framer (one GIL release) per group, not per message, and one ack unit.
+GROUP_MAX = 1024
+GROUP_BYTES = 1 << 20
 # How often the pipeline hands the flush watermark over (acks go out then):
 # in-flight messages count against max_ack_pending until acked.
 COMMIT_INTERVAL = 0.05
@@ -177,7 +186,7 @@ class NatsSource:
         max_ack_pending: of a consumer created here; default the ring's capacity.
         connect_timeout: longest wait to connect and set up at startup.
         reconnect_wait: pause between reconnection attempts.
-        fetch_wait: longest a fetch lingers on the server when nothing waits.
+        fetch_wait: longest a pull request lingers on the server when nothing waits.
 
     Raises:
         SourceError: nats-py is missing, the server cannot be reached, has no
@@ -248,16 +257,25 @@ class NatsSource:
         self.last_error: str | None = None
         self._lag: UpstreamLag | None = None
 
-        # (records pushed once this message was in, message), in push order:
-        # run() appends, commit() pops what the watermark covers.
-        self._entries: collections.deque[tuple[int, Any]] = collections.deque()
+        # (records pushed once this group of messages was in, the group), in
+        # push order: run() appends, commit() pops what the watermark covers.
+        self._entries: collections.deque[tuple[int, list[Any]]] = collections.deque()
+        self._outstanding = 0  # messages in _entries
         self._entries_lock = threading.Lock()
         self._unpushed: list[Any] = []  # received, not (fully) pushed when run() stopped
-        self._abandoned: concurrent.futures.Future[list[Any]] | None = None
+        # Messages arrive on the loop thread (one pull request open at a
+        # time) and wait here for the source thread; deque ends are thread-safe.
+        self._inbound: collections.deque[Any] = collections.deque()
+        self._arrived = threading.Event()
+        self._request_open = False  # set by run(), cleared by the loop when the request ends
+        self._request_id = 0
+        self._request_left = 0
+        self._inbox = ""
+        self._next_subject = ""
         self._acking: list[concurrent.futures.Future[None]] = []  # acks sent by commit()
         self._nc: Any = None
         self._js: Any = None
-        self._psub: Any = None
+        self._sub: Any = None
         self._lag_task: asyncio.Task[None] | None = None
         self._closed = False
         self._loop = asyncio.new_event_loop()
@@ -297,17 +315,26 @@ class NatsSource:
 
     @property
     def outstanding(self) -> int:
-        """Messages pushed (or being pushed) and not yet acknowledged."""
-        return len(self._entries)
+        """Messages pushed and not yet acknowledged."""
+        return self._outstanding
 
     # -- the source thread ------------------------------------------------------
 
     def run(self, ring: Ring, stop: StopFlag) -> None:
-        """Fetch messages and push their records until ``stop`` is set."""
+        """Pull messages and push their records until ``stop`` is set."""
         if self._closed:
             raise RuntimeError(f"{self.name}: run() was called after close()")
         lines = LineInput(ring, self.context, self.name)
+        inbound = self._inbound
         while not stop.is_set() and not lines.closed:
+            self._arrived.clear()
+            if inbound:
+                room = int((1.0 - ring.usage) * self.capacity)
+                group = _take_group(inbound, room)
+                if not self._deliver(group, lines, stop):
+                    self._unpushed.extend(group)
+                    return
+                continue
             usage = ring.usage
             if usage > PAUSE_ABOVE:
                 # The workers are behind: ask for nothing, the stream keeps the backlog.
@@ -315,56 +342,46 @@ class NatsSource:
                 self.context.metrics.backpressure_sleeps.add()
                 _sleep(stop, max(backpressure_sleep(usage), MIN_PAUSE))
                 continue
-            room = int((1.0 - usage) * self.capacity)
-            per_message = self.records / self.messages if self.messages else 1.0
-            want = max(1, min(FETCH_MAX, int(room / max(per_message, 1.0))))
-            future = asyncio.run_coroutine_threadsafe(self._fetch(want), self._loop)
-            msgs = self._await_fetch(future, stop)
-            if msgs is None:
-                self._abandoned = future  # close() waits for it and gives its messages back
-                return
-            for index, msg in enumerate(msgs):
-                if not self._deliver(msg, lines, stop):
-                    self._unpushed.extend(msgs[index:])
-                    return
+            if not self._request_open:
+                room = int((1.0 - usage) * self.capacity)
+                per_message = self.records / self.messages if self.messages else 1.0
+                self._request_open = True
+                want = max(1, min(FETCH_MAX, int(room / max(per_message, 1.0))))
+                self._loop.call_soon_threadsafe(self._pull, want)
+            self._arrived.wait(PUSH_SLICE)
 
-    def _await_fetch(
-        self, future: concurrent.futures.Future[list[Any]], stop: StopFlag
-    ) -> list[Any] | None:
-        """The fetch's messages; None if ``stop`` came first (looked at every 10 ms)."""
-        while True:
-            try:
-                return future.result(timeout=PUSH_SLICE)
-            except concurrent.futures.TimeoutError:
-                if stop.is_set():
-                    return None
-
-    def _deliver(self, msg: Any, lines: LineInput, stop: StopFlag) -> bool:
-        """Push one message's records; False if stopped (or the ring closed) first."""
-        data = msg.data
-        headers = msg.headers
-        body: bytes | None = data + b"\n"  # a per-record message: one line
-        if headers and RECORDS_HEADER in headers:
-            problem = check_batch(headers, data)
-            if problem is None:
-                body = data
+    def _deliver(self, group: list[Any], lines: LineInput, stop: StopFlag) -> bool:
+        """Push the records of a group of messages; False if stopped (or the ring closed) first."""
+        parts: list[bytes] = []
+        for msg in group:
+            data = msg.data
+            headers = msg.headers
+            if headers and RECORDS_HEADER in headers:
+                problem = check_batch(headers, data)
+                if problem is not None:
+                    self.bad_messages += 1
+                    self.context.dead_letter.reject(self.name, problem, data, len(data))
+                    self.context.metrics.invalid.add(1)
+                    continue
+                parts.append(data)
+                count = data.count(b"\n")
             else:
-                body = None
-                self.bad_messages += 1
-                self.context.dead_letter.reject(self.name, problem, data, len(data))
-                self.context.metrics.invalid.add(1)
+                parts.append(data)  # a per-record message: one line
+                parts.append(b"\n")
+                count = 1
+            if _num_delivered(msg) > 1:
+                self.redelivered += 1
+                self.redelivered_records += count
+        body = b"".join(parts)
         before = lines.records
         if body and not lines.feed(body, stop):
             return False
-        pushed = lines.records - before
-        self.records += pushed
-        self.messages += 1
-        if _num_delivered(msg) > 1:
-            self.redelivered += 1
-            self.redelivered_records += pushed
+        self.records += lines.records - before
+        self.messages += len(group)
         with self._entries_lock:
-            self._entries.append((lines.records, msg))
-            self.max_outstanding = max(self.max_outstanding, len(self._entries))
+            self._entries.append((lines.records, group))
+            self._outstanding += len(group)
+            self.max_outstanding = max(self.max_outstanding, self._outstanding)
         return True
 
     # -- acknowledgements -------------------------------------------------------
@@ -380,7 +397,9 @@ class NatsSource:
         with self._entries_lock:
             entries = self._entries
             while entries and entries[0][0] <= watermark:
-                done.append(entries.popleft()[1])
+                group = entries.popleft()[1]
+                self._outstanding -= len(group)
+                done.extend(group)
         if done and not self._loop.is_closed():
             # Not waited for: a publish each, buffered by the client. close()
             # waits for them and flushes them to the server before it disconnects.
@@ -398,16 +417,20 @@ class NatsSource:
         if self._closed:
             return
         self._closed = True
+        # The pull request open at the stop may still bring messages: let it end
+        # (its expiry bounds the wait), then give back everything never pushed.
+        deadline = time.monotonic() + self._fetch_wait + REQUEST_GRACE
+        while self._request_open and time.monotonic() < deadline and not self._loop.is_closed():
+            time.sleep(PUSH_SLICE)
         back = list(self._unpushed)
         self._unpushed.clear()
-        if self._abandoned is not None:
-            # The fetch run() stopped waiting for: its messages were never pushed.
-            with contextlib.suppress(Exception):
-                back.extend(self._abandoned.result(timeout=self._fetch_wait + self._connect_timeout))
-            self._abandoned = None
+        while self._inbound:
+            back.append(self._inbound.popleft())
         with self._entries_lock:
-            back.extend(msg for _, msg in self._entries)  # pushed, never written
+            for _, group in self._entries:  # pushed, never written
+                back.extend(group)
             self._entries.clear()
+            self._outstanding = 0
             acking, self._acking = self._acking, []
         # The last commit's acks go out before the connection is flushed and closed.
         concurrent.futures.wait(acking, timeout=self._connect_timeout)
@@ -487,12 +510,12 @@ class NatsSource:
             connect.result()
             self._js = nc.jetstream(timeout=self._connect_timeout)
             await self._setup_consumer()
-            # The client's queue for fetched messages: one fetch at most, plus slack.
-            self._psub = await self._js.pull_subscribe_bind(
-                durable=self.durable,
-                stream=self.stream,
-                pending_msgs_limit=4 * FETCH_MAX,
-                pending_bytes_limit=512 << 20,
+            # Pulled messages come to this inbox; one request is open at a time,
+            # so the client never queues more than FETCH_MAX of them.
+            self._inbox = nc.new_inbox()
+            self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}"
+            self._sub = await nc.subscribe(
+                self._inbox, cb=self._on_message, pending_msgs_limit=4 * FETCH_MAX, pending_bytes_limit=512 << 20
             )
         except BaseException:
             with contextlib.suppress(Exception):
@@ -561,18 +584,44 @@ class NatsSource:
             self.max_ack_pending = int(config.max_ack_pending)
         self._lag = UpstreamLag(int(info.num_pending or 0), int(info.num_ack_pending or 0))
 
-    async def _fetch(self, want: int) -> list[Any]:
-        """Up to ``want`` messages; [] when none came within ``fetch_wait`` or the server is away."""
+    def _pull(self, want: int) -> None:
+        """Ask for up to ``want`` messages (on the loop thread; run() has marked a request open)."""
+        self._request_id += 1
+        self._request_left = want
+        request = orjson.dumps({"batch": want, "expires": int(self._fetch_wait * 1e9)})
+        self._loop.call_later(self._fetch_wait + REQUEST_GRACE, self._give_up, self._request_id)
         try:
-            return list(await self._psub.fetch(want, timeout=self._fetch_wait))
-        except asyncio.TimeoutError:  # nats' TimeoutError and FetchTimeoutError included
-            return []
-        except (self._nats.errors.Error, self._nats.js.errors.Error) as exc:
-            # Disconnected, reconnecting, the consumer's leader moving: wait a
-            # little and let run() ask again; what was delivered stays unacked.
+            # Buffered by the client, also while it reconnects.
+            asyncio.ensure_future(self._nc.publish(self._next_subject, request, reply=self._inbox))
+        except Exception as exc:  # noqa: BLE001 - closed: run() asks again after the grace
             self.last_error = _describe(exc)
-            await asyncio.sleep(self._reconnect_wait)
-            return []
+
+    def _give_up(self, request_id: int) -> None:
+        # The request's end never came (a reconnect lost it): allow a new one.
+        if request_id == self._request_id and self._request_open:
+            self._end_request()
+
+    def _end_request(self) -> None:
+        self._request_open = False
+        self._arrived.set()
+
+    async def _on_message(self, msg: Any) -> None:
+        headers = msg.headers
+        status = headers.get("Status") if headers else None
+        if status and not msg.data and not msg.reply:
+            # 404 no messages, 408 expired, 409 leader change or limits: the
+            # request is over (100 is a heartbeat, which is not asked for).
+            if status != "100":
+                if status not in ("404", "408"):
+                    self.last_error = f"pull request ended: {status} {headers.get('Description', '')}"
+                self._end_request()
+            return
+        self._inbound.append(msg)
+        self._request_left -= 1
+        if self._request_left <= 0:
+            self._end_request()
+        else:
+            self._arrived.set()
 
     async def _reply(self, msgs: list[Any], *, ack: bool) -> None:
         for msg in msgs:
@@ -597,6 +646,9 @@ class NatsSource:
             self._lag = UpstreamLag(int(info.num_pending or 0), int(info.num_ack_pending or 0))
 
     async def _shutdown(self, back: list[Any]) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
         if self._lag_task is not None:
             self._lag_task.cancel()
             with contextlib.suppress(BaseException):
@@ -617,11 +669,50 @@ class NatsSource:
         return f"<NatsSource {self.name} messages={self.messages} records={self.records}>"
 
 
+def _take_group(inbound: collections.deque[Any], room: int) -> list[Any]:
+    """Waiting messages, oldest first: at least one, then while their records fit in
+    ``room`` (so the framer does not hold many records waiting for the ring), up to
+    GROUP_MAX messages and about GROUP_BYTES."""
+    group = [inbound.popleft()]
+    records = _records_in(group[0])
+    size = len(group[0].data)
+    while inbound and len(group) < GROUP_MAX and size < GROUP_BYTES:
+        msg = inbound[0]
+        count = _records_in(msg)
+        if records + count > room:
+            break
+        group.append(inbound.popleft())
+        records += count
+        size += len(msg.data)
+    return group
+
+
+def _records_in(msg: Any) -> int:
+    """The records a message says it holds: its Logpipe-Records count, else 1."""
+    headers = msg.headers
+    if headers and RECORDS_HEADER in headers:
+        text = headers[RECORDS_HEADER].strip()
+        return int(text) if text.isascii() and text.isdigit() else 1
+    return 1
+
+
 def _num_delivered(msg: Any) -> int:
+    """How often JetStream has delivered ``msg``, from its ack subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``,
+    or the newer form with domain and account hash before the stream (and
+    possibly a token after the pending count).
+    """
+    reply = msg.reply or ""
+    tokens = reply.split(".")
     try:
-        return int(msg.metadata.num_delivered)
-    except Exception:  # noqa: BLE001 - not a JetStream message: delivered once, as far as we know
-        return 1
+        if len(tokens) == 9:
+            return int(tokens[4])
+        if len(tokens) >= 11:
+            return int(tokens[6])
+    except ValueError:
+        pass
+    return 1  # not a JetStream message: delivered once, as far as we know
 
 
 def _sleep(stop: StopFlag, seconds: float) -> None:
