@@ -25,13 +25,20 @@ Messages to records
     (its first 4 KiB), counted once in ``invalid`` and in
     :attr:`NatsSource.bad_messages`, and acknowledged; the source goes on.
 
+Pulling
+    One pull request is open at a time (up to :data:`FETCH_MAX` messages,
+    lingering :data:`FETCH_WAIT` on the server when nothing waits); the
+    messages arrive on the client's event-loop thread and are handed to the
+    source thread as they come, which frames the ones waiting together (a
+    group: one call into the framer, bounded by the ring's free room).
+
 Acknowledgement follows the writes
     Every record has a ring position, and the source notes, after each
-    message, how many records it has pushed. The pipeline passes its flush
+    group, how many records it has pushed. The pipeline passes its flush
     watermark to :meth:`NatsSource.commit` (every :data:`COMMIT_INTERVAL`
-    and once more after the last batch is written), and every message whose
-    records all lie below it is acknowledged: a message is acked only once
-    the sink has written all of its records. A consumer killed at any
+    and once more after the last batch is written), and every message of a
+    group whose records all lie below it is acknowledged: a message is acked
+    only once the sink has written all of its records. A consumer killed at any
     moment loses nothing: what it had not acked is redelivered after
     ``ack_wait``, to it or to another member of the group. The records of
     those messages that had been written already arrive twice; a message
@@ -41,22 +48,23 @@ Acknowledgement follows the writes
     crashed consumer.
 
 Backpressure
-    Messages are fetched only while the ring is at most 90% full, and never
-    more at once than the free room (in records, estimated per message from
-    what has arrived so far). While the ring is fuller the source sleeps by
-    the backpressure table (counted in ``backpressure_sleeps``) and asks for
-    nothing: the stream keeps the backlog, logpipe's memory holds at most
-    one fetch.
+    A pull request is sent only while the ring is at most 90% full, and asks
+    for no more messages than the free room holds (in records, estimated per
+    message from what has arrived so far). While the ring is fuller the
+    source sleeps by the backpressure table (counted in
+    ``backpressure_sleeps``) and asks for nothing: the stream keeps the
+    backlog. logpipe holds at most ``max_ack_pending`` messages, which
+    JetStream enforces: no more are delivered until some are acked.
 
 Shutdown
-    On the stop signal the source returns within ~10 ms (it stops waiting
-    for the fetch in flight). The pipeline drains the ring, its last commit
-    acknowledges everything written, and :meth:`NatsSource.close` (the
-    pipeline calls it last) negatively acknowledges every message received
-    but not written (the fetch abandoned at the stop, a message cut short
-    by it, batches the sink refused for good), so JetStream redelivers them
-    at once instead of after ``ack_wait``; then it flushes the acks to the
-    server and closes the connection.
+    On the stop signal the source returns within ~10 ms. The pipeline
+    drains the ring, its last commit acknowledges everything written, and
+    :meth:`NatsSource.close` (the pipeline calls it last) lets the open
+    pull request end (at most :data:`FETCH_WAIT` more), then negatively
+    acknowledges every message received but not written (still waiting,
+    in a group the stop cut short, or in batches the sink refused for
+    good), so JetStream redelivers them at once instead of after
+    ``ack_wait``; then it flushes the acks to the server and disconnects.
 
 Lag
     Once a second the consumer's ``num_pending`` (messages not yet
@@ -201,7 +209,7 @@ class NatsSource:
         messages: messages received and pushed (or dead-lettered).
         records: records pushed into the ring.
         redelivered: messages received that had been delivered before.
-        redelivered_records: records those messages pushed (possible duplicates).
+        redelivered_records: records those messages held (the possible duplicates).
         bad_messages: batch messages rejected as bad input.
         acked, nacked: acknowledgements sent.
         pauses: times fetching paused because the ring was over 90% full.
