@@ -203,6 +203,55 @@ def test_a_stop_acks_what_was_written_and_gives_back_the_rest(nats_server, tmp_p
     assert collections.Counter(output_records(first, second)) == collections.Counter(records)
 
 
+class HoldFirstBatch:
+    """A real file sink that holds the batch containing ``record`` until ``gate`` is set;
+    every other batch is written at once (workers write out of order)."""
+
+    def __init__(self, path: Path, record: bytes, gate: threading.Event) -> None:
+        self._sink = open_sink(f"file:{path}")
+        self._record = record
+        self._gate = gate
+
+    def write_batch(self, batch: FramedBatch) -> None:
+        if self._record in list(batch):  # type: ignore[call-overload]
+            self._gate.wait()
+        self._sink.write_batch(batch)
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+    def close(self) -> None:
+        self._gate.set()
+        self._sink.close()
+
+
+def test_no_message_is_acked_before_every_earlier_record_is_written(nats_server, tmp_path):
+    """Acks follow the flush watermark, not the writes: while the batch holding the first
+    record is stuck in one worker, the batches other workers write after it are not acked
+    (a crash now must redeliver the first record); once it is written everything is acked."""
+    records = tagged_records(600)
+    publish_records(nats_server, records)
+    gate = threading.Event()
+    out = tmp_path / "out.ndjson"
+    run, source = start_run(
+        nats_server, tmp_path, out, sink=HoldFirstBatch(out, records[0], gate),
+        min_workers=3, max_workers=3, batch_size=10,
+    )
+    try:
+        assert wait_until(lambda: line_count(out) >= 200, timeout=15)
+        wait_until(lambda: False, timeout=0.3)  # several commit intervals pass
+        assert records[0] not in output_records(out)
+        assert source.acked == 0
+        assert consumer_state(nats_server, "group")[1] >= 200
+    finally:
+        gate.set()
+    assert wait_until(lambda: line_count(out) >= 600, timeout=15)
+    assert wait_until(lambda: source.acked == 600, timeout=5)
+    run.stop()
+    assert consumer_state(nats_server, "group")[:2] == (0, 0)
+    assert collections.Counter(output_records(out)) == collections.Counter(records)
+
+
 @pytest.mark.parametrize("framing", ["per-record", "batch"])
 def test_a_stalled_sink_stops_fetching_and_the_stream_keeps_the_backlog(nats_server, tmp_path, framing):
     """With the sink stalled and a 64-record ring the source holds at most 64 unacknowledged
