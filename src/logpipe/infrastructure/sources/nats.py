@@ -598,10 +598,13 @@ class NatsSource:
         self._request_left = want
         request = orjson.dumps({"batch": want, "expires": int(self._fetch_wait * 1e9)})
         self._loop.call_later(self._fetch_wait + REQUEST_GRACE, self._give_up, self._request_id)
+        asyncio.ensure_future(self._send_request(request))
+
+    async def _send_request(self, request: bytes) -> None:
         try:
             # Buffered by the client, also while it reconnects.
-            asyncio.ensure_future(self._nc.publish(self._next_subject, request, reply=self._inbox))
-        except Exception as exc:  # noqa: BLE001 - closed: run() asks again after the grace
+            await self._nc.publish(self._next_subject, request, reply=self._inbox)
+        except Exception as exc:  # noqa: BLE001 - closed or buffer full: run() asks again after the grace
             self.last_error = _describe(exc)
 
     def _give_up(self, request_id: int) -> None:
