@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import collections
+import io
+import re
 import subprocess
 import threading
 from pathlib import Path
 
 import orjson
 import pytest
+from rich.console import Console as RichConsole
 from _support import logpipe_command, wait_until
 from sources_nats.conftest import (
     STREAM,
@@ -29,6 +32,7 @@ from logpipe.exceptions import ConfigError
 from logpipe.infrastructure.exporters.prometheus import MetricsCollector
 from logpipe.infrastructure.registry import open_sink, parse_source
 from logpipe.infrastructure.sources.nats import NatsSourceConfig
+from logpipe.infrastructure.ui.live import LiveView
 
 BATCH_HEADERS = {"Logpipe-Framing": "ndjson"}
 
@@ -257,7 +261,7 @@ def test_a_stalled_sink_stops_fetching_and_the_stream_keeps_the_backlog(nats_ser
     """With the sink stalled and a 64-record ring the source holds at most 64 unacknowledged
     messages (max_ack_pending = ring capacity) and no more records than the ring and the
     workers' batches take, fetches nothing more, the backlog stays in the
-    stream (num_pending), the lag shows on the metrics line and in Prometheus and
+    stream (num_pending), the lag shows on the metrics line, in --ui and in Prometheus, and
     upstream_pressure() is True; once the sink resumes every record arrives once."""
     if framing == "per-record":
         records = tagged_records(3000)
@@ -284,6 +288,9 @@ def test_a_stalled_sink_stops_fetching_and_the_stream_keeps_the_backlog(nats_ser
         assert source.upstream_pressure()
         # In memory at most: the ring, the workers' batches, and the one message being pushed.
         assert source.records <= 64 + 2 * 16
+        frame = io.StringIO()
+        RichConsole(file=frame, width=120, height=40).print(LiveView(run.pipeline, io.StringIO()).frame())
+        assert re.search(r"Upstream\s+pending [\d,]+\s+ack pending [\d,]+\s+redelivered 0", frame.getvalue())
         exported = {s.name: s.value for m in MetricsCollector(run.pipeline.metrics).collect() for s in m.samples}
         assert exported["logpipe_upstream_pending"] > messages - 65
         assert exported["logpipe_upstream_ack_pending"] <= 64
