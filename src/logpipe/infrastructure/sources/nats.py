@@ -57,7 +57,9 @@ Backpressure
     JetStream enforces: no more are delivered until some are acked.
 
 Shutdown
-    On the stop signal the source returns within ~10 ms. The pipeline
+    On the stop signal the source returns within ~10 ms (at most
+    :data:`STOP_FLUSH` if the ring is full then: the records of the group
+    being pushed get that long to enter it). The pipeline
     drains the ring, its last commit acknowledges everything written, and
     :meth:`NatsSource.close` (the pipeline calls it last) lets the open
     pull request end (at most :data:`FETCH_WAIT` more), then negatively
@@ -124,6 +126,9 @@ GROUP_BYTES = 1 << 20
 COMMIT_INTERVAL = 0.05
 LAG_INTERVAL = 1.0  # between reads of the consumer's num_pending
 PAUSE_ABOVE = 0.9  # ring usage above which nothing is fetched
+# After a stop, how long the records of a group cut short may still wait for
+# ring room (the workers drain meanwhile; only a stalled sink uses it all).
+STOP_FLUSH = 0.5
 MIN_PAUSE = 0.0005
 # upstream_pressure(): the backlog is at least this many rings of records.
 PRESSURE_RINGS = 1.0
@@ -284,6 +289,7 @@ class NatsSource:
         self._nc: Any = None
         self._js: Any = None
         self._sub: Any = None
+        self._lines: LineInput | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self._closed = False
         self._loop = asyncio.new_event_loop()
@@ -321,6 +327,11 @@ class NatsSource:
         per_message = self.records / self.messages if self.messages else 1.0
         return lag.pending * max(per_message, 1.0) >= PRESSURE_RINGS * self.capacity
 
+    def lines_waiting(self) -> int:
+        """Records framed but waiting for room in the ring (the ring is full)."""
+        lines = self._lines
+        return int(lines.framer.pending_lines) if lines is not None else 0
+
     @property
     def outstanding(self) -> int:
         """Messages pushed and not yet acknowledged."""
@@ -332,7 +343,7 @@ class NatsSource:
         """Pull messages and push their records until ``stop`` is set."""
         if self._closed:
             raise RuntimeError(f"{self.name}: run() was called after close()")
-        lines = LineInput(ring, self.context, self.name)
+        lines = self._lines = LineInput(ring, self.context, self.name)
         inbound = self._inbound
         while not stop.is_set() and not lines.closed:
             self._arrived.clear()
@@ -382,7 +393,7 @@ class NatsSource:
                 self.redelivered_records += count
         body = b"".join(parts)
         before = lines.records
-        if body and not lines.feed(body, stop):
+        if body and not _push(lines, body, stop):
             return False
         self.records += lines.records - before
         self.messages += len(group)
@@ -678,6 +689,23 @@ class NatsSource:
 
     def __repr__(self) -> str:
         return f"<NatsSource {self.name} messages={self.messages} records={self.records}>"
+
+
+def _push(lines: LineInput, body: bytes, stop: StopFlag) -> bool:
+    """Frame ``body`` into the ring; True once every record of it is in (or rejected).
+
+    A stop that finds records still waiting for room gives them STOP_FLUSH
+    more: a group cut short is given back whole, and its records already in
+    the ring would then be delivered twice.
+    """
+    if lines.feed(body, stop):
+        return True
+    framer = lines.framer
+    deadline = time.monotonic() + STOP_FLUSH
+    while framer.pending_lines and not framer.closed and time.monotonic() < deadline:
+        framer.feed(b"", timeout=PUSH_SLICE)
+    lines.report()
+    return not framer.pending_lines
 
 
 def _take_group(inbound: collections.deque[Any], room: int) -> list[Any]:
