@@ -217,6 +217,8 @@ class NatsSource:
         redelivered_records: records those messages held (the possible duplicates).
         bad_messages: batch messages rejected as bad input.
         acked, nacked: acknowledgements sent.
+        reacks: times the recent acks were sent again (after a reconnect or
+            a change of the consumer's leader).
         pauses: times fetching paused because the ring was over 90% full.
         max_outstanding: the most messages held unacknowledged at once.
     """
@@ -265,6 +267,7 @@ class NatsSource:
         self.bad_messages = 0
         self.acked = 0
         self.nacked = 0
+        self.reacks = 0
         self.pauses = 0
         self.max_outstanding = 0
         self.last_error: str | None = None
@@ -291,6 +294,10 @@ class NatsSource:
         self._sub: Any = None
         self._lines: LineInput | None = None
         self._lag_task: asyncio.Task[None] | None = None
+        # The last max_ack_pending messages acked, to ack again when acks may
+        # have been lost (see _reack); set once the consumer's limit is known.
+        self._recent: collections.deque[Any] = collections.deque(maxlen=1)
+        self._leader: str | None = None
         self._closed = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="logpipe-nats-source", daemon=True)
@@ -501,11 +508,15 @@ class NatsSource:
             if not first_error.done():
                 first_error.set_result(exc)
 
+        async def reconnected_cb() -> None:
+            asyncio.ensure_future(self._reack_when_ready())
+
         connect = asyncio.ensure_future(
             nc.connect(
                 servers=[self.url],
                 name="logpipe-source",
                 error_cb=error_cb,
+                reconnected_cb=reconnected_cb,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,  # once connected, never give up
                 reconnect_time_wait=self._reconnect_wait,
@@ -602,6 +613,8 @@ class NatsSource:
         if config.max_ack_pending and config.max_ack_pending > 0:
             self.max_ack_pending = int(config.max_ack_pending)
         self._lag = UpstreamLag(int(info.num_pending or 0), int(info.num_ack_pending or 0))
+        self._recent = collections.deque(maxlen=self.max_ack_pending)
+        self._leader = info.cluster.leader if info.cluster else None
 
     def _pull(self, want: int) -> None:
         """Ask for up to ``want`` messages (on the loop thread; run() has marked a request open)."""
@@ -651,6 +664,7 @@ class NatsSource:
                 if ack:
                     await msg.ack()
                     self.acked += 1
+                    self._recent.append(msg)
                 else:
                     await msg.nak()
                     self.nacked += 1
@@ -658,14 +672,57 @@ class NatsSource:
                 self.last_error = _describe(exc)
 
     async def _poll_lag(self) -> None:
+        failed = False
         while True:
             await asyncio.sleep(LAG_INTERVAL)
             try:
                 info = await self._js.consumer_info(self.stream, self.durable)
             except Exception as exc:  # noqa: BLE001 - an outage: keep the last values
                 self.last_error = _describe(exc)
+                failed = True
                 continue
             self._lag = UpstreamLag(int(info.num_pending or 0), int(info.num_ack_pending or 0))
+            leader = info.cluster.leader if info.cluster else None
+            # A new leader, or an answer after none: acks may have gone nowhere meanwhile.
+            if leader != self._leader or failed:
+                self._leader = leader
+                failed = False
+                await self._reack()
+
+    async def _reack_when_ready(self) -> None:
+        # A restarted server takes a moment to recover its streams: acks sent
+        # before the consumer is back go nowhere. Wait for it (bounded), then ack.
+        for _ in range(20):
+            try:
+                await self._js.consumer_info(self.stream, self.durable)
+                break
+            except Exception:  # noqa: BLE001 - not recovered yet
+                await asyncio.sleep(0.25)
+        await self._reack()
+
+    async def _reack(self) -> None:
+        """Ack the last max_ack_pending acked messages again.
+
+        An ack is a plain publish: one sent while the consumer's leader was
+        being re-elected (its server died) or sitting in a dead server's
+        socket is lost, and the message would be delivered again after
+        ack_wait, a duplicate. Acks can only be lost for messages delivered
+        before the loss, of which this process holds at most max_ack_pending,
+        so sending those acks again once a reconnect or a new leader is seen
+        saves every such duplicate that ack_wait has not already caused. An
+        ack for a message already acked changes nothing.
+        """
+        recent = list(self._recent)
+        if not recent:
+            return
+        self.reacks += 1
+        publish = self._nc.publish
+        for msg in recent:
+            try:
+                await publish(msg.reply, b"+ACK")
+            except Exception as exc:  # noqa: BLE001 - redelivered after ack_wait: nothing is lost
+                self.last_error = _describe(exc)
+                return
 
     async def _shutdown(self, back: list[Any]) -> None:
         if self._sub is not None:
