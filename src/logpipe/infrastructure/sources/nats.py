@@ -44,8 +44,11 @@ Acknowledgement follows the writes
     those messages that had been written already arrive twice; a message
     delivered more than once is counted in :attr:`NatsSource.redelivered`
     (``logpipe_upstream_redelivered_total``). The duplicates are bounded by
-    what was unacknowledged, at most ``max_ack_pending`` messages per
-    crashed consumer.
+    what was unacknowledged, at most ``max_ack_pending`` messages (the
+    consumer's limit, shared by the whole group) per crash. Acks are plain
+    publishes, so a dead server or a consumer leader being re-elected loses
+    those in flight: after a reconnect or a leader change the acks of the
+    last ``max_ack_pending`` messages are sent again (see ``_reack``).
 
 Backpressure
     A pull request is sent only while the ring is at most 90% full, and asks
