@@ -297,9 +297,10 @@ class NatsSource:
         self._sub: Any = None
         self._lines: LineInput | None = None
         self._lag_task: asyncio.Task[None] | None = None
-        # The last max_ack_pending messages acked, to ack again when acks may
-        # have been lost (see _reack); set once the consumer's limit is known.
-        self._recent: collections.deque[Any] = collections.deque(maxlen=1)
+        # The ack subjects of the last max_ack_pending messages acked (not the
+        # messages: their bodies would stay in memory), to ack again when acks
+        # may have been lost (see _reack); sized once the consumer's limit is known.
+        self._recent: collections.deque[str] = collections.deque(maxlen=1)
         self._leader: str | None = None
         self._closed = False
         self._loop = asyncio.new_event_loop()
@@ -667,7 +668,7 @@ class NatsSource:
                 if ack:
                     await msg.ack()
                     self.acked += 1
-                    self._recent.append(msg)
+                    self._recent.append(msg.reply)
                 else:
                     await msg.nak()
                     self.nacked += 1
@@ -720,9 +721,9 @@ class NatsSource:
             return
         self.reacks += 1
         publish = self._nc.publish
-        for msg in recent:
+        for reply in recent:
             try:
-                await publish(msg.reply, b"+ACK")
+                await publish(reply, b"+ACK")
             except Exception as exc:  # noqa: BLE001 - redelivered after ack_wait: nothing is lost
                 self.last_error = _describe(exc)
                 return
