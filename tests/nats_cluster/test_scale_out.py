@@ -25,7 +25,7 @@ STREAM = "LOGS"
 SUBJECT = "logs"
 PER_AGENT = 15_000
 AGENTS = ("agent-1", "agent-2")
-IN_FLIGHT = 1000  # each consumer's --channel-size, so its max_ack_pending
+IN_FLIGHT = 1000  # the consumers' --channel-size, so the group's max_ack_pending
 ACK_WAIT = 5.0
 
 
@@ -68,7 +68,8 @@ def test_agents_cluster_consumer_group_survive_a_server_and_a_consumer_kill(clus
     """Every record of both agents reaches the union of the consumers' files at least once
     and none is missing, while a server and then a consumer are each killed with SIGKILL and
     restarted; the duplicates each kill causes (acks lost with the server, the consumer's
-    written but unacknowledged messages) number no more than a consumer's in-flight limit.
+    written but unacknowledged messages) number no more than the in-flight limit
+    (max_ack_pending, which JetStream enforces for the whole group).
 
     The consumers are slower than the agents (one worker, 40 ms a batch), so the stream
     holds a backlog and both kills happen while the consumers are busy."""
