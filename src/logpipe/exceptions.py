@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import sys
 
-__all__ = ["Closed", "ConfigError", "Empty", "Full", "LogpipeError", "SinkError"]
+__all__ = ["Closed", "ConfigError", "Empty", "Full", "LogpipeError", "SinkError", "SourceError"]
 
 
 class LogpipeError(Exception):
@@ -58,3 +58,10 @@ class SinkError(LogpipeError):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class SourceError(LogpipeError):
+    """A source cannot be opened: its server is unreachable, its stream missing...
+
+    The message names the source and the reason on one line.
+    """

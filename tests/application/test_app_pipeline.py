@@ -274,3 +274,19 @@ def test_the_ring_closes_only_after_the_source_has_returned() -> None:
     run(pipeline, stop_after=0.05)
     assert source.error is None, repr(source.error)
     assert_exactly_once(sink, source.put)
+
+
+def test_a_source_with_upstream_pressure_drives_the_autoscaler():
+    """A source's upstream_pressure() becomes the autoscaler's external pressure when none is passed."""
+    class LaggingSource:
+        def upstream_pressure(self) -> bool:
+            return True
+
+        def run(self, ring, stop) -> None:  # never started in this test
+            raise AssertionError("not run")
+
+    source = LaggingSource()
+    pipeline = Pipeline(PipelineConfig(), MemorySink(), source=source)
+    assert pipeline.scaler._external_pressure == source.upstream_pressure
+    chosen = Pipeline(PipelineConfig(), MemorySink(), source=source, external_pressure=lambda: False)
+    assert chosen.scaler._external_pressure() is False

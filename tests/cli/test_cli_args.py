@@ -67,7 +67,7 @@ DURATION_RULE = "(use a number with a unit: ns, us/µs, ms, s, m, h; e.g. 100us,
         ),
         (["--sink", "kafka://x"], "--sink: unknown sink 'kafka://x' (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)"),
         (["--sink", "file:"], "--sink: 'file:' has no PATH (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)"),
-        (["--source", "kafka://x"], "--source: unknown source 'kafka://x' (known: file:PATH, generator, stdin, tcp://HOST:PORT)"),
+        (["--source", "kafka://x"], "--source: unknown source 'kafka://x' (known: file:PATH, generator, nats://HOST:PORT/SUBJECT?stream=NAME&durable=NAME, stdin, tcp://HOST:PORT)"),
         (["--count"], "--count: expected one argument"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--dur", "1s"], "unrecognized arguments: --dur 1s"),  # no abbreviations
@@ -294,7 +294,7 @@ def test_validate_checks_sink_and_source_specs(capsys, tmp_path):
     assert code == 1
     assert err.splitlines() == [
         f"{config}: sink: unknown sink 'kafka' (known: file:PATH, nats://HOST:PORT/SUBJECT, null, stdout)",
-        f"{config}: source: unknown source 'udp://:1' (known: file:PATH, generator, stdin, tcp://HOST:PORT)",
+        f"{config}: source: unknown source 'udp://:1' (known: file:PATH, generator, nats://HOST:PORT/SUBJECT?stream=NAME&durable=NAME, stdin, tcp://HOST:PORT)",
     ]
 
 

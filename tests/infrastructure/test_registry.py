@@ -134,7 +134,7 @@ def test_generator_source_is_the_pipelines_own():
 
 def test_unknown_source_lists_the_known_ones():
     """An unknown source scheme gets one line listing the known ones."""
-    assert one_line_error(open_source, "kafka://x") == "--source: unknown source 'kafka://x' (known: file:PATH, generator, stdin, tcp://HOST:PORT)"
+    assert one_line_error(open_source, "kafka://x") == "--source: unknown source 'kafka://x' (known: file:PATH, generator, nats://HOST:PORT/SUBJECT?stream=NAME&durable=NAME, stdin, tcp://HOST:PORT)"
 
 
 @dataclass(frozen=True)

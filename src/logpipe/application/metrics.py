@@ -58,6 +58,7 @@ __all__ = [
     "MetricsReporter",
     "SinkHealth",
     "Snapshot",
+    "UpstreamLag",
     "check_ledger",
 ]
 
@@ -388,6 +389,24 @@ class Ledger:
 
 
 @dataclass(frozen=True)
+class UpstreamLag:
+    """How far behind its upstream a consuming source is (the NATS source).
+
+    Attributes:
+        pending: messages in the stream the consumer group has not been
+            delivered yet (JetStream's ``num_pending``).
+        ack_pending: messages delivered and not yet acknowledged, by every
+            process sharing the consumer (``num_ack_pending``).
+        redelivered: messages this process received more than once
+            (duplicates after a consumer crashed or an ack was lost).
+    """
+
+    pending: int
+    ack_pending: int
+    redelivered: int = 0
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The numbers at one instant."""
 
@@ -403,6 +422,7 @@ class Snapshot:
     scale_downs: int
     sink_errors: int
     invalid: int = 0
+    upstream: UpstreamLag | None = None  # only with a consuming source
 
     @property
     def lost(self) -> int:
@@ -455,6 +475,7 @@ class Metrics:
         self._in_batches: Callable[[], int] = lambda: 0
         self._collecting: Callable[[], int] = lambda: 0
         self._queue_usage: Callable[[], float] | None = None
+        self._upstream: Callable[[], UpstreamLag | None] | None = None
         self.bind(queue_depth=queue_depth, queue_capacity=queue_capacity, workers=workers)
 
     def bind(
@@ -495,6 +516,18 @@ class Metrics:
             self._in_batches = in_batches
         if collecting is not None:
             self._collecting = collecting
+
+    def bind_upstream(self, lag: Callable[[], UpstreamLag | None]) -> None:
+        """Attach a consuming source's lag (the NATS source does, when it is built).
+
+        Once bound, snapshots carry it, the [METRICS] line shows it and the
+        Prometheus endpoint exports it; ``lag`` returns None while unknown.
+        """
+        self._upstream = lag
+
+    def upstream(self) -> UpstreamLag | None:
+        """The bound source's lag now; None without one, or while it is unknown."""
+        return self._upstream() if self._upstream is not None else None
 
     @property
     def has_ledger(self) -> bool:
@@ -576,6 +609,7 @@ class Metrics:
             scale_downs=self.scale_downs.value,
             sink_errors=self.sink_errors.value,
             invalid=self.invalid.value,
+            upstream=self.upstream(),
         )
 
 
@@ -583,10 +617,14 @@ def metrics_line(previous: Snapshot, current: Snapshot, seconds: float) -> str:
     """The spec's line: rates over the interval, queue and workers now."""
     produced = (current.produced - previous.produced) / seconds
     processed = (current.processed - previous.processed) / seconds
-    return (
+    line = (
         f"[METRICS] Produced={produced:.0f}/s | Processed={processed:.0f}/s | "
         f"Queue={current.queue_depth}/{current.queue_capacity} | Workers={current.workers}"
     )
+    if current.upstream is not None:  # only a consuming source (NATS) has an upstream
+        lag = current.upstream
+        line += f" | Upstream pending={lag.pending} ack_pending={lag.ack_pending}"
+    return line
 
 
 class MetricsReporter:

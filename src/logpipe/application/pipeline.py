@@ -104,7 +104,9 @@ class Pipeline:
             to a source so that its ``invalid`` count is in the report.
         external_pressure: called by the autoscaler every interval; True
             counts as pressure the way a backpressure sleep does (e.g. a
-            stream source whose consumer lags). None: only the ring counts.
+            stream source whose consumer lags). None: the source's own
+            ``upstream_pressure`` if it has one (the NATS source does),
+            else only the ring counts.
     """
 
     def __init__(
@@ -153,7 +155,10 @@ class Pipeline:
             scale_up=config.scale_up,
             scale_down=config.scale_down,
             scale_down_window=config.scale_down_window,
-            external_pressure=external_pressure,
+            external_pressure=(
+                external_pressure if external_pressure is not None
+                else getattr(self.source, "upstream_pressure", None)
+            ),
             clock=self.clock,
         )
         self.reporter = MetricsReporter(
@@ -232,6 +237,7 @@ class Pipeline:
         self.sink.close()
         self._join(checkpointer)
         self._commit()  # everything is written now: the final checkpoint
+        self._close_source()
 
         report = self._report(
             self.metrics.snapshot(), self.clock.monotonic() - started, self.metrics.ledger(final=True)
@@ -271,9 +277,19 @@ class Pipeline:
             commit(self.tracker.watermark)
 
     def _checkpoint_loop(self) -> None:
+        # A source that acknowledges upstream (NATS) asks for a faster pace:
+        # its unacknowledged messages count against a limit until then.
+        interval = getattr(self.source, "commit_interval", CHECKPOINT_INTERVAL)
         while not self.draining:
             self._commit()
-            self._cancel.wait(CHECKPOINT_INTERVAL)
+            self._cancel.wait(interval)
+
+    def _close_source(self) -> None:
+        # After the final commit: a source holding a connection (NATS) gives
+        # back what was not written and disconnects. close() is idempotent.
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
 
     def _run_source(self) -> None:
         load_timer = None

@@ -38,6 +38,7 @@ from logpipe.exceptions import ConfigError, LogpipeError
 from logpipe.infrastructure.sinks import FileSinkConfig, NullSinkConfig, StdoutSinkConfig
 from logpipe.infrastructure.sinks.nats import NatsSinkConfig
 from logpipe.infrastructure.sources.file import FileSourceConfig
+from logpipe.infrastructure.sources.nats import NatsSourceConfig
 from logpipe.infrastructure.sources.stdin import StdinSourceConfig
 from logpipe.infrastructure.sources.tcp import TcpSourceConfig
 
@@ -254,7 +255,7 @@ class GeneratorSourceConfig:
 
 
 SOURCES: Registry[Source | None] = Registry("source", "--source")
-for _source in (FileSourceConfig, GeneratorSourceConfig, StdinSourceConfig, TcpSourceConfig):
+for _source in (FileSourceConfig, GeneratorSourceConfig, NatsSourceConfig, StdinSourceConfig, TcpSourceConfig):
     SOURCES.register(_source)
 
 

@@ -68,6 +68,9 @@ class MetricsCollector(Collector):
     ledger: ``logpipe_ledger_received``, ``_delivered``, ``_in_ring``,
     ``_in_batches``, ``_dropped``, ``_invalid``, ``_undelivered``,
     ``_balanced`` (1 or 0).
+    With a consuming source (NATS) only: ``logpipe_upstream_pending`` and
+    ``logpipe_upstream_ack_pending`` (gauges, messages) and
+    ``logpipe_upstream_redelivered_total`` (counter).
     Histograms (seconds, per batch written):
     ``logpipe_flush_duration_seconds``, ``logpipe_enqueue_to_flush_seconds``.
     """
@@ -136,6 +139,23 @@ class MetricsCollector(Collector):
             "How long every sink write has been failing; 0 after a success.",
             m.sink_health.failing_for(time.monotonic()),
         )
+
+        if snap.upstream is not None:
+            yield gauge(
+                "logpipe_upstream_pending",
+                "Messages in the upstream stream not yet delivered to the consumer group.",
+                snap.upstream.pending,
+            )
+            yield gauge(
+                "logpipe_upstream_ack_pending",
+                "Upstream messages delivered to the consumer group and not yet acknowledged.",
+                snap.upstream.ack_pending,
+            )
+            yield counter(
+                "logpipe_upstream_redelivered_total",
+                "Upstream messages this process received more than once (duplicates).",
+                snap.upstream.redelivered,
+            )
 
         yield _histogram(
             "logpipe_flush_duration_seconds",

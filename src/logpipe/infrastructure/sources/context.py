@@ -26,6 +26,8 @@ class SourceContext:
         state_dir: where checkpoints live; None: no checkpoints.
         once: file sources read to the end once, then stop.
         max_connections: the TCP source's limit on clients at once.
+        ring_capacity: the ring's capacity in records (``--channel-size``);
+            the NATS source bounds its unacknowledged messages by it.
     """
 
     format: str
@@ -35,6 +37,7 @@ class SourceContext:
     state_dir: str | None = None
     once: bool = False
     max_connections: int = 256
+    ring_capacity: int = 1500
 
     @classmethod
     def for_run(cls, config: PipelineConfig, metrics: Metrics) -> SourceContext:
@@ -48,4 +51,5 @@ class SourceContext:
             state_dir=config.state_dir,
             once=config.once,
             max_connections=config.max_connections,
+            ring_capacity=config.channel_size,
         )

@@ -396,6 +396,13 @@ class LiveView:
         grid.add_row("Backpressure", pressure)
         grid.add_row("Sink", self._sink_row(snap, now))
         grid.add_row("Source", Text(config.source))
+        lag = getattr(snap, "upstream", None)
+        if lag is not None:  # a consuming source (NATS): its consumer's lag in the stream
+            grid.add_row("Upstream", Text.assemble(
+                ("pending ", "dim"), (f"{lag.pending:,}", "yellow" if lag.pending else ""),
+                ("   ack pending ", "dim"), f"{lag.ack_pending:,}",
+                ("   redelivered ", "dim"), (f"{lag.redelivered:,}", "yellow" if lag.redelivered else ""),
+            ))
         if self._progress is not None:
             grid.add_row("Input", self._progress.renderable())
         alarms = _value(getattr(metrics, "ledger_alarms", None))
