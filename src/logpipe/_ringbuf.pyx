@@ -132,15 +132,13 @@ MAX_BYTES_LIMIT = 1 << 62
 # LP_MAIN_THREAD_SLICE seconds to look for handlers to run.
 cdef unsigned long MAIN_THREAD_IDENT = threading.main_thread().ident
 
-# put_many copies chunks at least this long without the GIL: below it the
-# release/re-acquire costs more than the parallelism gains.
 cdef enum:
-    NOGIL_PUSH_MIN = 32
     # How many items ahead put_many prefetches: enough to cover a memory
     # miss (~100 ns) with the ~10 ns each item takes to gather.
     PREFETCH_AHEAD = 8
     # get_batch copies a batch that is all there with the GIL held up to
-    # this many payload bytes (~0.5 us of copying); larger ones without it.
+    # this many payload bytes (~0.5 us of copying), and put_many copies a
+    # chunk that small with it too; larger ones go without it.
     GIL_TAKE_MAX_BYTES = 16384
 
 cdef char EMPTY_BUFFER[1]
@@ -1262,9 +1260,11 @@ cdef class RingBuffer:
         cdef lp_ring_t *r = self.ring
         cdef uint32_t need
         cdef char *ahead
+        cdef Py_ssize_t chunk_bytes
 
         while bad is None and done < PySequence_Fast_GET_SIZE(seq):
             chunk = 0
+            chunk_bytes = 0
             try:
                 # Gather a chunk of pointers. Each item is held by a reference
                 # (and non-bytes by a buffer view) so that its bytes stay valid
@@ -1296,15 +1296,17 @@ cdef class RingBuffer:
                         bad = ValueError(record_too_large(size, r.max_record))
                         break
                     lengths[chunk] = <uint32_t>size
+                    chunk_bytes += size
                     holders[chunk] = <PyObject *>item
                     Py_INCREF(item)
                     chunk += 1
 
                 i = 0
                 while i < chunk:
-                    if chunk - i >= NOGIL_PUSH_MIN:
+                    if chunk_bytes >= GIL_TAKE_MAX_BYTES:
                         # Big enough to copy without the GIL, so a consumer
-                        # can run Python code meanwhile.
+                        # can run Python code meanwhile; a small copy keeps
+                        # it (a hand-off costs more than the copy: see get_batch).
                         with nogil:
                             pushed = lp_push_many(r, &data[i], &lengths[i], chunk - i, &status)
                     else:
