@@ -229,3 +229,77 @@ def test_reporter_stopped_before_its_first_interval_prints_nothing() -> None:
     reporter.stop(JOIN)
     assert not reporter._thread.is_alive()
     assert out.getvalue() == ""
+
+
+# -- shards: the workers' lock-free parts of a counter or histogram --------------
+
+
+def test_counter_shards_add_up_exactly_while_read_and_retired():
+    """8 writers, each on its own shard, and a reader: every read is between the
+    last read and the final total (never a lost or doubled add, also while
+    shards retire), and the total is exact once all have retired."""
+    counter = Counter()
+    counter.add(5)  # a plain add before any shard
+    writers, adds = 8, 20_000
+    start = threading.Barrier(writers + 1)
+    finished = threading.Event()
+    reads: list[int] = []
+
+    def write(index: int) -> None:
+        shard = counter.shard()
+        start.wait()
+        for _ in range(adds):
+            shard.add(index + 1)
+        shard.retire()
+
+    def read() -> None:
+        start.wait()
+        while not finished.is_set():
+            reads.append(counter.value)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    reader = threading.Thread(target=read)
+    for t in [*threads, reader]:
+        t.start()
+    for t in threads:
+        t.join(JOIN)
+    finished.set()
+    reader.join(JOIN)
+    assert not any(t.is_alive() for t in [*threads, reader])
+    total = 5 + adds * sum(range(1, writers + 1))
+    assert counter.value == total
+    assert counter._shards == ()  # retired shards leave the list readers walk
+    assert all(a <= b for a, b in zip(reads, reads[1:])), "a read went backwards"
+    assert all(5 <= r <= total for r in reads)
+
+
+def test_histogram_shards_fold_into_the_snapshot():
+    """Observations on shards show in the snapshot (buckets, sum, count agree)
+    before and after the shards retire, alongside plain observe() calls."""
+    metrics = Metrics()
+    histogram = metrics.flush_duration
+    first, second = histogram.shard(), histogram.shard()
+    for value in (0.00005, 0.003, 0.003, 100.0):
+        first.observe(value)
+    second.observe(0.2)
+    histogram.observe(0.003)
+    live = histogram.snapshot()
+    first.retire()
+    second.retire()
+    retired = histogram.snapshot()
+    assert live == retired
+    assert retired.count == 6 == retired.cumulative[-1]
+    assert retired.sum == pytest.approx(0.00005 + 0.003 * 3 + 100.0 + 0.2)
+    by_bound = dict(zip(retired.bounds, retired.cumulative))
+    assert by_bound[0.0001] == 1 and by_bound[0.0025] == 1 and by_bound[0.005] == 4
+    assert by_bound[0.25] == 5 and by_bound[float("inf")] == 6  # 100 s only in +Inf
+
+
+def test_a_retired_shard_is_counted_once():
+    """Retiring twice (a worker's finally after an error) does not count twice."""
+    counter = Counter()
+    shard = counter.shard()
+    shard.add(7)
+    shard.retire()
+    shard.retire()
+    assert counter.value == 7
