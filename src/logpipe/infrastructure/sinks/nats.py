@@ -94,9 +94,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import orjson
 
-from logpipe._waits import join_thread, wait_for, wait_future
+from logpipe._waits import wait_for
 from logpipe.domain.ports import FramedBatch
 from logpipe.exceptions import SinkError
+from logpipe.infrastructure._loop_thread import LoopThread
 from logpipe.infrastructure.sinks._nats_wire import Ack, Wire, WireError, open_wire
 
 if TYPE_CHECKING:
@@ -328,9 +329,8 @@ class NatsSink:
         self._cond = threading.Condition()
         self._inflight = 0
         self._closed = False
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="logpipe-nats", daemon=True)
-        self._thread.start()
+        self._loop_thread = LoopThread("logpipe-nats", SinkError)
+        self._loop = self._loop_thread.loop
         try:
             # The coroutine bounds itself; this outer limit only guards the loop.
             self._call(self._start(), timeout=4 * connect_timeout + 5)
@@ -537,31 +537,12 @@ class NatsSink:
 
     # -- the loop thread ----------------------------------------------------
 
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_forever()
-        finally:
-            pending = asyncio.all_tasks(self._loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self._loop.close()
-
     def _stop_loop(self) -> None:
-        if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        join_thread(self._thread, 10)
+        self._loop_thread.stop()
 
     def _call(self, coro: Coroutine[Any, Any, _T], *, timeout: float) -> _T:
         """Run ``coro`` on the loop thread and wait for its result."""
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return wait_future(future, timeout)  # in slices: the main thread's signals
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise SinkError(f"{self.name}: no answer from the client within {timeout:g}s") from None
+        return self._loop_thread.call(coro, timeout=timeout, what=self.name)
 
     def _wait_idle(self) -> None:
         with self._cond:

@@ -98,12 +98,12 @@ from typing import Any, ClassVar, TypeVar
 
 import orjson
 
-from logpipe._waits import join_thread, wait_future
 from logpipe.application.metrics import UpstreamLag
 from logpipe.domain.durations import parse_duration
 from logpipe.domain.policies import backpressure_sleep
 from logpipe.domain.ports import Ring, StopFlag
 from logpipe.exceptions import ConfigError, SourceError
+from logpipe.infrastructure._loop_thread import LoopThread
 from logpipe.infrastructure.sources._lines import PUSH_SLICE, LineInput
 from logpipe.infrastructure.sources.context import SourceContext
 
@@ -303,9 +303,8 @@ class NatsSource:
         self._recent: collections.deque[str] = collections.deque(maxlen=1)
         self._leader: str | None = None
         self._closed = False
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="logpipe-nats-source", daemon=True)
-        self._thread.start()
+        self._loop_thread = LoopThread("logpipe-nats-source", SourceError)
+        self._loop = self._loop_thread.loop
         try:
             self._call(self._start(), timeout=4 * connect_timeout + 5)
         except BaseException:
@@ -473,30 +472,12 @@ class NatsSource:
 
     # -- the loop thread --------------------------------------------------------
 
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_forever()
-        finally:
-            pending = asyncio.all_tasks(self._loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self._loop.close()
-
     def _stop_loop(self) -> None:
-        if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        join_thread(self._thread, 10)
+        self._loop_thread.stop()
 
     def _call(self, coro: Coroutine[Any, Any, _T], *, timeout: float) -> _T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return wait_future(future, timeout)  # in slices: the main thread's signals
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise SourceError(f"{self.name}: no answer from the client within {timeout:g}s") from None
+        """Run ``coro`` on the loop thread and wait for its result."""
+        return self._loop_thread.call(coro, timeout=timeout, what=self.name)
 
     # -- coroutines (on the loop thread) ----------------------------------------
 
