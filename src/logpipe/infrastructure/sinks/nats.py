@@ -97,7 +97,7 @@ import orjson
 from logpipe._waits import wait_for
 from logpipe.domain.ports import FramedBatch
 from logpipe.exceptions import SinkError
-from logpipe.infrastructure._loop_thread import LoopThread
+from logpipe.infrastructure._nats_client import LoopThread, connect, describe
 from logpipe.infrastructure.sinks._nats_wire import Ack, Wire, WireError, open_wire
 
 if TYPE_CHECKING:
@@ -191,13 +191,6 @@ def _import_nats(name: str) -> Any:
             retryable=False,
         ) from None
     return nats
-
-
-def _describe(exc: BaseException) -> str:
-    """An exception as one short line: ``ConnectionRefusedError: [Errno 111] ...``."""
-    text = " ".join(str(exc).split())
-    kind = type(exc).__name__
-    return f"{kind}: {text}" if text else kind
 
 
 class _Attempt:
@@ -550,19 +543,15 @@ class NatsSink:
 
     # -- coroutines (run on the loop thread) --------------------------------
 
+    def _note_error(self, line: str) -> None:
+        self._last_error = line
+
     async def _start(self) -> None:
         nats = self._nats
         nc = nats.NATS()
         self._nc = nc
         self._room = asyncio.Event()
         self._wire_lock = asyncio.Lock()
-        loop = asyncio.get_running_loop()
-        first_error: asyncio.Future[BaseException] = loop.create_future()
-
-        async def error_cb(exc: Exception) -> None:
-            self._last_error = _describe(exc)
-            if not first_error.done():
-                first_error.set_result(exc)
 
         async def disconnected_cb() -> None:
             if self._closed:
@@ -577,38 +566,14 @@ class NatsSink:
         async def reconnected_cb() -> None:
             self._reconnects += 1
 
-        connect = asyncio.ensure_future(
-            nc.connect(
-                servers=[self.url],
-                name="logpipe",
-                error_cb=error_cb,
-                disconnected_cb=disconnected_cb,
-                reconnected_cb=reconnected_cb,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,  # once connected, never give up
-                reconnect_time_wait=self._reconnect_wait,
-                connect_timeout=self._connect_timeout,
-            )
+        await connect(
+            nc, self.url, client_name="logpipe",
+            connect_timeout=self._connect_timeout, reconnect_wait=self._reconnect_wait,
+            on_error=self._note_error,
+            cannot_connect=lambda reason: SinkError(f"{self.name}: {reason}", retryable=False),
+            disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb,
         )
-        done, _ = await asyncio.wait(
-            {connect, first_error}, timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if connect not in done:
-            # Unreachable at startup is an error: nats-py would retry for ever.
-            connect.cancel()
-            with contextlib.suppress(BaseException):
-                await connect
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 1)
-            reason = _describe(first_error.result()) if first_error.done() else (
-                f"no answer within {self._connect_timeout:g}s"
-            )
-            raise SinkError(
-                f"{self.name}: cannot connect to the NATS server ({reason}); is nats-server running?",
-                retryable=False,
-            )
         try:
-            connect.result()
             await self._check_stream(nc)
             self._inbox = nc.new_inbox()
             await nc.subscribe(
@@ -672,7 +637,7 @@ class NatsSink:
             ) from None
         except (errors.APIError, self._nats.errors.Error, asyncio.TimeoutError) as exc:
             raise SinkError(
-                f"{self.name}: cannot check JetStream stream ({_describe(exc)})", retryable=False
+                f"{self.name}: cannot check JetStream stream ({describe(exc)})", retryable=False
             ) from None
 
     def _make_room(self) -> None:
@@ -887,7 +852,7 @@ class NatsSink:
                 ) from None
         except self._nats.errors.Error as exc:
             retryable = not isinstance(exc, self._nats.errors.MaxPayloadError)
-            raise SinkError(f"{self.name}: publish failed ({_describe(exc)})", retryable=retryable) from None
+            raise SinkError(f"{self.name}: publish failed ({describe(exc)})", retryable=retryable) from None
         finally:
             for reply in replies:
                 del self._attempts[reply]
@@ -914,7 +879,7 @@ class NatsSink:
         try:
             await nc.flush(timeout=self._ack_timeout)
         except (self._nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise SinkError(f"{self.name}: flush failed ({_describe(exc)})") from None
+            raise SinkError(f"{self.name}: flush failed ({describe(exc)})") from None
 
     async def _shutdown(self) -> None:
         if self._wire is not None:

@@ -103,7 +103,7 @@ from logpipe.domain.durations import parse_duration
 from logpipe.domain.policies import backpressure_sleep
 from logpipe.domain.ports import Ring, StopFlag
 from logpipe.exceptions import ConfigError, SourceError
-from logpipe.infrastructure._loop_thread import LoopThread
+from logpipe.infrastructure._nats_client import LoopThread, connect, describe
 from logpipe.infrastructure.sources._lines import PUSH_SLICE, LineInput
 from logpipe.infrastructure.sources.context import SourceContext
 
@@ -157,12 +157,6 @@ def _import_nats(name: str) -> Any:
             f"{name}: the nats source needs the nats-py package, which is not installed ({INSTALL_HINT})"
         ) from None
     return nats
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    kind = type(exc).__name__
-    return f"{kind}: {text}" if text else kind
 
 
 def check_batch(headers: dict[str, str], body: bytes) -> str | None:
@@ -481,48 +475,25 @@ class NatsSource:
 
     # -- coroutines (on the loop thread) ----------------------------------------
 
+    def _note_error(self, line: str) -> None:
+        self.last_error = line
+
     async def _start(self) -> None:
         nats = self._nats
         nc = nats.NATS()
         self._nc = nc
-        loop = asyncio.get_running_loop()
-        first_error: asyncio.Future[BaseException] = loop.create_future()
-
-        async def error_cb(exc: Exception) -> None:
-            self.last_error = _describe(exc)
-            if not first_error.done():
-                first_error.set_result(exc)
 
         async def reconnected_cb() -> None:
             asyncio.ensure_future(self._reack_when_ready())
 
-        connect = asyncio.ensure_future(
-            nc.connect(
-                servers=[self.url],
-                name="logpipe-source",
-                error_cb=error_cb,
-                reconnected_cb=reconnected_cb,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,  # once connected, never give up
-                reconnect_time_wait=self._reconnect_wait,
-                connect_timeout=self._connect_timeout,
-            )
+        await connect(
+            nc, self.url, client_name="logpipe-source",
+            connect_timeout=self._connect_timeout, reconnect_wait=self._reconnect_wait,
+            on_error=self._note_error,
+            cannot_connect=lambda reason: SourceError(f"{self.name}: {reason}"),
+            reconnected_cb=reconnected_cb,
         )
-        done, _ = await asyncio.wait(
-            {connect, first_error}, timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if connect not in done:
-            connect.cancel()
-            with contextlib.suppress(BaseException):
-                await connect
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 1)
-            reason = _describe(first_error.result()) if first_error.done() else (
-                f"no answer within {self._connect_timeout:g}s"
-            )
-            raise SourceError(f"{self.name}: cannot connect to the NATS server ({reason}); is nats-server running?")
         try:
-            connect.result()
             self._js = nc.jetstream(timeout=self._connect_timeout)
             await self._setup_consumer()
             # Pulled messages come to this inbox; one request is open at a time,
@@ -578,7 +549,7 @@ class NatsSource:
         except errors.ServiceUnavailableError:
             raise SourceError(f"{self.name}: the server has no JetStream (start nats-server with -js)") from None
         except (errors.APIError, self._nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise SourceError(f"{self.name}: cannot set up the consumer ({_describe(exc)})") from None
+            raise SourceError(f"{self.name}: cannot set up the consumer ({describe(exc)})") from None
 
     def _check_consumer(self, info: Any) -> None:
         api = self._nats.js.api
@@ -614,7 +585,7 @@ class NatsSource:
             # Buffered by the client, also while it reconnects.
             await self._nc.publish(self._next_subject, request, reply=self._inbox)
         except Exception as exc:  # noqa: BLE001 - closed or buffer full: run() asks again after the grace
-            self.last_error = _describe(exc)
+            self.last_error = describe(exc)
 
     def _give_up(self, request_id: int) -> None:
         # The request's end never came (a reconnect lost it): allow a new one.
@@ -654,7 +625,7 @@ class NatsSource:
                     await msg.nak()
                     self.nacked += 1
             except Exception as exc:  # noqa: BLE001 - redelivered after ack_wait: nothing is lost
-                self.last_error = _describe(exc)
+                self.last_error = describe(exc)
 
     async def _poll_lag(self) -> None:
         failed = False
@@ -663,7 +634,7 @@ class NatsSource:
             try:
                 info = await self._js.consumer_info(self.stream, self.durable)
             except Exception as exc:  # noqa: BLE001 - an outage: keep the last values
-                self.last_error = _describe(exc)
+                self.last_error = describe(exc)
                 failed = True
                 continue
             self._lag = UpstreamLag(int(info.num_pending or 0), int(info.num_ack_pending or 0))
@@ -706,7 +677,7 @@ class NatsSource:
             try:
                 await publish(reply, b"+ACK")
             except Exception as exc:  # noqa: BLE001 - redelivered after ack_wait: nothing is lost
-                self.last_error = _describe(exc)
+                self.last_error = describe(exc)
                 return
 
     async def _shutdown(self, back: list[Any]) -> None:
