@@ -1,0 +1,445 @@
+"""``logpipe.logging.LogpipeHandler``: a logging handler that never writes in the caller's thread.
+
+Each record is rendered to one JSON line (see logpipe._logjson) and put on a
+:class:`~logpipe.RingBuffer`; background workers, the same
+:class:`~logpipe.application.Worker` and :class:`~logpipe.application.WorkerPool`
+that ``logpipe run`` uses, take batches off the ring and write each with
+one call to any logpipe sink (``file:PATH`` with rotation, ``stdout``,
+``nats://HOST:PORT/SUBJECT``...). A failing sink is retried with backoff.
+
+The calling thread pays for the rendering and one put, nothing else: no
+handler lock (the ring is thread-safe, so ``handle`` skips
+``Handler.acquire``), no Formatter unless one is set, no copy of the record.
+
+When the ring is full:
+
+* ``when_full="block"`` (the default): the caller waits for room. Nothing
+  is lost, and a stalled sink slows the program down instead of filling
+  its memory.
+* ``when_full="drop"``: the record is dropped and counted
+  (:attr:`LogpipeHandler.dropped`); the caller never waits. A warning line
+  goes to stderr (written directly, not through logging, which could
+  recurse into this handler) at most once per ``drop_report_interval``.
+
+Lifecycle: :meth:`LogpipeHandler.flush` waits until everything logged
+before it is written; :meth:`LogpipeHandler.close` closes the ring, lets the
+workers drain it and closes the sink. At interpreter exit an atexit hook
+flushes and ``logging.shutdown()`` (which logging runs at exit, after that
+hook) closes. A record logged after close() cannot reach the sink any more:
+its line is written to stderr instead, so it is not lost silently.
+
+SIGTERM: by default a process killed by SIGTERM dies without running atexit,
+and whatever is in the ring would be lost. So, unless ``sigterm=False``,
+the first handler created in the main thread while SIGTERM has its default
+action installs a handler that raises ``SystemExit(143)`` in the main
+thread: ``finally`` blocks and atexit run, and the ring is flushed. A
+program that has its own SIGTERM handler keeps it (it decides how to exit).
+See docs/logging.md for the whole story.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from logpipe._logjson import render
+from logpipe._ringbuf import RingBuffer
+from logpipe.application.autoscaler import AutoScaler
+from logpipe.application.console import Console
+from logpipe.application.metrics import Metrics
+from logpipe.application.pool import WorkerPool
+from logpipe.application.worker import Worker
+from logpipe.domain.config import PipelineConfig
+from logpipe.domain.durations import parse_duration
+from logpipe.domain.ports import Sink
+from logpipe.exceptions import Closed, ConfigError, Full
+
+__all__ = ["LogpipeHandler"]
+
+_NAME = "LogpipeHandler"
+_PREFIX = "logpipe.logging: "
+_WHEN_FULL = ("block", "drop")
+_HANDLE_RETURNS_RECORD = sys.version_info >= (3, 12)  # Handler.handle's contract there
+_FLUSH_POLL = 0.005  # seconds between looks while flush() waits for the workers
+
+
+class LogpipeHandler(logging.Handler):
+    """A ``logging.Handler`` that hands JSON lines to background workers through a ring buffer.
+
+    Args:
+        sink: where the lines go: a sink spec (``"file:/var/log/app.ndjson"``,
+            ``"stdout"``, ``"nats://127.0.0.1:4222/logs"``...) or an object
+            with the Sink methods (``write_batch``, ``flush``, ``close``).
+        level: the handler's level, as for any Handler.
+        when_full: ``"block"`` (wait for room, lose nothing) or ``"drop"``
+            (never wait, count what is dropped).
+        capacity: records the ring holds.
+        batch_size: most records per write.
+        batch_timeout: longest a record waits for its batch to fill before
+            it is written (seconds, or a duration such as ``"200ms"``).
+        workers: worker threads started at once.
+        max_workers: with more than ``workers``, an autoscaler adds workers
+            while the ring is over 80% full and removes them below 20%
+            (checked every ``scale_interval``).
+        scale_interval: how often the autoscaler looks (seconds or duration).
+        max_record_size: the longest line accepted, in bytes; a longer one is
+            dropped, counted and reported on stderr.
+        rotate_bytes, rotate_keep: file sink rotation (see docs/sinks.md).
+        nats_stream: nats sink: the JetStream stream to create if missing.
+        drop_report_interval: most one drop warning per this many seconds.
+        sigterm: install the SIGTERM handler described in the module docstring.
+
+    Raises:
+        ConfigError: a bad value (one line naming it) or a sink that cannot
+            be opened.
+    """
+
+    def __init__(
+        self,
+        sink: str | Sink,
+        level: int | str = logging.NOTSET,
+        *,
+        when_full: str = "block",
+        capacity: int = 8192,
+        batch_size: int = 512,
+        batch_timeout: float | str = 0.1,
+        workers: int = 1,
+        max_workers: int | None = None,
+        scale_interval: float | str = 1.0,
+        max_record_size: int = 1 << 20,
+        rotate_bytes: int | None = None,
+        rotate_keep: int = 5,
+        nats_stream: str | None = None,
+        drop_report_interval: float | str = 10.0,
+        sigterm: bool = True,
+    ) -> None:
+        if when_full not in _WHEN_FULL:
+            raise ConfigError(f"{_NAME}: when_full {when_full!r} is not one of 'block', 'drop'")
+        capacity = _count("capacity", capacity)
+        batch_size = _count("batch_size", batch_size)
+        workers = _count("workers", workers)
+        max_workers = workers if max_workers is None else _count("max_workers", max_workers)
+        if max_workers < workers:
+            raise ConfigError(f"{_NAME}: max_workers {max_workers} is below workers {workers}")
+        max_record_size = _count("max_record_size", max_record_size)
+        batch_timeout = _seconds("batch_timeout", batch_timeout)
+        scale_interval = _seconds("scale_interval", scale_interval)
+        drop_report_interval = _seconds("drop_report_interval", drop_report_interval)
+        super().__init__(level)
+        self.when_full = when_full
+        self.sink = _open(sink, rotate_bytes, rotate_keep, nats_stream)
+        self.ring = RingBuffer(capacity, max_record_size=max_record_size)
+        self.metrics = Metrics()
+        console = _WarningConsole()
+        self._pool = WorkerPool(
+            lambda worker_id: Worker(
+                worker_id,
+                self.ring,
+                self.sink,
+                batch_size=batch_size,
+                batch_timeout=batch_timeout,
+                metrics=self.metrics,
+                console=console,
+            ),
+            min_workers=workers,
+            max_workers=max_workers,
+        )
+        self.metrics.bind(
+            produced=lambda: self.ring.pushed,
+            queue_depth=lambda: len(self.ring),
+            queue_capacity=capacity,
+            workers=lambda: len(self._pool),
+            in_batches=self._pool.pending,
+        )
+        self._scaler: AutoScaler | None = None
+        if max_workers > workers:
+            self._scaler = AutoScaler(
+                self.ring,
+                self._pool,
+                metrics=self.metrics,
+                console=console,
+                interval=scale_interval,
+                scale_up=0.8,
+                scale_down=0.2,
+            )
+        self._put = self.ring.put if when_full == "block" else self.ring.put_nowait
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._late = 0  # records logged after close(), written to stderr
+        self._reporter = _DropReporter(self.metrics, drop_report_interval)
+        self._pool.start()
+        if self._scaler is not None:
+            self._scaler.start()
+        self._reporter.start()
+        atexit.register(self._at_exit)
+        if sigterm:
+            _install_sigterm_exit()
+
+    # -- what the calling thread runs -----------------------------------------
+
+    def handle(self, record: logging.LogRecord) -> logging.LogRecord | bool:
+        """Filter and emit, without the handler lock: the ring is thread-safe."""
+        if self.filters:
+            result = self.filter(record)
+            if not result:
+                return False
+            if isinstance(result, logging.LogRecord):  # 3.12+: a filter may replace the record
+                record = result
+        self.emit(record)
+        return record if _HANDLE_RETURNS_RECORD else True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Render ``record`` to a JSON line and put it on the ring."""
+        try:
+            line = render(record) if self.formatter is None else render(record, self.format(record))
+            self._put(line)  # ring.put (block) or ring.put_nowait (drop)
+        except Full:
+            self.metrics.dropped.add(reason="full")
+        except Closed:
+            self._write_late(line)
+        except RecursionError:
+            raise
+        except ValueError:
+            if "line" in locals() and len(line) > self.ring.max_record_size:
+                self._oversized(line)
+            else:
+                self.handleError(record)
+        except Exception:  # noqa: BLE001 - as every Handler: report on stderr, never raise
+            self.handleError(record)
+
+    def _oversized(self, line: bytes) -> None:
+        self.metrics.dropped.add(reason="too_large")
+        _warn(
+            f"dropped a log record of {len(line)} bytes: larger than "
+            f"max_record_size={self.ring.max_record_size} (starts {line[:80]!r})"
+        )
+
+    def _write_late(self, line: bytes) -> None:
+        with self._close_lock:
+            self._late += 1
+            first = self._late == 1
+        if first:
+            _warn("a record was logged after the handler was closed; such records go to stderr")
+        _write_stderr(line.decode("utf-8", "replace") + "\n")
+
+    # -- counters ------------------------------------------------------------
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped: the ring was full (``when_full="drop"``) or the line too large."""
+        return self.metrics.dropped.value
+
+    @property
+    def written(self) -> int:
+        """Records the sink has taken."""
+        return self.metrics.processed.value
+
+    @property
+    def pending(self) -> int:
+        """Records accepted and not yet written (in the ring or in a worker's batch)."""
+        return len(self.ring) + self._pool.pending()
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() has run."""
+        return self._closed
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record accepted before this call is written (or given up on).
+
+        Args:
+            timeout: seconds to wait at most; None waits as long as it takes
+                (a sink that is down is retried until it comes back).
+
+        Returns:
+            True if they were written, False on timeout.
+        """
+        target = self.ring.pushed
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._settled() < target:
+            if not any(worker.alive for worker in self._pool.workers):
+                break  # closed and joined: nothing will be written any more
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(_FLUSH_POLL)
+        try:
+            self.sink.flush()
+        except Exception as exc:  # noqa: BLE001 - flush is best effort: workers retry writes
+            _warn(f"sink flush failed ({exc})")
+        return self._settled() >= target
+
+    def close(self) -> None:
+        """Write everything accepted, stop the workers, close the sink; idempotent.
+
+        In block mode this waits until the sink has taken every record (a
+        sink that is down is retried until it comes back; a signal such as
+        a second Ctrl+C interrupts the wait).
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        atexit.unregister(self._at_exit)
+        try:
+            if self._scaler is not None:
+                self._scaler.stop()
+            self.ring.close()
+            stuck = self._pool.join_all(timeout=math.inf)
+            if stuck:  # pragma: no cover - join_all(inf) returns only when they ended
+                _warn(f"{len(stuck)} workers did not finish")
+            try:
+                self.sink.close()
+            except Exception as exc:  # noqa: BLE001 - report it, and close the handler anyway
+                _warn(f"closing the sink failed ({exc})")
+        finally:
+            self._reporter.stop()
+            super().close()
+
+    def _at_exit(self) -> None:
+        # Runs before logging.shutdown (registered later, so called earlier):
+        # flush only, so records logged by atexit hooks that run between
+        # this one and logging.shutdown still reach the sink; shutdown closes.
+        self.flush()
+
+    def _settled(self) -> int:
+        """Records whose fate is known: written, or refused for good by the sink."""
+        return self.metrics.processed.value + self.metrics.undelivered.value
+
+    def __repr__(self) -> str:
+        level = logging.getLevelName(self.level)
+        state = "closed" if self._closed else "open"
+        return f"<{_NAME} {getattr(self.sink, 'name', self.sink)!s} ({level}) {self.when_full} {state}>"
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{_NAME}: {name} {value!r} must be an integer >= 1")
+    return value
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, str):
+        seconds = parse_duration(value, name=f"{_NAME}: {name}")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigError(f"{_NAME}: {name} {value!r} is not a number of seconds or a duration")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{_NAME}: {name} {value!r} must be more than 0 seconds")
+    return seconds
+
+
+def _open(sink: str | Sink, rotate_bytes: int | None, rotate_keep: int, nats_stream: str | None) -> Sink:
+    if not isinstance(sink, str):
+        if not all(callable(getattr(sink, name, None)) for name in ("write_batch", "flush", "close")):
+            raise ConfigError(f"{_NAME}: sink {sink!r} is neither a sink spec nor a Sink")
+        return sink
+    from logpipe.infrastructure.registry import open_sink  # noqa: PLC0415 - infrastructure, at the edge
+
+    if rotate_bytes is not None:
+        rotate_bytes = _count("rotate_bytes", rotate_bytes)
+    settings = PipelineConfig(
+        rotate_bytes=rotate_bytes, rotate_keep=_count("rotate_keep", rotate_keep), nats_stream=nats_stream
+    )
+    return open_sink(sink, label=f"{_NAME} sink", settings=settings)
+
+
+def _write_stderr(text: str) -> None:
+    """Write to the current sys.stderr; never raises (stderr may be closed at exit)."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _warn(message: str) -> None:
+    _write_stderr(f"{_PREFIX}{message}\n")
+
+
+class _WarningConsole(Console):
+    """The workers' and autoscaler's lines, as an application's stderr wants them.
+
+    A sink failure and its retries are worth a line on stderr. The progress
+    lines meant for the operator of ``logpipe run`` (each shutdown flush,
+    each scaling step) are not: every close() would print them.
+    """
+
+    def say(self, line: str) -> None:
+        if " flushed batch of " in line or line.startswith("Scaler: "):
+            return
+        _warn(line)
+
+
+class _DropReporter:
+    """A thread that writes one stderr line per interval in which records were dropped."""
+
+    def __init__(self, metrics: Metrics, interval: float) -> None:
+        self._metrics = metrics
+        self._interval = interval
+        self._reported = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="logpipe-logging-drops", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+        self.report()  # whatever the last interval dropped
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.report()
+
+    def report(self) -> None:
+        dropped = self._metrics.dropped.by_reason()
+        total = sum(dropped.values())
+        new, self._reported = total - self._reported, total
+        if new > 0:
+            reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(dropped.items()))
+            _warn(f"dropped {new} log records (the ring was full or a record too large; {total} in all: {reasons})")
+
+
+# --- SIGTERM ---------------------------------------------------------------------
+
+_sigterm_installed = False
+_sigterm_lock = threading.Lock()
+
+
+def _install_sigterm_exit() -> None:
+    """Make SIGTERM raise SystemExit(143) in the main thread, if nobody else handles it.
+
+    Only from the main thread (the only one that may set handlers) and only
+    over the default action: a program with its own handler keeps it. Once
+    installed it stays for the life of the process, for every handler.
+    """
+    global _sigterm_installed
+    if threading.current_thread() is not threading.main_thread():
+        return
+    with _sigterm_lock:
+        if _sigterm_installed or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        _sigterm_installed = True
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
