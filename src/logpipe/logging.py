@@ -172,6 +172,7 @@ class LogpipeHandler(logging.Handler):
         self._close_lock = threading.Lock()
         self._closed = False
         self._late = 0  # records logged after close(), written to stderr
+        self._abandoned = False  # a signal interrupted the exit flush
         self._reporter = _DropReporter(self.metrics, drop_report_interval)
         self._pool.start()
         if self._scaler is not None:
@@ -262,6 +263,8 @@ class LogpipeHandler(logging.Handler):
         Returns:
             True if they were written, False on timeout.
         """
+        if self._abandoned:
+            return False  # the exit flush was given up on: do not wait again
         target = self.ring.pushed
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._settled() < target:
@@ -292,9 +295,10 @@ class LogpipeHandler(logging.Handler):
             if self._scaler is not None:
                 self._scaler.stop()
             self.ring.close()
-            stuck = self._pool.join_all(timeout=math.inf)
-            if stuck:  # pragma: no cover - join_all(inf) returns only when they ended
-                _warn(f"{len(stuck)} workers did not finish")
+            if self._abandoned:
+                _warn(f"exit flush abandoned: {self.pending} log records not written")
+                return
+            self._pool.join_all(timeout=math.inf)  # in slices: a signal can interrupt it
             try:
                 self.sink.close()
             except Exception as exc:  # noqa: BLE001 - report it, and close the handler anyway
@@ -307,7 +311,13 @@ class LogpipeHandler(logging.Handler):
         # Runs before logging.shutdown (registered later, so called earlier):
         # flush only, so records logged by atexit hooks that run between
         # this one and logging.shutdown still reach the sink; shutdown closes.
-        self.flush()
+        try:
+            self.flush()
+        except BaseException:
+            # A signal (a second SIGTERM, Ctrl+C) ended the wait: the user
+            # gives up on a sink that is down. Do not wait again in close().
+            self._abandoned = True
+            raise
 
     def _settled(self) -> int:
         """Records whose fate is known: written, or refused for good by the sink."""
