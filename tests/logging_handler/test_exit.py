@@ -4,6 +4,7 @@ exception, by logging.shutdown(), and by SIGTERM (each a real child interpreter)
 from __future__ import annotations
 
 import mmap
+import os
 import signal
 import struct
 import subprocess
@@ -126,3 +127,46 @@ def test_program_with_its_own_sigterm_handler_keeps_it(tmp_path: Path) -> None:
     assert code == 7, err
     seqs = seqs_in(out)
     assert seqs == list(range(len(seqs))) and len(seqs) >= returned(done)
+
+
+STALLED_CHILD = """
+import logging, os, sys
+from logpipe.infrastructure.sinks import FileSink
+from logpipe.logging import LogpipeHandler
+
+fifo = sys.argv[1]
+reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads: the sink stalls
+handler = LogpipeHandler(FileSink(fifo, fsync=False), capacity=16, batch_size=8)
+logger = logging.getLogger("child")
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)
+print("logging", flush=True)
+seq = 0
+while True:
+    logger.info("record %d %s", seq, "s" * 1000)
+    seq += 1
+"""
+
+
+def test_second_sigterm_abandons_a_stuck_exit_flush(tmp_path: Path) -> None:
+    """With the sink stalled, a SIGTERM starts the exit flush, which waits (block mode does not
+    give records up by itself); a second SIGTERM abandons it: the process exits 143 and says on
+    stderr how many records were not written."""
+    script = tmp_path / "stalled.py"
+    script.write_text(textwrap.dedent(STALLED_CHILD))
+    fifo = tmp_path / "stalled.fifo"
+    os.mkfifo(fifo)
+    process = subprocess.Popen([sys.executable, str(script), str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout.readline() == b"logging\n"
+        time.sleep(0.3)  # the ring fills at once; the main thread then waits in put
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert process.poll() is None, "the exit flush did not wait for the stalled sink"
+        process.send_signal(signal.SIGTERM)
+        code, _out, err = finish_within(process, CHILD_TIMEOUT, "child")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 143
+    assert "logpipe.logging: exit flush abandoned: " in err and " log records not written" in err
