@@ -65,6 +65,7 @@ __all__ = ["LogpipeHandler"]
 _NAME = "LogpipeHandler"
 _PREFIX = "logpipe.logging: "
 _WHEN_FULL = ("block", "drop")
+_LINGER_SLICE = 0.005  # how often a worker gathering a batch looks at the ring
 _HANDLE_RETURNS_RECORD = sys.version_info >= (3, 12)  # Handler.handle's contract there
 _FLUSH_POLL = 0.005  # seconds between looks while flush() waits for the workers
 
@@ -134,7 +135,7 @@ class LogpipeHandler(logging.Handler):
         super().__init__(level)
         self.when_full = when_full
         self.sink = _open(sink, rotate_bytes, rotate_keep, nats_stream)
-        self.ring = RingBuffer(capacity, max_record_size=max_record_size)
+        self.ring = _LingeringRing(capacity, max_record_size=max_record_size)
         self.metrics = Metrics()
         console = _WarningConsole()
         self._pool = WorkerPool(
@@ -197,6 +198,7 @@ class LogpipeHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Render ``record`` to a JSON line and put it on the ring."""
+        line = None
         try:
             line = render(record) if self.formatter is None else render(record, self.format(record))
             self._put(line)  # ring.put (block) or ring.put_nowait (drop)
@@ -207,7 +209,7 @@ class LogpipeHandler(logging.Handler):
         except RecursionError:
             raise
         except ValueError:
-            if "line" in locals() and len(line) > self.ring.max_record_size:
+            if line is not None and len(line) > self.ring.max_record_size:
                 self._oversized(line)
             else:
                 self.handleError(record)
@@ -327,6 +329,38 @@ class LogpipeHandler(logging.Handler):
         level = logging.getLevelName(self.level)
         state = "closed" if self._closed else "open"
         return f"<{_NAME} {getattr(self.sink, 'name', self.sink)!s} ({level}) {self.when_full} {state}>"
+
+
+# --- the ring ------------------------------------------------------------------------
+
+
+class _LingeringRing(RingBuffer):
+    """The handler's ring: its workers gather a batch without being parked on it.
+
+    A worker in ``RingBuffer.get_batch`` takes what is ready and parks until
+    more comes, so while it gathers a batch every put has a parked waiter
+    to wake: a futex system call in the logging thread, the very cost this
+    handler exists to avoid. So a worker that finds records waiting does not
+    park: it sleeps in slices of _LINGER_SLICE until a batch is there (or
+    the ring is half full, or its timeout, stop signal or close comes), then
+    takes it without waiting. Meanwhile a put is a few atomic operations.
+    Only a worker that finds the ring empty parks, until the first record
+    comes (an idle program costs nothing); that record is written at once.
+    The flush rule is the pipeline's: a full batch, or ``timeout``.
+    """
+
+    def get_batch(self, max_items: int, timeout: float | None = None, *, stop: Any = None) -> Any:
+        if not len(self):
+            return super().get_batch(1, timeout, stop=stop)  # idle: park until a record comes
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        while len(self) < max_items and self.usage < 0.5 and not self.closed:
+            if stop is not None and stop.is_set():
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, _LINGER_SLICE))
+        return super().get_batch(max_items, 0)
 
 
 # --- helpers ---------------------------------------------------------------------
