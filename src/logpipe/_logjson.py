@@ -89,8 +89,12 @@ def render(record: logging.LogRecord, msg: str | None = None) -> bytes:
         if extra:
             entry["extra"] = extra
     try:
+        return _dumps(entry)
+    except TypeError:  # orjson.JSONEncodeError: a type it does not know, surrogates, huge ints...
+        pass
+    try:
         return _dumps(entry, default=_as_text)
-    except TypeError:  # orjson.JSONEncodeError: surrogates, huge ints, odd keys
+    except TypeError:
         return _dumps(_clean(entry, 0))
 
 

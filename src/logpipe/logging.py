@@ -132,10 +132,17 @@ class LogpipeHandler(logging.Handler):
         batch_timeout = _seconds("batch_timeout", batch_timeout)
         scale_interval = _seconds("scale_interval", scale_interval)
         drop_report_interval = _seconds("drop_report_interval", drop_report_interval)
+        # Everything that can fail comes before Handler.__init__, which
+        # registers the handler for logging.shutdown(): a handler that failed
+        # to build must not be flushed and closed at exit.
+        self.sink = _open(sink, rotate_bytes, rotate_keep, nats_stream)
+        try:
+            self.ring = _LingeringRing(capacity, max_record_size=max_record_size)
+        except BaseException:
+            self.sink.close()
+            raise
         super().__init__(level)
         self.when_full = when_full
-        self.sink = _open(sink, rotate_bytes, rotate_keep, nats_stream)
-        self.ring = _LingeringRing(capacity, max_record_size=max_record_size)
         self.metrics = Metrics()
         console = _WarningConsole()
         self._pool = WorkerPool(
@@ -174,11 +181,14 @@ class LogpipeHandler(logging.Handler):
         self._closed = False
         self._late = 0  # records logged after close(), written to stderr
         self._abandoned = False  # a signal interrupted the exit flush
-        self._reporter = _DropReporter(self.metrics, drop_report_interval)
+        # Drop mode reports its drops once per interval; in block mode the only
+        # drops are oversized records, each reported when it happens.
+        self._reporter = _DropReporter(self.metrics, drop_report_interval) if when_full == "drop" else None
         self._pool.start()
         if self._scaler is not None:
             self._scaler.start()
-        self._reporter.start()
+        if self._reporter is not None:
+            self._reporter.start()
         atexit.register(self._at_exit)
         if sigterm:
             _install_sigterm_exit()
@@ -306,7 +316,8 @@ class LogpipeHandler(logging.Handler):
             except Exception as exc:  # noqa: BLE001 - report it, and close the handler anyway
                 _warn(f"closing the sink failed ({exc})")
         finally:
-            self._reporter.stop()
+            if self._reporter is not None:
+                self._reporter.stop()
             super().close()
 
     def _at_exit(self) -> None:
