@@ -42,10 +42,12 @@ from __future__ import annotations
 import atexit
 import logging
 import math
+import os
 import signal
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 from logpipe._logjson import render
@@ -181,6 +183,7 @@ class LogpipeHandler(logging.Handler):
         self._closed = False
         self._late = 0  # records logged after close(), written to stderr
         self._abandoned = False  # a signal interrupted the exit flush
+        self._forked = False  # this is a forked child's copy (see _after_fork_in_child)
         # Drop mode reports its drops once per interval; in block mode the only
         # drops are oversized records, each reported when it happens.
         self._reporter = _DropReporter(self.metrics, drop_report_interval) if when_full == "drop" else None
@@ -190,6 +193,7 @@ class LogpipeHandler(logging.Handler):
         if self._reporter is not None:
             self._reporter.start()
         atexit.register(self._at_exit)
+        _HANDLERS.add(self)
         if sigterm:
             _install_sigterm_exit()
 
@@ -237,7 +241,12 @@ class LogpipeHandler(logging.Handler):
         with self._close_lock:
             self._late += 1
             first = self._late == 1
-        if first:
+        if first and self._forked:
+            _warn(
+                f"process {os.getpid()} was forked from the one that created the handler and has none "
+                "of its worker threads: its records go to stderr (create a LogpipeHandler after fork)"
+            )
+        elif first:
             _warn("a record was logged after the handler was closed; such records go to stderr")
         _write_stderr(line.decode("utf-8", "replace") + "\n")
 
@@ -275,8 +284,8 @@ class LogpipeHandler(logging.Handler):
         Returns:
             True if they were written, False on timeout.
         """
-        if self._abandoned:
-            return False  # the exit flush was given up on: do not wait again
+        if self._abandoned or self._forked:
+            return False  # the exit flush was given up on, or no workers here: do not wait
         target = self.ring.pushed
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._settled() < target:
@@ -303,6 +312,11 @@ class LogpipeHandler(logging.Handler):
                 return
             self._closed = True
         atexit.unregister(self._at_exit)
+        if self._forked:
+            # The ring, pool and sink are the parent's (copies, their locks in
+            # whatever state fork found them): the parent closes them.
+            super().close()
+            return
         try:
             if self._scaler is not None:
                 self._scaler.stop()
@@ -331,6 +345,12 @@ class LogpipeHandler(logging.Handler):
             # gives up on a sink that is down. Do not wait again in close().
             self._abandoned = True
             raise
+
+    def _become_fork_copy(self) -> None:
+        """In a forked child: no workers run here, so refuse records (they go to stderr)."""
+        self._forked = True
+        self._close_lock = threading.Lock()  # a parent thread may have held it at fork
+        self._put = _refuse_in_fork
 
     def _settled(self) -> int:
         """Records whose fate is known: written, or refused for good by the sink."""
@@ -470,6 +490,27 @@ class _DropReporter:
         if new > 0:
             reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(dropped.items()))
             _warn(f"dropped {new} log records (the ring was full or a record too large; {total} in all: {reasons})")
+
+
+def _refuse_in_fork(line: bytes) -> None:
+    raise Closed("a forked copy of the handler has no workers")
+
+
+# --- fork ------------------------------------------------------------------------
+
+# A forked child has a copy of each handler's ring but none of its threads:
+# records put there would never be written, and in block mode the child
+# would wait for ever once the copy is full. So in the child every handler
+# sends its records to stderr (with a notice) until one is made there.
+_HANDLERS: weakref.WeakSet[LogpipeHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_HANDLERS):
+        handler._become_fork_copy()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # --- SIGTERM ---------------------------------------------------------------------

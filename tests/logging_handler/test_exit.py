@@ -3,6 +3,7 @@ exception, by logging.shutdown(), and by SIGTERM (each a real child interpreter)
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import signal
@@ -170,3 +171,39 @@ def test_second_sigterm_abandons_a_stuck_exit_flush(tmp_path: Path) -> None:
             process.kill()
     assert code == 143
     assert "logpipe.logging: exit flush abandoned: " in err and " log records not written" in err
+
+
+FORKING_CHILD = """
+import logging, os, sys
+from logpipe.logging import LogpipeHandler
+
+handler = LogpipeHandler("file:" + sys.argv[1], capacity=16)
+logger = logging.getLogger("child")
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)
+logger.info("parent before fork")
+pid = os.fork()
+if pid == 0:
+    for seq in range(100):  # more than the ring holds: a copy without workers would hang here
+        logger.info("forked child %d", seq)
+    sys.exit(0)  # through atexit and logging.shutdown, as a normal exit
+_, status = os.waitpid(pid, 0)
+logger.info("parent after fork")
+print(os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+def test_a_forked_child_sends_its_records_to_stderr(tmp_path: Path) -> None:
+    """A child forked after the handler was made has no workers: its records go to stderr as
+    JSON lines (after one notice) instead of filling a ring nobody drains; it exits normally,
+    and the parent's handler goes on writing the file."""
+    script = tmp_path / "forking.py"
+    script.write_text(textwrap.dedent(FORKING_CHILD))
+    out = tmp_path / "out.ndjson"
+    process = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    code, stdout, err = finish_within(process, CHILD_TIMEOUT, "forking child")
+    assert (code, stdout) == (0, "0\n"), err
+    assert [r["msg"] for r in read_lines(out)] == ["parent before fork", "parent after fork"]
+    lines = err.splitlines()
+    assert "was forked from the one that created the handler" in lines[0]
+    assert [json.loads(line)["msg"] for line in lines[1:]] == [f"forked child {seq}" for seq in range(100)]
