@@ -9,7 +9,9 @@ one call to any logpipe sink (``file:PATH`` with rotation, ``stdout``,
 
 The calling thread pays for the rendering and one put, nothing else: no
 handler lock (the ring is thread-safe, so ``handle`` skips
-``Handler.acquire``), no Formatter unless one is set, no copy of the record.
+``Handler.acquire``; a Formatter, when one is set, is therefore called from
+many threads at once), no Formatter unless one is set, no copy of the
+record, and no wake-up of a worker (see :class:`_LingeringRing`).
 
 When the ring is full:
 
@@ -34,6 +36,9 @@ the first handler created in the main thread while SIGTERM has its default
 action installs a handler that raises ``SystemExit(143)`` in the main
 thread: ``finally`` blocks and atexit run, and the ring is flushed. A
 program that has its own SIGTERM handler keeps it (it decides how to exit).
+
+fork: a forked child has copies of the handlers but none of their threads;
+there they send records to stderr (see _after_fork_in_child).
 See docs/logging.md for the whole story.
 """
 
