@@ -18,6 +18,8 @@ from logpipe.logging import LogpipeHandler
 
 from logging_handler.conftest import read_lines
 
+from _support import wait_until
+
 JOIN_TIMEOUT = 30.0
 
 
@@ -138,7 +140,8 @@ def open_stalled_fifo(path: Path) -> int:
     return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
 
 
-def drain(fd: int, into: bytearray, stop: threading.Event) -> None:
+def drain(fd: int, into: bytearray) -> None:
+    """Read the FIFO until its writer closes it (the sink moves again)."""
     os.set_blocking(fd, True)
     while True:
         chunk = os.read(fd, 1 << 16)
@@ -164,7 +167,7 @@ def test_drop_mode_never_blocks_and_counts(tmp_path: Path, make_logger, capfd) -
     assert handler.dropped > 0
     time.sleep(0.15)  # at least one report interval with drops in it
     got = bytearray()
-    reading = threading.Thread(target=drain, args=(reader, got, threading.Event()))
+    reading = threading.Thread(target=drain, args=(reader, got))
     reading.start()
     handler.close()
     reading.join(JOIN_TIMEOUT)
@@ -193,10 +196,11 @@ def test_block_mode_waits_for_room(tmp_path: Path, make_logger) -> None:
 
     caller = threading.Thread(target=log)
     caller.start()
+    assert wait_until(lambda: len(handler.ring) == 16, timeout=JOIN_TIMEOUT), "the ring never filled"
     assert not done.wait(0.5), "the caller was not held while the sink was stalled"
     assert handler.dropped == 0 and len(handler.ring) == 16
     got = bytearray()
-    reading = threading.Thread(target=drain, args=(reader, got, threading.Event()))
+    reading = threading.Thread(target=drain, args=(reader, got))
     reading.start()
     assert done.wait(JOIN_TIMEOUT)
     caller.join(JOIN_TIMEOUT)
