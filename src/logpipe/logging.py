@@ -343,6 +343,8 @@ class LogpipeHandler(logging.Handler):
         # Runs before logging.shutdown (registered later, so called earlier):
         # flush only, so records logged by atexit hooks that run between
         # this one and logging.shutdown still reach the sink; shutdown closes.
+        if self._scaler is not None:
+            self._scaler.stop()  # from 3.12 no thread may start during shutdown: no scaling up now
         try:
             self.flush()
         except BaseException:
