@@ -200,7 +200,11 @@ def test_a_forked_child_sends_its_records_to_stderr(tmp_path: Path) -> None:
     script = tmp_path / "forking.py"
     script.write_text(textwrap.dedent(FORKING_CHILD))
     out = tmp_path / "out.ndjson"
-    process = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # -W: from 3.12 fork() in a process with threads warns (DeprecationWarning) on stderr.
+    process = subprocess.Popen(
+        [sys.executable, "-W", "ignore::DeprecationWarning", str(script), str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
     code, stdout, err = finish_within(process, CHILD_TIMEOUT, "forking child")
     assert (code, stdout) == (0, "0\n"), err
     assert [r["msg"] for r in read_lines(out)] == ["parent before fork", "parent after fork"]
