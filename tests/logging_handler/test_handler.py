@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -286,3 +288,15 @@ def test_bad_input_is_one_line(tmp_path: Path, kwargs: dict, message: str) -> No
         LogpipeHandler(sigterm=False, **kwargs)
     text = str(caught.value)
     assert text.startswith(message) and "\n" not in text
+
+
+def test_stdout_sink_spec() -> None:
+    """Any sink spec works: with "stdout" a program's log lines come out on its standard output."""
+    code = (
+        "import logging; from logpipe.logging import LogpipeHandler;"
+        "logging.basicConfig(level=logging.INFO, handlers=[LogpipeHandler('stdout')]);"
+        "[logging.getLogger('app').info('line %d', i) for i in range(500)]"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=JOIN_TIMEOUT)
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert [orjson.loads(line)["msg"] for line in done.stdout.splitlines()] == [f"line {i}" for i in range(500)]
