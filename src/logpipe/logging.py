@@ -215,6 +215,23 @@ class LogpipeHandler(logging.Handler):
         self.emit(record)
         return record if _HANDLE_RETURNS_RECORD else True
 
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - logging's name
+        """Set the formatter that makes ``msg``; logging.basicConfig's default one is ignored.
+
+        ``basicConfig(handlers=[...])`` gives every handler without a
+        formatter its default ``%(levelname)s:%(name)s:%(message)s``: here
+        that would repeat two fields of the line inside ``msg`` (and cost
+        a Formatter call per record), so it counts as no formatter.
+        """
+        if (
+            type(fmt) is logging.Formatter
+            and fmt._fmt == logging.BASIC_FORMAT
+            and fmt.datefmt is None
+            and isinstance(fmt._style, logging.PercentStyle)
+        ):
+            fmt = None
+        super().setFormatter(fmt)
+
     def emit(self, record: logging.LogRecord) -> None:
         """Render ``record`` to a JSON line and put it on the ring."""
         line = None

@@ -121,10 +121,13 @@ def test_text_that_json_cannot_take_is_kept_readable(tmp_path: Path, make_logger
 
 
 def test_a_formatter_makes_the_msg(tmp_path: Path, make_logger) -> None:
-    """With a Formatter set, msg is its output (the traceback included), and there is no exc field."""
+    """With a Formatter set, msg is its output (the traceback included), and there is no exc field;
+    basicConfig's default formatter counts as none (it would repeat level and logger in msg)."""
     out = tmp_path / "app.ndjson"
     handler = LogpipeHandler(f"file:{out}", sigterm=False)
-    handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+    handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+    assert handler.formatter is None
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s", datefmt="%H:%M"))
     logger = make_logger(handler)
     try:
         raise ValueError("bad")
