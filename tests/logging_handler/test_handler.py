@@ -127,7 +127,7 @@ def test_a_formatter_makes_the_msg(tmp_path: Path, make_logger) -> None:
     handler = LogpipeHandler(f"file:{out}", sigterm=False)
     handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
     assert handler.formatter is None
-    handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s", datefmt="%H:%M"))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logger = make_logger(handler)
     try:
         raise ValueError("bad")
@@ -135,7 +135,7 @@ def test_a_formatter_makes_the_msg(tmp_path: Path, make_logger) -> None:
         logger.exception("failed %d", 3)
     handler.close()
     (line,) = read_lines(out)
-    assert line["msg"].startswith(f"ERROR:{logger.name}:failed 3\nTraceback (most recent call last):")
+    assert line["msg"].startswith(f"ERROR {logger.name}: failed 3\nTraceback (most recent call last):")
     assert line["msg"].endswith("ValueError: bad") and "exc" not in line
 
 
