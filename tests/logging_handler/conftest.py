@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sinks_nats.conftest import NatsServer, nats_server  # noqa: F401 - the fixture, re-exported
+from sinks_nats.conftest import nats_server  # noqa: F401 - the fixture, re-exported
 
 _names = itertools.count()
 
