@@ -70,6 +70,7 @@ from logpipe.exceptions import Closed, ConfigError, Full
 __all__ = ["LogpipeHandler"]
 
 _NAME = "LogpipeHandler"
+_OWN_THREADS = "logpipe-"  # how the pipeline's threads are named (workers, scaler, NATS loop)
 _PREFIX = "logpipe.logging: "
 _WHEN_FULL = ("block", "drop")
 _LINGER_SLICE = 0.005  # how often a worker gathering a batch looks at the ring
@@ -183,7 +184,8 @@ class LogpipeHandler(logging.Handler):
                 scale_up=0.8,
                 scale_down=0.2,
             )
-        self._put = self.ring.put if when_full == "block" else self.ring.put_nowait
+        # Block mode too tries without waiting first: only a full ring waits (see emit).
+        self._put = self.ring.put_nowait
         self._close_lock = threading.Lock()
         self._closed = False
         self._late = 0  # records logged after close(), written to stderr
@@ -237,9 +239,17 @@ class LogpipeHandler(logging.Handler):
         line = None
         try:
             line = render(record) if self.formatter is None else render(record, self.format(record))
-            self._put(line)  # ring.put (block) or ring.put_nowait (drop)
+            self._put(line)  # never waits: the ring's put_nowait
         except Full:
-            self.metrics.dropped.add(reason="full")
+            if self.when_full == "drop":
+                self.metrics.dropped.add(reason="full")
+            elif threading.current_thread().name.startswith(_OWN_THREADS):
+                # Logged by a thread of the pipeline itself (nats-py and asyncio
+                # log from the sink's event loop): waiting for room there would
+                # wait for the very thread that makes it. Dropped, counted.
+                self.metrics.dropped.add(reason="logged_by_logpipe_thread")
+            else:
+                self._put_waiting(line, record)
         except Closed:
             self._write_late(line)
         except RecursionError:
@@ -249,6 +259,15 @@ class LogpipeHandler(logging.Handler):
                 self._oversized(line)
             else:
                 self.handleError(record)
+        except Exception:  # noqa: BLE001 - as every Handler: report on stderr, never raise
+            self.handleError(record)
+
+    def _put_waiting(self, line: bytes, record: logging.LogRecord) -> None:
+        """Block mode, ring full: wait for room (a signal's exception propagates)."""
+        try:
+            self.ring.put(line)
+        except Closed:
+            self._write_late(line)
         except Exception:  # noqa: BLE001 - as every Handler: report on stderr, never raise
             self.handleError(record)
 

@@ -145,6 +145,18 @@ def open_stalled_fifo(path: Path) -> int:
     return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
 
 
+def fill_pipe(path: Path) -> None:
+    """Fill the FIFO's pipe buffer with ``{}`` lines, so that the sink's first write blocks."""
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(fd, b"{}\n")
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def drain(fd: int, into: bytearray) -> None:
     """Read the FIFO until its writer closes it (the sink moves again)."""
     os.set_blocking(fd, True)
@@ -200,19 +212,53 @@ def test_block_mode_waits_for_room(tmp_path: Path, make_logger) -> None:
         done.set()
 
     caller = threading.Thread(target=log)
-    caller.start()
-    assert wait_until(lambda: len(handler.ring) == 16, timeout=JOIN_TIMEOUT), "the ring never filled"
-    assert not done.wait(0.5), "the caller was not held while the sink was stalled"
-    assert handler.dropped == 0 and len(handler.ring) == 16
     got = bytearray()
     reading = threading.Thread(target=drain, args=(reader, got))
-    reading.start()
+    try:
+        caller.start()
+        assert wait_until(lambda: len(handler.ring) == 16, timeout=JOIN_TIMEOUT), "the ring never filled"
+        assert not done.wait(0.5), "the caller was not held while the sink was stalled"
+        assert handler.dropped == 0 and len(handler.ring) == 16
+    finally:
+        reading.start()  # the sink moves again: nothing stays blocked, whatever failed
     assert done.wait(JOIN_TIMEOUT)
     caller.join(JOIN_TIMEOUT)
     handler.close()
     reading.join(JOIN_TIMEOUT)
     os.close(reader)
     assert [orjson.loads(line)["extra"]["seq"] for line in bytes(got).splitlines()] == list(range(2000))
+
+
+def test_block_mode_never_holds_a_pipeline_thread(tmp_path: Path, make_logger) -> None:
+    """A record logged by one of the pipeline's own threads (named logpipe-*: the NATS sink's event
+    loop, where nats-py and asyncio log) is dropped and counted when the ring is full, instead of
+    waiting for room that only that thread could make; application threads still wait."""
+    fifo = tmp_path / "stalled.fifo"
+    reader = open_stalled_fifo(fifo)
+    fill_pipe(fifo)  # stalled from the first write: the ring, once full, stays full
+    handler = LogpipeHandler(FileSink(fifo, fsync=False), capacity=4, batch_size=2, batch_timeout=0.01, sigterm=False)
+    logger = make_logger(handler)
+    app = threading.Thread(target=lambda: [logger.info("app %d %s", i, "a" * 2000) for i in range(200)])
+    own = threading.Thread(target=lambda: [logger.warning("from the sink's loop %d", i) for i in range(10)],
+                           name="logpipe-nats")
+    got = bytearray()
+    reading = threading.Thread(target=drain, args=(reader, got))
+    try:
+        app.start()
+        assert wait_until(lambda: len(handler.ring) == 4, timeout=JOIN_TIMEOUT)
+        own.start()
+        own.join(JOIN_TIMEOUT)
+        assert not own.is_alive(), "a logpipe thread was held by a full ring"
+        assert app.is_alive()
+        assert handler.metrics.dropped.by_reason() == {"logged_by_logpipe_thread": 10}
+    finally:
+        reading.start()  # the sink moves again: nothing stays blocked, whatever failed
+        app.join(JOIN_TIMEOUT)
+        handler.close()
+        reading.join(JOIN_TIMEOUT)
+        os.close(reader)
+    assert not app.is_alive()
+    assert len([line for line in bytes(got).splitlines() if line != b"{}"]) == 200
 
 
 def test_flush_and_close(tmp_path: Path, make_logger) -> None:
