@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from logpipe._ringbuf import Batch, RingBuffer, StopSignal
     from logpipe.exceptions import Closed, ConfigError, Empty, Full, LogpipeError
+    from logpipe.logging import LogpipeHandler
 
 __all__ = [
     "Batch",
@@ -28,6 +29,7 @@ __all__ = [
     "Empty",
     "Full",
     "LogpipeError",
+    "LogpipeHandler",
     "RingBuffer",
     "StopSignal",
     "__version__",
@@ -42,6 +44,7 @@ _LAZY = {
     "Empty": "logpipe.exceptions",
     "Full": "logpipe.exceptions",
     "LogpipeError": "logpipe.exceptions",
+    "LogpipeHandler": "logpipe.logging",  # the pipeline machinery: loaded only when asked for
 }
 
 
