@@ -498,9 +498,10 @@ class _WarningConsole(Console):
     """
 
     def say(self, line: str) -> None:
-        if " flushed batch of " in line or line.startswith("Scaler: "):
-            return
         _warn(line)
+
+    def progress(self, line: str) -> None:
+        pass  # routine progress: not for an application's stderr
 
 
 class _DropReporter:

@@ -141,8 +141,8 @@ class AutoScaler:
             return ScaleDecision.HOLD  # shutdown began while we decided
         if decision is ScaleDecision.UP and (count := self._pool.add()) is not None:
             self._metrics.scale_ups.add()
-            self._console.say(f"Scaler: scaling UP, workers = {count}")
+            self._console.progress(f"Scaler: scaling UP, workers = {count}")
         elif decision is ScaleDecision.DOWN and (count := self._pool.remove()) is not None:
             self._metrics.scale_downs.add()
-            self._console.say(f"Scaler: scaling Down, workers = {count}")
+            self._console.progress(f"Scaler: scaling Down, workers = {count}")
         return decision

@@ -41,7 +41,16 @@ class Console:
                 # status line must not take the pipeline down with it.
                 pass
 
+    def progress(self, line: str) -> None:
+        """Print one line of routine progress (a shutdown flush, a scaling step).
+
+        The same as :meth:`say` here; a console for a program that embeds
+        the pipeline (the logging handler's) overrides it to stay quiet,
+        while warnings and errors still come through :meth:`say`.
+        """
+        self.say(line)
+
     def detail(self, line: str) -> None:
         """Print one line only in verbose mode."""
         if self.verbose:
-            self.say(line)
+            self.progress(line)

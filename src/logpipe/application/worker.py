@@ -164,7 +164,7 @@ class Worker:
         self._batches_flushed.add()
         # Shutdown and scale-down flushes always print; the others in verbose mode.
         if self._ring.closed or self.stop_signal.is_set() or self._console.verbose:
-            self._console.say(f"Worker {self.worker_id} flushed batch of {count} logs")
+            self._console.progress(f"Worker {self.worker_id} flushed batch of {count} logs")
 
     def _write_with_retry(self, batch: Batch) -> bool:
         """Write the batch, retrying; False if the sink failed for good."""
