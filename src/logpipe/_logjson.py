@@ -57,6 +57,7 @@ def render(record: logging.LogRecord, msg: str | None = None) -> bytes:
             for ``record.getMessage()``, ``exc`` and ``stack``.
     """
     # Written for speed: this runs in the caller's thread for every record.
+    from_formatter = msg is not None
     if msg is None:
         text = record.msg
         if type(text) is str:
@@ -64,25 +65,18 @@ def render(record: logging.LogRecord, msg: str | None = None) -> bytes:
             msg = text % args if args else text  # what getMessage does, one call fewer
         else:
             msg = record.getMessage()
-        entry = {
-            "ts": int(record.created * 1_000_000),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": msg,
-            "thread": record.threadName,
-        }
+    entry = {
+        "ts": int(record.created * 1_000_000),
+        "level": record.levelname,
+        "logger": record.name,
+        "msg": msg,
+        "thread": record.threadName,
+    }
+    if not from_formatter:  # a Formatter's msg holds these already
         if record.exc_info or record.exc_text:
             entry["exc"] = exception_text(record)
         if record.stack_info:
             entry["stack"] = record.stack_info
-    else:
-        entry = {
-            "ts": int(record.created * 1_000_000),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": msg,
-            "thread": record.threadName,
-        }
     fields = record.__dict__
     if len(fields) > _BASE_SIZE:
         extra = extra_fields(fields)
