@@ -30,6 +30,7 @@ import time
 import unittest
 
 import pytest
+from _support import wait_until
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -148,15 +149,6 @@ def joined(box: dict, timeout: float = JOIN) -> dict:
     box["thread"].join(timeout)
     assert not box["thread"].is_alive(), "thread still blocked after the join timeout"
     return box
-
-
-def wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.001)
-    return bool(predicate())
 
 
 def filled(ring: RingBuffer, sizes) -> list[bytes]:

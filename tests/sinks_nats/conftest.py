@@ -151,6 +151,20 @@ def plain_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         server.kill()
 
 
+def add_stream(server: NatsServer, name: str, subjects: list[str], **config: object) -> None:
+    """Create a stream with nats-py directly, as an operator would beforehand."""
+    import nats  # noqa: PLC0415 - a test extra, imported where used like the helpers below
+
+    async def run() -> None:
+        nc = await nats.connect(server.url, connect_timeout=5, max_reconnect_attempts=0)
+        try:
+            await nc.jetstream().add_stream(name=name, subjects=subjects, **config)
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+
+
 def batch_at(records: Sequence[bytes], ring: RingBuffer | None = None) -> Batch:
     """A Batch of ``records`` popped from ``ring`` (a fresh one by default), positions and all."""
     if ring is None:

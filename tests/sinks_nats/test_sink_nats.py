@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 import time
 
-import nats
 import orjson
 import pytest
+from sinks_nats.conftest import add_stream
 
 from logpipe import RingBuffer
 from logpipe.domain.config import PipelineConfig
@@ -31,19 +30,6 @@ def open_sink(server, subject: str = SUBJECT, **kwargs) -> NatsSink:
 
 def nats_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "logpipe-nats"]
-
-
-def add_stream(server, name: str, subjects: list[str], **config) -> None:
-    """Create a stream with nats-py directly, as an operator would beforehand."""
-
-    async def run() -> None:
-        nc = await nats.connect(server.url, connect_timeout=5, max_reconnect_attempts=0)
-        try:
-            await nc.jetstream().add_stream(name=name, subjects=subjects, **config)
-        finally:
-            await nc.close()
-
-    asyncio.run(run())
 
 
 def one_line(exc: BaseException) -> str:

@@ -7,14 +7,13 @@ message id and every record can be checked against what was written.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import threading
 import time
 
-import nats
 import pytest
+from sinks_nats.conftest import add_stream
 
 from logpipe import RingBuffer
 from logpipe.domain.config import PipelineConfig
@@ -42,17 +41,6 @@ def open_sink(server, subject: str = SUBJECT, **kwargs) -> NatsSink:
     kwargs.setdefault("stream", STREAM)
     kwargs.setdefault("mode", "batch")
     return NatsSink("127.0.0.1", server.port, subject, **kwargs)
-
-
-def add_stream(server, name: str, subjects: list[str], **config) -> None:
-    async def run() -> None:
-        nc = await nats.connect(server.url, connect_timeout=5, max_reconnect_attempts=0)
-        try:
-            await nc.jetstream().add_stream(name=name, subjects=subjects, **config)
-        finally:
-            await nc.close()
-
-    asyncio.run(run())
 
 
 def split_messages(sink: NatsSink, messages) -> list[bytes]:

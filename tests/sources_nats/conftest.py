@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
-from sinks_nats.conftest import NatsServer, batch_at
+from sinks_nats.conftest import NatsServer, batch_at, nats_server  # noqa: F401 - the sink tests' fixture
 
 from logpipe import RingBuffer
 from logpipe.application.console import Console
@@ -28,17 +27,6 @@ from logpipe.infrastructure.sources.nats import NatsSource
 
 SUBJECT = "logs.app"
 STREAM = "LOGS"
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A running nats-server with JetStream on, killed at teardown."""
-    server = NatsServer(tmp_path / "jetstream", tmp_path / "nats-server.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def tagged_records(count: int, *, start: int = 0, tag: str = "r") -> list[bytes]:

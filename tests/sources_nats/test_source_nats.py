@@ -207,26 +207,18 @@ def test_a_stop_acks_what_was_written_and_gives_back_the_rest(nats_server, tmp_p
     assert collections.Counter(output_records(first, second)) == collections.Counter(records)
 
 
-class HoldFirstBatch:
+class HoldFirstBatch(GatedSink):
     """A real file sink that holds the batch containing ``record`` until ``gate`` is set;
     every other batch is written at once (workers write out of order)."""
 
     def __init__(self, path: Path, record: bytes, gate: threading.Event) -> None:
-        self._sink = open_sink(f"file:{path}")
+        super().__init__(path, gate)
         self._record = record
-        self._gate = gate
 
     def write_batch(self, batch: FramedBatch) -> None:
         if self._record in list(batch):  # type: ignore[call-overload]
             self._gate.wait()
         self._sink.write_batch(batch)
-
-    def flush(self) -> None:
-        self._sink.flush()
-
-    def close(self) -> None:
-        self._gate.set()
-        self._sink.close()
 
 
 def test_no_message_is_acked_before_every_earlier_record_is_written(nats_server, tmp_path):
