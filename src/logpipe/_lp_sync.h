@@ -65,6 +65,15 @@ static inline uint64_t lp_fetch_or_u64(uint64_t *p, uint64_t v) {
 static inline uint64_t lp_fetch_add_u64(uint64_t *p, uint64_t v) {
     return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL);
 }
+static inline uint32_t lp_fetch_add_u32(uint32_t *p, uint32_t v) {
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+static inline uint32_t lp_fetch_sub_u32(uint32_t *p, uint32_t v) {
+    return __atomic_fetch_sub(p, v, __ATOMIC_SEQ_CST);
+}
+static inline int lp_cas_strong_u32(uint32_t *p, uint32_t expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+}
 static inline uint64_t lp_fetch_sub_u64(uint64_t *p, uint64_t v) {
     return __atomic_fetch_sub(p, v, __ATOMIC_ACQ_REL);
 }

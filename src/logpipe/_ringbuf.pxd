@@ -11,6 +11,7 @@ cdef extern from "_lp_sync.h" nogil:
     uint64_t lp_load_relaxed(uint64_t *p)
     uint32_t lp_load_relaxed_u32 "lp_load_relaxed"(uint32_t *p)
     void lp_store_relaxed_u32 "lp_store_relaxed"(uint32_t *p, uint32_t v)
+    void lp_store_release_u32 "lp_store_release"(uint32_t *p, uint32_t v)
     uint64_t lp_load_acquire(uint64_t *p)
     int lp_load_acquire_int "lp_load_acquire"(int *p)
     void lp_store_relaxed(uint64_t *p, uint64_t v)
@@ -21,6 +22,9 @@ cdef extern from "_lp_sync.h" nogil:
     uint64_t lp_fetch_or_u64(uint64_t *p, uint64_t v)
     uint64_t lp_fetch_add_u64(uint64_t *p, uint64_t v)
     uint64_t lp_fetch_sub_u64(uint64_t *p, uint64_t v)
+    uint32_t lp_fetch_add_u32(uint32_t *p, uint32_t v)
+    uint32_t lp_fetch_sub_u32(uint32_t *p, uint32_t v)
+    bint lp_cas_strong_u32(uint32_t *p, uint32_t expected, uint32_t desired)
     void lp_fence()
     void lp_cpu_relax()
     void lp_prefetch(const void *p)
@@ -72,7 +76,11 @@ cdef struct lp_ring_t:
     lp_event_t not_full      # putters park here; poppers notify
     uint64_t put_waits
     uint64_t get_waits
-    uint8_t _pad3[32]
+    uint32_t getters_waiting  # threads inside lp_wait_readable (spinning or parked)
+    uint32_t putters_waiting  # threads inside lp_wait_writable
+    uint32_t getter_lingering # 1 while a getter lingers for the GIL (see linger_for_gil)
+    uint32_t putter_lingering
+    uint8_t _pad3[16]
     # read-only after lp_ring_init
     char *slots
     char *slots_end          # slots + nslots * slot_size

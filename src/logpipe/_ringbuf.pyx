@@ -69,6 +69,20 @@ Positions only grow, so the retry ends; and a waiter can only park after a
 re-check that saw the ring as it was after its registration: no lost
 wake-ups.
 
+Handing the GIL over: under the GIL, a Python producer and a Python
+consumer take turns, and every turn passes the GIL. A thread that takes the
+GIL while the other holds it sleeps on the GIL's condition variable until
+it is let go, and waking it costs 50-100 us on a virtual machine, twice per
+fill and drain of a small ring. So a Python caller whose wait has ended
+lingers (linger_for_gil), spinning without the GIL while the other side
+keeps moving, and takes the GIL once the other side starts waiting in the
+ring (it has let the GIL go: taking it is then immediate), goes quiet for
+10 us, or 200 us have passed. A thread that starts waiting while the other
+side lingers spins longer before it parks, since that side is about to
+move. Each side counts its waiting threads and holds a one-thread linger
+token; all of it changes only when a thread takes the GIL, never what any
+call returns. It is off on a free-threaded build and with one CPU.
+
 Signals: a wait of a Python caller ends when a signal interrupts the futex
 (EINTR), and on the main thread also every LP_MAIN_THREAD_SLICE seconds
 (the kernel may deliver a process signal to any thread); the caller takes
@@ -101,6 +115,7 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.math cimport INFINITY, isnan
 from libc.string cimport memcpy, memset
 
+import os
 import threading
 
 from orjson import dumps as orjson_dumps
@@ -140,6 +155,16 @@ cdef enum:
     # this many payload bytes (~0.5 us of copying), and put_many copies a
     # chunk that small with it too; larger ones go without it.
     GIL_TAKE_MAX_BYTES = 16384
+    # Pause loops a wait spins before it parks when the other side is
+    # lingering for the GIL (linger_for_gil): it is about to move, and
+    # parking would put a wake-up on the way back (~50-100 us here).
+    LP_SPIN_LIMIT_LONG = 20000
+
+# linger_for_gil(): how long the other side may pause before we stop
+# lingering, and the longest linger.
+cdef double LINGER_QUIET = 10e-6
+cdef double LINGER_MAX = 200e-6
+cdef bint linger_enabled = not LP_FREE_THREADED and len(os.sched_getaffinity(0)) > 1
 
 cdef char EMPTY_BUFFER[1]
 
@@ -156,6 +181,15 @@ cdef inline lp_slot_t *next_slot(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
     # The slot of position pos + 1, without the division slot_at needs.
     cdef char *p = (<char *>s) + r.slot_size
     return <lp_slot_t *>(r.slots if p == r.slots_end else p)
+
+
+cdef inline void prefetch_slot(lp_ring_t *r, uint64_t pos) noexcept nogil:
+    # Both cache lines of a default (128-byte) slot. A slot another core
+    # wrote last is a cross-core miss; walking slots in order, asking for
+    # one a few ahead overlaps those misses.
+    cdef char *p = <char *>slot_at(r, pos)
+    lp_prefetch(p)
+    lp_prefetch(p + 64)
 
 
 cdef inline char *slot_payload(lp_slot_t *s) noexcept nogil:
@@ -421,6 +455,7 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
             while n < limit and lp_load_acquire(&s.seq) == pos + n:
                 n += 1
                 s = next_slot(r, s)
+                prefetch_slot(r, pos + n + PREFETCH_AHEAD)
             if lp_cas_u64(&r.enqueue_pos, &pos, pos + n):
                 break
             n = 0               # lost the race; pos now holds the fresh value
@@ -492,6 +527,7 @@ cdef uint64_t lp_peek_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out,
                 total += lp_load_relaxed_u32(&s.length)
                 n += 1
                 s = next_slot(r, s)
+                prefetch_slot(r, pos + n + PREFETCH_AHEAD)
             pos_out[0] = pos
             payload_bytes[0] = total
             return n
@@ -621,7 +657,24 @@ cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop, double slice
     park(). Returns LP_OK (the caller re-tries its pop), LP_TIMEOUT,
     LP_STOPPED or LP_INTERRUPTED.
     """
+    if readable(r):
+        return LP_OK
+    # Counted as waiting from here, before the spin: a putter lingering for
+    # the GIL (linger_for_gil) takes it as soon as this thread has let it go.
+    # Read before we count ourselves: a putter lingering now stops only once
+    # it sees us waiting, so it is about to take the GIL and put; worth a
+    # longer spin than parking and being woken.
+    cdef bint other_lingering = lp_load_relaxed_u32(&r.putter_lingering) != 0
+    lp_fetch_add_u32(&r.getters_waiting, 1)
+    cdef int status = wait_readable(r, deadline, stop, slice, other_lingering)
+    lp_fetch_sub_u32(&r.getters_waiting, 1)
+    return status
+
+
+cdef inline int wait_readable(lp_ring_t *r, double deadline, int *stop, double slice,
+                              bint spin_long) noexcept nogil:
     cdef int spins = 0
+    cdef int spin_limit = LP_SPIN_LIMIT_LONG if spin_long else LP_SPIN_LIMIT
     cdef uint32_t epoch
     cdef double left
     while True:
@@ -629,7 +682,7 @@ cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop, double slice
             return LP_OK
         if stop != NULL and lp_load_acquire_int(stop):
             return LP_STOPPED
-        if spins < LP_SPIN_LIMIT:
+        if spins < spin_limit:
             spins += 1
             lp_cpu_relax()
             continue
@@ -652,13 +705,26 @@ cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline,
     Returns LP_OK (the caller re-tries its push), LP_TIMEOUT or LP_INTERRUPTED
     (``slice`` as in park()).
     """
+    if writable(r, need_bytes):
+        return LP_OK
+    # As in lp_wait_readable, the other way round.
+    cdef bint other_lingering = lp_load_relaxed_u32(&r.getter_lingering) != 0
+    lp_fetch_add_u32(&r.putters_waiting, 1)
+    cdef int status = wait_writable(r, need_bytes, deadline, slice, other_lingering)
+    lp_fetch_sub_u32(&r.putters_waiting, 1)
+    return status
+
+
+cdef inline int wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline,
+                              double slice, bint spin_long) noexcept nogil:
     cdef int spins = 0
+    cdef int spin_limit = LP_SPIN_LIMIT_LONG if spin_long else LP_SPIN_LIMIT
     cdef uint32_t epoch
     cdef double left
     while True:
         if writable(r, need_bytes):
             return LP_OK
-        if spins < LP_SPIN_LIMIT:
+        if spins < spin_limit:
             spins += 1
             lp_cpu_relax()
             continue
@@ -672,6 +738,51 @@ cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline,
             return LP_TIMEOUT
         if park(&r.not_full, epoch, left, slice, &r.put_waits) == LP_INTERRUPTED:
             return LP_INTERRUPTED
+
+
+cdef void linger_for_gil(lp_ring_t *r, bint getter) noexcept nogil:
+    """After a wait that ended, let the other side run on before we take the GIL.
+
+    The wait ended because the other side moved (a put made a record
+    ready, a get made room). The thread that moved usually holds the GIL
+    and goes on moving; taking the GIL now would park this thread on the
+    GIL's condition variable, and a hand-off of the GIL costs a wake-up of
+    a sleeping thread (50-100 us on a virtual machine), twice per fill and
+    drain of the ring. So this thread spins on, without the GIL, while the
+    other side keeps moving and until it starts waiting itself (it let the
+    GIL go: taking it then is immediate), stops for LINGER_QUIET seconds, or
+    LINGER_MAX seconds pass. One lingerer per side; never on a free-threaded
+    build (no GIL) or with one CPU (the spin would hold up the other side).
+    """
+    if not linger_enabled:
+        return
+    cdef uint32_t *token = &r.getter_lingering if getter else &r.putter_lingering
+    cdef uint32_t *other_waiting = &r.putters_waiting if getter else &r.getters_waiting
+    cdef uint64_t *other_pos = &r.enqueue_pos if getter else &r.dequeue_pos
+    cdef uint64_t last, now_pos
+    cdef double start, now, moved
+    cdef unsigned int spins = 0
+    if not lp_cas_strong_u32(token, 0, 1):
+        return
+    last = lp_load_relaxed(other_pos)
+    start = moved = lp_now()
+    while lp_load_relaxed_u32(other_waiting) == 0:
+        lp_cpu_relax()
+        spins += 1
+        if spins % 16:
+            continue
+        now_pos = lp_load_relaxed(other_pos)
+        if now_pos & LP_CLOSED_BIT:
+            break
+        now = lp_now()
+        if now_pos != last:
+            last = now_pos
+            moved = now
+        elif now - moved > LINGER_QUIET:
+            break
+        if now - start > LINGER_MAX:
+            break
+    lp_store_release_u32(token, 0)
 
 
 cdef int lp_push_wait(lp_ring_t *r, const char *data, uint32_t length, double deadline) noexcept nogil:
@@ -1161,6 +1272,14 @@ cdef class RingBuffer:
         """Times a blocking get had to park because the ring was empty."""
         return lp_load_relaxed(&self.ring.get_waits)
 
+    def _wait_state(self):
+        """(getters waiting, putters waiting, getter lingering, putter
+        lingering) right now: the hand-off bookkeeping of linger_for_gil,
+        for tests (all zero whenever no call is inside the ring)."""
+        r = self.ring
+        return (lp_load_relaxed_u32(&r.getters_waiting), lp_load_relaxed_u32(&r.putters_waiting),
+                lp_load_relaxed_u32(&r.getter_lingering), lp_load_relaxed_u32(&r.putter_lingering))
+
     def __repr__(self):
         return (f"<logpipe.RingBuffer len={len(self)} capacity={self.capacity} "
                 f"nbytes={self.nbytes} closed={self.closed}>")
@@ -1206,6 +1325,8 @@ cdef class RingBuffer:
                 slice = lp_wait_slice()
                 with nogil:
                     status = lp_wait_writable(r, length, deadline, slice)
+                    if status == LP_OK:
+                        linger_for_gil(r, False)
                 if status == LP_INTERRUPTED:
                     PyErr_CheckSignals()
                 # On timeout, one last try: room may have come as time ran out.
@@ -1327,6 +1448,8 @@ cdef class RingBuffer:
                     need = lengths[i]
                     with nogil:
                         wait_status = lp_wait_writable(r, need, deadline, slice)
+                        if wait_status == LP_OK:
+                            linger_for_gil(r, False)
                     if wait_status == LP_INTERRUPTED:
                         run_signal_handlers("logpipe_put_count", done + i)
                     elif wait_status == LP_TIMEOUT:
@@ -1355,6 +1478,8 @@ cdef class RingBuffer:
             raise Empty("ring buffer is empty")
         with nogil:
             status = lp_wait_readable(self.ring, deadline, stop, slice)
+            if status == LP_OK:
+                linger_for_gil(self.ring, True)
         if status == LP_INTERRUPTED:
             PyErr_CheckSignals()    # holds nothing yet: a handler's exception loses nothing
             return 0
@@ -1477,6 +1602,8 @@ cdef class RingBuffer:
         while True:
             with nogil:
                 status = collect_batch(batch, self.ring, want, deadline, no_wait, flag, slice)
+                if status == LP_OK and not no_wait:
+                    linger_for_gil(self.ring, True)
             if status != LP_INTERRUPTED:
                 break
             run_signal_handlers("logpipe_batch", batch)
