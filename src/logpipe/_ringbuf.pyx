@@ -497,6 +497,75 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
     return n
 
 
+cdef int push_one(lp_ring_t *r, const char *data, uint32_t length) noexcept nogil:
+    """put()'s path for one inline record on a ring of two slots or more: what
+    lp_push_many does for it, without its arrays and loops. Returns LP_OK,
+    LP_WOULD_BLOCK or LP_CLOSED. The length is checked against max_record."""
+    cdef uint64_t cur, pos
+    cdef int64_t dif
+    cdef lp_slot_t *s
+    cdef int status = LP_WOULD_BLOCK
+    if length:
+        cur = lp_load_relaxed(&r.nbytes)
+        while True:
+            if cur + length > r.max_bytes:
+                return LP_CLOSED if lp_load_relaxed(&r.enqueue_pos) & LP_CLOSED_BIT else LP_WOULD_BLOCK
+            if lp_cas_u64(&r.nbytes, &cur, cur + length):
+                break
+    pos = lp_load_relaxed(&r.enqueue_pos)
+    while True:
+        if pos & LP_CLOSED_BIT:
+            status = LP_CLOSED
+            break
+        s = slot_at(r, pos)
+        dif = <int64_t>(lp_load_acquire(&s.seq) - pos)
+        if dif == 0:
+            if lp_cas_u64(&r.enqueue_pos, &pos, pos + 1):
+                lp_store_relaxed_u32(&s.length, length)  # consumers may peek at it
+                s.enqueued_ms = lp_now_ms()
+                if length:
+                    memcpy(slot_payload(s), data, length)
+                lp_store_release(&s.seq, pos + 1)
+                lp_ec_notify(&r.not_empty)
+                return LP_OK
+        elif dif < 0:
+            break               # the slot still holds last lap's record: full
+        else:
+            pos = lp_load_relaxed(&r.enqueue_pos)
+    if length:
+        lp_fetch_sub_u64(&r.nbytes, length)
+        lp_ec_notify(&r.not_full)  # a putter may be waiting for those bytes
+    return status
+
+
+cdef inline lp_slot_t *peek_one(lp_ring_t *r, uint64_t *pos_out) noexcept nogil:
+    """The slot of the record ready at the head (its position in ``pos_out``),
+    or NULL if none is: lp_peek_pop for one record, returning its slot."""
+    cdef uint64_t pos = lp_load_relaxed(&r.dequeue_pos)
+    cdef lp_slot_t *s
+    cdef int64_t dif
+    while True:
+        s = slot_at(r, pos)
+        dif = <int64_t>(lp_load_acquire(&s.seq) - (pos + 1))
+        if dif == 0:
+            pos_out[0] = pos
+            return s
+        if dif < 0:
+            return NULL
+        pos = lp_load_relaxed(&r.dequeue_pos)   # another consumer took pos
+
+
+cdef inline void release_one(lp_ring_t *r, lp_slot_t *s, uint64_t pos) noexcept nogil:
+    """lp_release_pop for the one record claimed at ``pos``, in slot ``s``."""
+    cdef uint32_t length = s.length
+    if length > r.inline_max:
+        free((<char **>slot_payload(s))[0])
+    lp_store_release(&s.seq, pos + r.nslots)
+    if length:
+        lp_fetch_sub_u64(&r.nbytes, length)
+    lp_ec_notify(&r.not_full)
+
+
 cdef uint64_t lp_peek_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out,
                          uint64_t *payload_bytes) noexcept nogil:
     """Find up to ``max_items`` records ready at the head, without claiming them.
@@ -1314,7 +1383,11 @@ cdef class RingBuffer:
             check_record_size(size, r.max_record)
             length = <uint32_t>size
             while True:
-                if lp_push_many(r, &data, &length, 1, &status) == 1:
+                if length <= r.inline_max and r.capacity == r.nslots:
+                    status = push_one(r, data, length)
+                    if status == LP_OK:
+                        return
+                elif lp_push_many(r, &data, &length, 1, &status) == 1:
                     return
                 if status == LP_CLOSED:
                     raise Closed("ring buffer is closed")
@@ -1498,20 +1571,25 @@ cdef class RingBuffer:
         """
         cdef double deadline = deadline_from(timeout) if block else 0.0
         cdef int *flag = stop_flag(self, stop)
-        cdef uint64_t pos, payload
+        cdef uint64_t pos
         cdef uint32_t length
-        cdef const char *src
         cdef int last_try = 0
         cdef bytes out
+        cdef lp_ring_t *r = self.ring
+        cdef lp_slot_t *s
         while True:
-            if lp_peek_pop(self.ring, 1, &pos, &payload):
+            s = peek_one(r, &pos)
+            if s != NULL:
                 # The bytes object first: if it cannot be had, nothing is claimed.
-                out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>payload)
-                if not lp_commit_pop(self.ring, pos, 1):
+                out = PyBytes_FromStringAndSize(NULL, lp_load_relaxed_u32(&s.length))
+                if not lp_commit_pop(r, pos, 1):
                     continue        # another consumer took it
-                src = lp_slot_record(self.ring, pos, &length)
-                memcpy(PyBytes_AS_STRING(out), src, length)
-                lp_release_pop(self.ring, pos, 1)
+                length = s.length
+                if length:
+                    memcpy(PyBytes_AS_STRING(out),
+                           (<char **>slot_payload(s))[0] if length > r.inline_max else slot_payload(s),
+                           length)
+                release_one(r, s, pos)
                 return out
             if last_try:
                 raise Empty("ring buffer is empty")
