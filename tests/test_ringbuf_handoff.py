@@ -203,3 +203,42 @@ def test_on_one_cpu_the_hand_off_still_moves_everything():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_consumer_never_lingers_behind_a_producer_that_pushes_without_the_gil():
+    """The batch encoder pushes with the GIL let go: nobody to linger for.
+
+    A third thread samples the getter's linger token while a get_batch
+    consumer drains a ring that put_logs fills; a consumer that lingered
+    behind it (up to 200 us a batch, with the GIL free) would be seen.
+    """
+    import numpy as np
+    import orjson
+
+    from logpipe._encoder import put_logs
+
+    count = 400_000
+    ring = RingBuffer(16384)
+    seen_lingering = []
+    taken = [0]
+    done = threading.Event()
+
+    def consume() -> None:
+        while taken[0] < count:
+            taken[0] += len(ring.get_batch(1024, timeout=1.0))
+        done.set()
+
+    def sample() -> None:
+        while not done.is_set():
+            if ring._wait_state()[2]:
+                seen_lingering.append(ring.popped)
+            time.sleep(0)
+
+    threads = [start(consume), start(sample)]
+    seqs = np.arange(count, dtype=np.uint64)
+    ts = np.zeros(count, dtype=np.int64)
+    assert put_logs(ring, seqs, ts, orjson.dumps("m"), orjson.dumps("INFO")) == count
+    join_all(threads)
+    assert taken[0] == count
+    assert not seen_lingering, f"the consumer lingered behind a nogil producer {len(seen_lingering)} times"
+    assert ring._wait_state() == IDLE

@@ -67,9 +67,11 @@ cdef struct lp_slot_t:
 # on separate cache lines so the two sides do not invalidate each other.
 cdef struct lp_ring_t:
     uint64_t enqueue_pos     # next position to claim for push; bit 63: closed
-    uint8_t _pad0[56]
+    uint64_t gil_enqueue_pos # enqueue_pos after the last push made with the GIL held
+    uint8_t _pad0[48]
     uint64_t dequeue_pos     # next position to claim for pop
-    uint8_t _pad1[56]
+    uint64_t gil_dequeue_pos # dequeue_pos after the last pop made with the GIL held
+    uint8_t _pad1[48]
     uint64_t nbytes          # payload bytes held or reserved by pushers
     uint8_t _pad2[56]
     lp_event_t not_empty     # getters park here; pushers notify

@@ -75,9 +75,14 @@ GIL while the other holds it sleeps on the GIL's condition variable until
 it is let go, and waking it costs 50-100 us on a virtual machine, twice per
 fill and drain of a small ring. So a Python caller whose wait has ended
 lingers (linger_for_gil), spinning without the GIL while the other side
-keeps moving, and takes the GIL once the other side starts waiting in the
-ring (it has let the GIL go: taking it is then immediate), goes quiet for
-10 us, or 200 us have passed. A thread that starts waiting while the other
+keeps moving with the GIL held, and takes the GIL once the other side
+starts waiting in the ring (it has let the GIL go: taking it is then
+immediate), goes quiet for 10 us, moves without the GIL, or 200 us have
+passed. Which moves were made with the GIL held is told by a stamp beside
+each position (gil_enqueue_pos, gil_dequeue_pos, on the position's own
+cache line), which the Python calls write after each push or pop they make
+holding the GIL: a nogil pusher (the batch encoder, the line framer) leaves
+it behind, and nobody lingers behind it. A thread that starts waiting while the other
 side lingers spins longer before it parks, since that side is about to
 move. Each side counts its waiting threads and holds a one-thread linger
 token; all of it changes only when a thread takes the GIL, never what any
@@ -809,6 +814,24 @@ cdef inline int wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline
             return LP_INTERRUPTED
 
 
+cdef inline void stamp_gil_push(lp_ring_t *r) noexcept nogil:
+    # Called with the GIL held after a push: tells a lingering getter that
+    # the producer it follows holds the GIL (same cache line as enqueue_pos,
+    # which the push has just written).
+    lp_store_relaxed(&r.gil_enqueue_pos, lp_load_relaxed(&r.enqueue_pos) & ~LP_CLOSED_BIT)
+
+
+cdef inline void stamp_gil_pop(lp_ring_t *r) noexcept nogil:
+    lp_store_relaxed(&r.gil_dequeue_pos, lp_load_relaxed(&r.dequeue_pos))
+
+
+cdef inline bint moving_with_gil(uint64_t pos, uint64_t *gil_pos) noexcept nogil:
+    # The other side's last moves were made with the GIL held: its position
+    # is at most two push chunks past its last GIL stamp (a put_many stamps
+    # after each chunk; another thread may be mid-chunk).
+    return pos - lp_load_relaxed(gil_pos) <= 2 * LP_PUSH_CHUNK
+
+
 cdef void linger_for_gil(lp_ring_t *r, bint getter) noexcept nogil:
     """After a wait that ended, let the other side run on before we take the GIL.
 
@@ -818,19 +841,24 @@ cdef void linger_for_gil(lp_ring_t *r, bint getter) noexcept nogil:
     GIL's condition variable, and a hand-off of the GIL costs a wake-up of
     a sleeping thread (50-100 us on a virtual machine), twice per fill and
     drain of the ring. So this thread spins on, without the GIL, while the
-    other side keeps moving and until it starts waiting itself (it let the
-    GIL go: taking it then is immediate), stops for LINGER_QUIET seconds, or
-    LINGER_MAX seconds pass. One lingerer per side; never on a free-threaded
-    build (no GIL) or with one CPU (the spin would hold up the other side).
+    other side keeps moving with the GIL held and until it starts waiting
+    itself (it let the GIL go: taking it then is immediate), stops for
+    LINGER_QUIET seconds, moves without the GIL (a nogil pusher: there is
+    nothing to wait for), or LINGER_MAX seconds pass. One lingerer per
+    side; never on a free-threaded build (no GIL) or with one CPU (the spin
+    would hold up the other side).
     """
     if not linger_enabled:
         return
     cdef uint32_t *token = &r.getter_lingering if getter else &r.putter_lingering
     cdef uint32_t *other_waiting = &r.putters_waiting if getter else &r.getters_waiting
     cdef uint64_t *other_pos = &r.enqueue_pos if getter else &r.dequeue_pos
+    cdef uint64_t *other_gil_pos = &r.gil_enqueue_pos if getter else &r.gil_dequeue_pos
     cdef uint64_t last, now_pos
     cdef double start, now, moved
     cdef unsigned int spins = 0
+    if not moving_with_gil(lp_load_relaxed(other_pos), other_gil_pos):
+        return
     if not lp_cas_strong_u32(token, 0, 1):
         return
     last = lp_load_relaxed(other_pos)
@@ -841,7 +869,7 @@ cdef void linger_for_gil(lp_ring_t *r, bint getter) noexcept nogil:
         if spins % 16:
             continue
         now_pos = lp_load_relaxed(other_pos)
-        if now_pos & LP_CLOSED_BIT:
+        if now_pos & LP_CLOSED_BIT or not moving_with_gil(now_pos, other_gil_pos):
             break
         now = lp_now()
         if now_pos != last:
@@ -1386,8 +1414,10 @@ cdef class RingBuffer:
                 if length <= r.inline_max and r.capacity == r.nslots:
                     status = push_one(r, data, length)
                     if status == LP_OK:
+                        stamp_gil_push(r)
                         return
                 elif lp_push_many(r, &data, &length, 1, &status) == 1:
+                    stamp_gil_push(r)
                     return
                 if status == LP_CLOSED:
                     raise Closed("ring buffer is closed")
@@ -1505,6 +1535,7 @@ cdef class RingBuffer:
                             pushed = lp_push_many(r, &data[i], &lengths[i], chunk - i, &status)
                     else:
                         pushed = lp_push_many(r, &data[i], &lengths[i], chunk - i, &status)
+                        stamp_gil_push(r)
                     i += pushed
                     if i == chunk:
                         break
@@ -1590,6 +1621,7 @@ cdef class RingBuffer:
                            (<char **>slot_payload(s))[0] if length > r.inline_max else slot_payload(s),
                            length)
                 release_one(r, s, pos)
+                stamp_gil_pop(r)
                 return out
             if last_try:
                 raise Empty("ring buffer is empty")
@@ -1640,6 +1672,7 @@ cdef class RingBuffer:
                                length)
                     s = next_slot(r, s)
                 lp_release_pop(r, pos, n)
+                stamp_gil_pop(r)
                 return out
             if last_try:
                 raise Empty("ring buffer is empty")
@@ -1675,8 +1708,10 @@ cdef class RingBuffer:
             # Letting the GIL go costs a hand-off to another thread and a
             # wait to get it back, far more than a few KiB of memcpy, and on
             # a busy pipeline every worker would pay that on every batch.
-            if lp_batch_take(&batch.b, self.ring, want) == LP_OK and <uint64_t>batch.b.count == want:
-                return batch
+            if lp_batch_take(&batch.b, self.ring, want) == LP_OK:
+                stamp_gil_pop(self.ring)
+                if <uint64_t>batch.b.count == want:
+                    return batch
         while True:
             with nogil:
                 status = collect_batch(batch, self.ring, want, deadline, no_wait, flag, slice)
