@@ -1027,12 +1027,7 @@ cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept
     fewer. Returns LP_OK (check count for how many) or LP_NOMEM when not
     even the next record fits, in which case nothing was claimed.
     """
-    cdef uint64_t pos, n, i, payload
-    cdef uint32_t length
-    cdef const char *src
-    cdef lp_slot_t *s
-    cdef uint32_t now_ms, age, max_age = 0
-    cdef double oldest
+    cdef uint64_t pos, n, payload
     if max_items > LP_TAKE_CHUNK:
         max_items = LP_TAKE_CHUNK
     if batch_reserve_run(b) != LP_OK:  # so that add_run cannot fail after the claim
@@ -1048,6 +1043,21 @@ cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept
             continue
         if lp_commit_pop(r, pos, n):
             break
+    batch_copy_claimed(b, r, pos, n, payload)
+    return LP_OK
+
+
+cdef void batch_copy_claimed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
+                             uint64_t payload) noexcept nogil:
+    """Copy the ``n`` records claimed at ``pos`` (``payload`` bytes, room
+    already made for them and one more run) into the batch, and hand their
+    slots back."""
+    cdef uint64_t i
+    cdef uint32_t length
+    cdef const char *src
+    cdef lp_slot_t *s
+    cdef uint32_t now_ms, age, max_age = 0
+    cdef double oldest
     now_ms = lp_now_ms()
     # One pass: copy each record and hand its slot straight back, so each
     # slot's cache line is visited once.
@@ -1080,8 +1090,6 @@ cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept
     if payload:
         lp_fetch_sub_u64(&r.nbytes, payload)
     lp_ec_notify(&r.not_full)
-    return LP_OK
-
 
 
 cdef void lp_batch_clear(lp_batch_t *b) noexcept nogil:
@@ -1708,10 +1716,14 @@ cdef class RingBuffer:
             # Letting the GIL go costs a hand-off to another thread and a
             # wait to get it back, far more than a few KiB of memcpy, and on
             # a busy pipeline every worker would pay that on every batch.
-            if lp_batch_take(&batch.b, self.ring, want) == LP_OK:
+            # Claim exactly what was peeked (no second peek); if another
+            # consumer took the head meanwhile, the loop below starts over.
+            if (batch_reserve_run(&batch.b) == LP_OK
+                    and batch_reserve(&batch.b, want, payload + want) == LP_OK
+                    and lp_commit_pop(self.ring, pos, want)):
+                batch_copy_claimed(&batch.b, self.ring, pos, want, payload)
                 stamp_gil_pop(self.ring)
-                if <uint64_t>batch.b.count == want:
-                    return batch
+                return batch
         while True:
             with nogil:
                 status = collect_batch(batch, self.ring, want, deadline, no_wait, flag, slice)
