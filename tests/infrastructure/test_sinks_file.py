@@ -298,3 +298,59 @@ def test_config_refuses_an_empty_path():
     """An empty target is a ValueError the registry turns into a one-line ConfigError."""
     with pytest.raises(ValueError, match="PATH"):
         FileSinkConfig.from_target("")
+
+
+# --- writeback as the data comes in ------------------------------------------------
+
+
+def test_writeback_is_asked_for_every_8_mib_written(tmp_path, make_batch, monkeypatch):
+    """Each WRITEBACK_STEP of new bytes is handed to the kernel's writeback once, in order."""
+    from logpipe.infrastructure.sinks import file as file_module
+    from logpipe.infrastructure.sinks._writeback import WRITEBACK_STEP
+
+    asked: list[tuple[int, int]] = []
+    monkeypatch.setattr(file_module, "start_writeback", lambda fd, offset, length: asked.append((offset, length)))
+    path = tmp_path / "out.ndjson"
+    path.write_bytes(b"old line\n")  # appending: the bytes already there are not ours to push
+    sink = FileSink(path)
+    line = b"x" * 1023  # 1 KiB framed
+    batch = make_batch([line] * 1024)  # 1 MiB a batch
+    for _ in range(20):
+        sink.write_batch(batch)
+    sink.close()
+    start = len(b"old line\n")
+    assert asked[0][0] == start
+    for (offset, length), (next_offset, _) in zip(asked, asked[1:]):
+        assert next_offset == offset + length, "ranges must follow each other"
+    assert all(length >= WRITEBACK_STEP for _, length in asked)
+    assert len(asked) == (20 << 20) // WRITEBACK_STEP
+    assert path.stat().st_size == start + (20 << 20)
+
+
+def test_no_writeback_without_fsync(tmp_path, make_batch, monkeypatch):
+    """fsync=False asks the kernel for nothing, neither at close nor on the way."""
+    from logpipe.infrastructure.sinks import file as file_module
+
+    asked: list[tuple[int, int]] = []
+    monkeypatch.setattr(file_module, "start_writeback", lambda fd, offset, length: asked.append((offset, length)))
+    sink = FileSink(tmp_path / "out.ndjson", fsync=False)
+    batch = make_batch([b"y" * 1023] * 1024)
+    for _ in range(20):
+        sink.write_batch(batch)
+    sink.close()
+    assert asked == []
+
+
+def test_the_real_writeback_call_keeps_the_data_and_never_raises(tmp_path):
+    """sync_file_range on a real file (and on a closed descriptor) is advice: no error, no change."""
+    from logpipe.infrastructure.sinks._writeback import start_writeback
+
+    path = tmp_path / "data"
+    data = os.urandom(3 << 20)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, data)
+    start_writeback(fd, 0, len(data))
+    os.fsync(fd)
+    os.close(fd)
+    start_writeback(fd, 0, len(data))  # EBADF now: ignored
+    assert path.read_bytes() == data
