@@ -1,11 +1,17 @@
 """The ``logpipe`` command's entry point (the console script and ``python -m logpipe``).
 
 It installs the stop-signal handler first, then imports the command, which
-takes a few hundred milliseconds (numpy, rich, prometheus_client). A Ctrl+C
-in that time is remembered and, once the imports are done, is one line on
-stderr and exit code 130 (143 for SIGTERM) instead of a traceback from
-inside importlib. Keep this module and what it imports small: until it has
-run, Python's default handler is in place.
+takes about a tenth of a second (argparse, the config, the registry with
+every source and sink's spec parser, the ring buffer and the pipeline; more
+when Python cannot cache bytecode). The heavy optional modules are imported
+later, only by a run that uses them: asyncio and nats-py for a NATS sink or
+source, prometheus_client for ``--metrics-addr``, rich for ``--ui`` or a
+progress bar on a terminal, numpy for the generator (see
+tests/cli/test_cli_startup_imports.py). A Ctrl+C during the imports is
+remembered and, once they are done, is one line on stderr and exit code 130
+(143 for SIGTERM) instead of a traceback from inside importlib. Keep this
+module and what it imports small: until it has run, Python's default
+handler is in place.
 """
 
 from __future__ import annotations

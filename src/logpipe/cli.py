@@ -188,9 +188,12 @@ def _run(args: argparse.Namespace) -> int:
     from logpipe.application.console import Console
     from logpipe.application.metrics import Metrics
     from logpipe.application.pipeline import Pipeline
-    from logpipe.infrastructure.exporters import check_report_path, prometheus, write_report_json
+    from logpipe.infrastructure.exporters import check_report_path, write_report_json
     from logpipe.infrastructure.sources import SourceContext
     from logpipe.infrastructure.ui import TerminalUI
+
+    if config.metrics_addr is not None:  # prometheus_client: imported only when asked for
+        from logpipe.infrastructure.exporters import prometheus
 
     if config.report_json is not None:
         check_report_path(config.report_json)  # fail now, not after the run

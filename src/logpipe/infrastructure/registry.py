@@ -36,9 +36,9 @@ from logpipe.domain.config import PipelineConfig
 from logpipe.domain.ports import Sink, Source
 from logpipe.exceptions import ConfigError, LogpipeError
 from logpipe.infrastructure.sinks import FileSinkConfig, NullSinkConfig, StdoutSinkConfig
-from logpipe.infrastructure.sinks.nats import NatsSinkConfig
+from logpipe.infrastructure.sinks.nats_config import NatsSinkConfig  # parsing only: no asyncio
 from logpipe.infrastructure.sources.file import FileSourceConfig
-from logpipe.infrastructure.sources.nats import NatsSourceConfig
+from logpipe.infrastructure.sources.nats_config import NatsSourceConfig
 from logpipe.infrastructure.sources.stdin import StdinSourceConfig
 from logpipe.infrastructure.sources.tcp import TcpSourceConfig
 

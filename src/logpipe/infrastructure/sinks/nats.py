@@ -76,6 +76,11 @@ The stream
 
 Requires the ``nats-py`` package (``pip install 'logpipe[nats]'``); without
 it, building the sink fails with a one-line error saying so.
+
+The spec's parsing (:class:`NatsSinkConfig`, :func:`check_subject`) lives in
+:mod:`.nats_config`, which the registry imports for every run; this module
+(asyncio and all) is imported by ``NatsSinkConfig.build``, when a run uses
+the sink. Both names are re-exported here.
 """
 
 from __future__ import annotations
@@ -89,8 +94,7 @@ import re
 import secrets
 import threading
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -99,13 +103,10 @@ from logpipe.domain.ports import FramedBatch
 from logpipe.exceptions import SinkError
 from logpipe.infrastructure._nats_client import LoopThread, connect, describe
 from logpipe.infrastructure.sinks._nats_wire import Ack, Wire, WireError, open_wire
-
-if TYPE_CHECKING:
-    from logpipe.domain.config import PipelineConfig
+from logpipe.infrastructure.sinks.nats_config import MODES, NatsSinkConfig, check_subject
 
 __all__ = ["MODES", "NatsSink", "NatsSinkConfig", "batch_msg_id", "check_subject"]
 
-DEFAULT_PORT = 4222
 ACK_TIMEOUT = 2.0  # longest wait for a batch's acks before write_batch fails
 CONNECT_TIMEOUT = 2.0  # longest wait for the first connection and the stream checks
 RECONNECT_WAIT = 0.25  # pause between reconnection attempts
@@ -115,33 +116,12 @@ MSG_ID = "Nats-Msg-Id"
 RECORDS_HEADER = "Logpipe-Records"  # batch mode: records in the message
 FRAMING_HEADER = "Logpipe-Framing"  # batch mode: how the body separates them
 FRAMING = "ndjson"  # every record followed by b"\n", as bytes(batch) frames it
-MODES = ("record", "batch")
 HEADER_ROOM = 512  # bytes kept for the HPUB line and headers below max_payload
 WRITE_CHUNK = 256 << 10  # record mode: most bytes of frames handed to the socket at once
 INSTALL_HINT = "pip install 'logpipe[nats]'"
 
 _T = TypeVar("_T")
-_BAD_SUBJECT_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 _BAD_STREAM_CHARS = re.compile(r"[\s\x00-\x1f\x7f.*>/\\]")
-
-
-def check_subject(subject: str) -> str | None:
-    """Why ``subject`` cannot be published to, or None if it can.
-
-    A subject is dot-separated tokens, none empty, without whitespace or
-    control characters, and without the wildcards ``*`` and ``>`` (which
-    only subscriptions may use).
-    """
-    if not subject:
-        return "has no SUBJECT"
-    if _BAD_SUBJECT_CHARS.search(subject):
-        return f"has whitespace or a control character in SUBJECT {subject!r}"
-    for token in subject.split("."):
-        if not token:
-            return f"has an empty token in SUBJECT {subject!r} (tokens are separated by single dots)"
-        if "*" in token or ">" in token:
-            return f"has a wildcard in SUBJECT {subject!r} (a publish needs a concrete subject)"
-    return None
 
 
 def batch_msg_id(run_id: str, first: int, count: int) -> str:
@@ -909,121 +889,3 @@ class NatsSink:
             return "connected; server slow or stream unavailable"
         last = f", last error: {self._last_error}" if self._last_error else ""
         return f"disconnected, reconnecting every {self._reconnect_wait:g}s{last}"
-
-
-@dataclass(frozen=True)
-class NatsSinkConfig:
-    """Builds a :class:`NatsSink`; spec ``nats://HOST:PORT/SUBJECT[?mode=record|batch]`` (port 4222 by default).
-
-    Attributes:
-        host: the server's host name or address.
-        port: its client port.
-        subject: where records are published.
-        stream: a JetStream stream to create if missing (``--nats-stream``).
-        mode: ``record`` (a message per record) or ``batch`` (a message per
-            batch), from ``?mode=`` or ``--nats-mode``.
-    """
-
-    scheme: ClassVar[str] = "nats"
-    usage: ClassVar[str] = "nats://HOST:PORT/SUBJECT"
-    takes_target: ClassVar[bool] = True
-
-    host: str
-    port: int = DEFAULT_PORT
-    subject: str = ""
-    stream: str | None = None
-    mode: str = "record"
-
-    @classmethod
-    def from_target(cls, target: str | None, settings: PipelineConfig | None = None) -> NatsSinkConfig:
-        """The config for ``nats://<target>``; ValueError(reason) if malformed.
-
-        Args:
-            target: ``HOST[:PORT]/SUBJECT[?mode=MODE]`` (the registry has removed ``//``).
-            settings: the run's PipelineConfig (its ``nats_stream`` and
-                ``nats_mode`` are taken), or None.
-        """
-        if not target:
-            raise ValueError("has no HOST:PORT/SUBJECT")
-        target, question, query = target.partition("?")
-        hostport, slash, subject = target.partition("/")
-        if "@" in hostport:
-            raise ValueError("has credentials, which are not supported (use HOST:PORT)")
-        host, port = _split_hostport(hostport)
-        if not slash or not subject:
-            raise ValueError("has no SUBJECT")
-        why = check_subject(subject)
-        if why:
-            raise ValueError(why)
-        spec_mode = _parse_query(query) if question else None
-        flag_mode = settings.nats_mode if settings is not None else None
-        if spec_mode is not None and flag_mode is not None and spec_mode != flag_mode:
-            raise ValueError(f"says mode={spec_mode} but --nats-mode is {flag_mode} (give one)")
-        stream = settings.nats_stream if settings is not None else None
-        mode = spec_mode or flag_mode or "record"
-        return cls(host=host, port=port, subject=subject, stream=stream, mode=mode)
-
-    def build(self, options: PipelineConfig | None = None) -> NatsSink:
-        """Connect, check (or create) the stream, and return the sink.
-
-        Args:
-            options: the run's PipelineConfig; when given, its ``nats_stream``
-                replaces this config's ``stream``, and its ``nats_mode``, if
-                set, this config's ``mode``.
-
-        Raises:
-            SinkError: one line: nats-py missing, server unreachable, no JetStream,
-                or no stream for the subject.
-        """
-        stream = options.nats_stream if options is not None else self.stream
-        mode = self.mode
-        if options is not None and options.nats_mode is not None:
-            mode = options.nats_mode
-        try:
-            return NatsSink(self.host, self.port, self.subject, stream=stream, mode=mode)
-        except ValueError as exc:
-            raise SinkError(str(exc), retryable=False) from None
-
-
-def _parse_query(query: str) -> str:
-    """``mode=batch`` -> ``"batch"``; ValueError(reason) for anything else."""
-    if not query:
-        raise ValueError("has an empty query after '?' (use ?mode=record or ?mode=batch)")
-    mode = None
-    for item in query.split("&"):
-        key, equals, value = item.partition("=")
-        if key != "mode" or not equals:
-            raise ValueError(f"has an unknown option {item!r} after '?' (known: mode=record, mode=batch)")
-        if mode is not None:
-            raise ValueError("gives mode twice")
-        if value not in MODES:
-            raise ValueError(f"has mode={value!r}, which is not one of {', '.join(MODES)}")
-        mode = value
-    assert mode is not None
-    return mode
-
-
-def _split_hostport(hostport: str) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port`` -> (host, port); ValueError(reason)."""
-    if hostport.startswith("["):
-        host, bracket, rest = hostport[1:].partition("]")
-        if not bracket or not host:
-            raise ValueError(f"has a malformed HOST {hostport!r}")
-        if rest and not rest.startswith(":"):
-            raise ValueError(f"has a malformed HOST:PORT {hostport!r}")
-        port_text = rest[1:] if rest else ""
-    else:
-        host, colon, port_text = hostport.partition(":")
-        if colon and not port_text:
-            raise ValueError(f"has an empty PORT in {hostport!r}")
-        if ":" in port_text:
-            raise ValueError(f"has a malformed HOST:PORT {hostport!r} (write an IPv6 address as [ADDR]:PORT)")
-    if not host:
-        raise ValueError("has no HOST")
-    if _BAD_SUBJECT_CHARS.search(host):
-        raise ValueError(f"has whitespace in HOST {host!r}")
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"has a bad PORT {port_text!r} (must be 1-65535)")
-    return host, int(port_text)

@@ -23,7 +23,6 @@ end up in the scrollback as they do without ``--ui``.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ from rich.text import Text
 from logpipe._waits import join_thread
 from logpipe.domain.durations import format_duration
 from logpipe.domain.policies import BACKPRESSURE_TABLE, backpressure_sleep
+from logpipe.infrastructure.ui.terminal import same_terminal
 
 __all__ = ["LiveView", "LogPanel", "gauge", "same_terminal", "sparkline"]
 
@@ -120,15 +120,6 @@ class LogPanel:
         """Lines no longer kept: the written ones past ``keep``, suppressed ones aside."""
         with self._lock:
             return self.written - self.suppressed - len(self._lines)
-
-
-def same_terminal(stream: Any, other: Any) -> bool:
-    """Whether two streams are the same terminal (e.g. stdout and stderr both on it)."""
-    try:
-        a, b = stream.fileno(), other.fileno()
-        return os.isatty(a) and os.isatty(b) and os.ttyname(a) == os.ttyname(b)
-    except (AttributeError, OSError, ValueError):
-        return False
 
 
 def sparkline(values: Iterable[int], *, top: int, width: int) -> str:

@@ -20,12 +20,15 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from logpipe.infrastructure.ui.live import LiveView, LogPanel, same_terminal
-from logpipe.infrastructure.ui.progress import InputProgress
+# The live view and the progress bar are drawn with rich: their modules are
+# imported when one is shown, so a run that draws nothing never loads rich.
+if TYPE_CHECKING:
+    from logpipe.infrastructure.ui.live import LiveView
+    from logpipe.infrastructure.ui.progress import InputProgress
 
-__all__ = ["TerminalUI", "finite_input"]
+__all__ = ["TerminalUI", "finite_input", "same_terminal"]
 
 
 class TerminalUI:
@@ -51,7 +54,11 @@ class TerminalUI:
         self.terminal = terminal
         self.live = live
         self.progress = progress
-        self._log = LogPanel() if live else None
+        self._log = None
+        if live:
+            from logpipe.infrastructure.ui.live import LogPanel  # noqa: PLC0415 - rich, when drawn
+
+            self._log = LogPanel()
         self.stream: Any = self._log if live else (progress.stream if progress is not None else plain)
         self.view: LiveView | None = None
 
@@ -93,6 +100,8 @@ class TerminalUI:
         progress = None
         found = finite_input(source) if blocked is None else None
         if found is not None:
+            from logpipe.infrastructure.ui.progress import InputProgress  # noqa: PLC0415 - rich, when drawn
+
             total, done = found
             progress = InputProgress(total, done, stream=terminal)
         return cls(terminal=terminal, plain=plain, live=live, progress=progress)
@@ -118,6 +127,8 @@ class TerminalUI:
     def running(self, pipeline: Any) -> Iterator[None]:
         """Show the view (or the bar) while the body runs ``pipeline.run()``."""
         if self.live:
+            from logpipe.infrastructure.ui.live import LiveView  # noqa: PLC0415 - rich, when drawn
+
             self.view = LiveView(pipeline, self.terminal, log=self._log, progress=self.progress)
             self.view.start()
             try:
@@ -132,6 +143,15 @@ class TerminalUI:
                 self.progress.stop()
         else:
             yield
+
+
+def same_terminal(stream: Any, other: Any) -> bool:
+    """Whether two streams are the same terminal (e.g. stdout and stderr both on it)."""
+    try:
+        a, b = stream.fileno(), other.fileno()
+        return os.isatty(a) and os.isatty(b) and os.ttyname(a) == os.ttyname(b)
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _isatty(stream: Any) -> bool:

@@ -1,0 +1,185 @@
+"""`logpipe run` imports the heavy optional modules only for the features that use them.
+
+asyncio and nats-py (the NATS sink and source), prometheus_client
+(``--metrics-addr``), rich (``--ui`` and the input progress bar) and numpy
+(the generator) cost some 15-70 ms each at start-up. Each test runs the command through its
+real entry point (``logpipe._entry.main``, as the console script does) in a
+fresh interpreter and reads the names in ``sys.modules`` once it returns.
+The second group shows that the same probe does see each module when its
+feature is used, so the first group cannot pass for want of looking.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("asyncio", "nats", "numpy", "prometheus_client", "rich")
+
+# Runs `logpipe ARGS...` in-process through the entry point, then writes the
+# imported top-level module names to MODULES_FILE.
+_PROBE = """
+import json, sys
+modules_file, args = sys.argv[1], json.loads(sys.argv[2])
+sys.argv = ["logpipe", *args]
+from logpipe._entry import main
+code = main()
+with open(modules_file, "w") as out:
+    json.dump(sorted({name.partition(".")[0] for name in sys.modules}), out)
+sys.exit(code)
+"""
+
+
+def _imported(tmp_path: Path, args: list[str], *, tty: bool = False) -> tuple[int, set[str], str]:
+    """Run ``logpipe ARGS``; return its exit code, the top-level modules it imported, its stderr.
+
+    With ``tty`` its stdout is a pseudo-terminal (TERM=xterm), so the
+    terminal UI may draw.
+    """
+    modules_file = tmp_path / "modules.json"
+    command = [sys.executable, "-c", _PROBE, str(modules_file), json.dumps(args)]
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100"}
+    if not tty:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+        code, err = done.returncode, done.stderr
+    else:
+        master, slave = pty.openpty()
+        drawn = bytearray()
+
+        def drain() -> None:  # keep the terminal's buffer from filling up
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed its side
+                    return
+                if not chunk:
+                    return
+                drawn.extend(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        try:
+            process = subprocess.Popen(command, stdout=slave, stderr=subprocess.PIPE, text=True, env=env)
+        finally:
+            os.close(slave)
+        try:
+            _, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
+            reader.join(5)
+            os.close(master)
+        code = process.returncode
+    modules = set(json.loads(modules_file.read_text())) if modules_file.exists() else set()
+    return code, modules, err
+
+
+@pytest.fixture
+def one_line(tmp_path: Path) -> Path:
+    path = tmp_path / "in.ndjson"
+    path.write_text('{"msg": "hello"}\n')
+    return path
+
+
+def _file_run(source: Path, tmp_path: Path, *extra: str, sink: str | None = None) -> list[str]:
+    """``run --source file:SOURCE --once --rate 0 --sink file:TMP/out.ndjson EXTRA...`` (or ``--sink SINK``)."""
+    sink = sink or f"file:{tmp_path / 'out.ndjson'}"
+    return ["run", "--source", f"file:{source}", "--once", "--rate", "0", "--sink", sink, *extra]
+
+
+# --- not used: not imported ----------------------------------------------------------
+
+
+def test_a_file_run_imports_none_of_the_optional_modules(tmp_path: Path, one_line: Path) -> None:
+    code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "out.ndjson").read_text() == '{"msg": "hello"}\n'
+    assert "logpipe" in modules  # the probe saw the run's imports
+    assert sorted(modules.intersection(HEAVY)) == []
+
+
+def test_a_file_run_with_a_report_imports_none_of_them(tmp_path: Path, one_line: Path) -> None:
+    report = tmp_path / "report.json"
+    code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path, "--report-json", str(report)))
+    assert code == 0, err
+    assert json.loads(report.read_text())
+    assert sorted(modules.intersection(HEAVY)) == []
+
+
+def test_a_nats_spec_is_parsed_without_asyncio(tmp_path: Path) -> None:
+    """--dry-run parses the NATS sink's and source's specs: the config classes are light."""
+    args = [
+        "run", "--dry-run",
+        "--source", "nats://127.0.0.1:4222/in?stream=LOGS&durable=d",
+        "--sink", "nats://127.0.0.1:4222/out?mode=batch",
+    ]  # fmt: skip
+    code, modules, err = _imported(tmp_path, args)
+    assert code == 0, err
+    assert sorted(modules.intersection(HEAVY)) == []
+
+
+def test_an_unknown_scheme_still_lists_the_nats_specs(tmp_path: Path, one_line: Path) -> None:
+    code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path, sink="kafka://x"))
+    assert code == 2
+    assert "nats://HOST:PORT/SUBJECT" in err
+    assert sorted(modules.intersection(HEAVY)) == []
+
+
+# --- used: imported ------------------------------------------------------------------
+
+
+def test_metrics_addr_imports_prometheus_client(tmp_path: Path, one_line: Path) -> None:
+    code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path, "--metrics-addr", "127.0.0.1:0"))
+    assert code == 0, err
+    assert "prometheus_client" in modules
+    assert sorted(modules.intersection(HEAVY) - {"prometheus_client"}) == []
+
+
+def test_a_nats_sink_imports_asyncio_and_nats(tmp_path: Path, one_line: Path) -> None:
+    """Port 1 has no server: the sink fails to connect, after importing its client."""
+    code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path, sink="nats://127.0.0.1:1/logs"))
+    assert code == 2, err
+    assert "--sink:" in err
+    assert {"asyncio", "nats"} <= modules
+
+
+def test_a_nats_source_imports_asyncio_and_nats(tmp_path: Path) -> None:
+    out = tmp_path / "out.ndjson"
+    args = ["run", "--source", "nats://127.0.0.1:1/logs?durable=d", "--sink", f"file:{out}"]
+    code, modules, err = _imported(tmp_path, args)
+    assert code == 2, err
+    assert "--source:" in err
+    assert {"asyncio", "nats"} <= modules
+
+
+def test_the_generator_imports_numpy(tmp_path: Path) -> None:
+    code, modules, err = _imported(tmp_path, ["run", "--count", "10", "--rate", "0", "--sink", "null"])
+    assert code == 0, err
+    assert "numpy" in modules
+    assert sorted(modules.intersection(HEAVY) - {"numpy"}) == []
+
+
+def test_a_progress_bar_on_a_terminal_imports_rich(tmp_path: Path, one_line: Path) -> None:
+    code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path), tty=True)
+    assert code == 0, err
+    assert "rich" in modules
+    assert sorted(modules.intersection(HEAVY) - {"rich"}) == []
+
+
+def test_ui_on_a_terminal_imports_rich(tmp_path: Path) -> None:
+    code, modules, err = _imported(tmp_path, ["run", "--count", "10", "--rate", "0", "--sink", "null", "--ui"], tty=True)
+    assert code == 0, err
+    assert "rich" in modules
+
+
+def test_ui_off_a_terminal_does_not_import_rich(tmp_path: Path, one_line: Path) -> None:
+    code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path, "--ui"))
+    assert code == 0, err
+    assert "not a terminal" in err
+    assert "rich" not in modules
