@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.002) -> bool:
@@ -14,6 +15,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: fl
             return True
         time.sleep(interval)
     return predicate()
+
+
+def start_daemon(target: Callable[..., object], *args: object) -> threading.Thread:
+    """Start ``target(*args)`` in a daemon thread (a stuck one cannot hang pytest's exit)."""
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def join_all(threads: Iterable[threading.Thread], timeout: float = 60.0) -> None:
+    """Join every thread within ``timeout`` seconds in all; fail naming those still running."""
+    threads = list(threads)
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [thread.name for thread in threads if thread.is_alive()]
+    assert not stuck, f"threads still running after {timeout}s: {stuck}"
 
 
 # --- running `logpipe run` as a subprocess and checking its output -------------------

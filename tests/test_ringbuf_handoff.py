@@ -21,24 +21,11 @@ import time
 
 import pytest
 
+from _support import join_all, start_daemon
+
 from logpipe import Empty, Full, RingBuffer, StopSignal
 
-JOIN = 60.0
 IDLE = (0, 0, 0, 0)  # nobody waiting, nobody lingering
-
-
-def start(target, *args) -> threading.Thread:
-    t = threading.Thread(target=target, args=args, daemon=True)
-    t.start()
-    return t
-
-
-def join_all(threads, timeout: float = JOIN) -> None:
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    stuck = [t.name for t in threads if t.is_alive()]
-    assert not stuck, f"threads still running after {timeout}s: {stuck}"
 
 
 def transfer(ring: RingBuffer, count: int, put_style: str, get_style: str) -> list[bytes]:
@@ -70,7 +57,7 @@ def transfer(ring: RingBuffer, count: int, put_style: str, get_style: str) -> li
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    join_all([start(consume), start(produce)])
+    join_all([start_daemon(consume), start_daemon(produce)])
     assert not errors, errors
     return received
 
@@ -139,7 +126,7 @@ def test_a_trickling_producer_is_never_waited_for():
         for _ in range(20):
             got.append((ring.get(timeout=10), time.monotonic()))
 
-    consumer = start(consume)
+    consumer = start_daemon(consume)
     sent = []
     for i in range(20):
         time.sleep(0.002)
@@ -163,7 +150,7 @@ def test_a_producer_that_keeps_the_gil_busy_does_not_stall_the_consumer():
         got.append(ring.get(timeout=10))
         got.append(b"at %f" % time.monotonic())
 
-    consumer = start(consume)
+    consumer = start_daemon(consume)
     time.sleep(0.05)  # the consumer is parked in get()
     ring.put(b"x")
     end = time.monotonic() + 0.3
@@ -234,7 +221,7 @@ def test_a_consumer_never_lingers_behind_a_producer_that_pushes_without_the_gil(
                 seen_lingering.append(ring.popped)
             time.sleep(0)
 
-    threads = [start(consume), start(sample)]
+    threads = [start_daemon(consume), start_daemon(sample)]
     seqs = np.arange(count, dtype=np.uint64)
     ts = np.zeros(count, dtype=np.int64)
     assert put_logs(ring, seqs, ts, orjson.dumps("m"), orjson.dumps("INFO")) == count

@@ -19,9 +19,10 @@ import time
 
 import pytest
 
+from _support import join_all, start_daemon
+
 from logpipe import Closed, Empty, RingBuffer, StopSignal
 
-JOIN = 60.0  # seconds a thread gets to finish once it should
 N_PRODUCERS = 4
 
 
@@ -90,20 +91,6 @@ def fine_switching(interval: float = 1e-5):
         sys.setswitchinterval(old)
 
 
-def start(target, *args) -> threading.Thread:
-    t = threading.Thread(target=target, args=args, daemon=True)
-    t.start()
-    return t
-
-
-def join_all(threads, timeout: float = JOIN) -> None:
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    stuck = [t.name for t in threads if t.is_alive()]
-    assert not stuck, f"threads still running after {timeout}s: {stuck}"
-
-
 def parse(record: bytes) -> tuple[int, int]:
     pid, seq = record.split(b":")
     return int(pid), int(seq)
@@ -138,10 +125,10 @@ def run_pipeline(ring, per_producer, producer_styles, consumer_styles):
     outs = [[] for _ in consumer_styles]
     with fine_switching():
         consumers = [
-            start(consume, ring, style, out, errors) for style, out in zip(consumer_styles, outs)
+            start_daemon(consume, ring, style, out, errors) for style, out in zip(consumer_styles, outs)
         ]
         producers = [
-            start(produce, ring, pid, per_producer, style, errors)
+            start_daemon(produce, ring, pid, per_producer, style, errors)
             for pid, style in enumerate(producer_styles)
         ]
         join_all(producers)
@@ -252,10 +239,10 @@ def test_close_while_producers_are_pushing():
     outs: list[list[bytes]] = [[] for _ in range(4)]
     with fine_switching():
         consumers = [
-            start(consume, ring, style, out, errors)
+            start_daemon(consume, ring, style, out, errors)
             for style, out in zip(["get", "get_many", "get_batch", "mixed"], outs)
         ]
-        producers = [start(pusher, pid) for pid in range(N_PRODUCERS)]
+        producers = [start_daemon(pusher, pid) for pid in range(N_PRODUCERS)]
         deadline = time.monotonic() + 30
         while ring.pushed < 20_000 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -293,10 +280,10 @@ def test_stopping_one_consumer_loses_nothing():
     outs: list[list[bytes]] = [[] for _ in range(3)]
     with fine_switching():
         consumers = [
-            start(consume, ring, "get_batch", outs[i], errors, signals[i]) for i in range(3)
+            start_daemon(consume, ring, "get_batch", outs[i], errors, signals[i]) for i in range(3)
         ]
         producers = [
-            start(produce, ring, pid, per_producer, "put_many" if pid % 2 else "put", errors)
+            start_daemon(produce, ring, pid, per_producer, "put_many" if pid % 2 else "put", errors)
             for pid in range(N_PRODUCERS)
         ]
         deadline = time.monotonic() + 30
