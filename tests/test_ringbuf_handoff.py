@@ -229,3 +229,42 @@ def test_a_consumer_never_lingers_behind_a_producer_that_pushes_without_the_gil(
     assert taken[0] == count
     assert not seen_lingering, f"the consumer lingered behind a nogil producer {len(seen_lingering)} times"
     assert ring._wait_state() == IDLE
+
+
+def test_on_one_cpu_a_woken_waiter_costs_one_wake_not_one_per_record():
+    """A waiter woken but not yet run (one CPU) is not woken again by every put.
+
+    The consumer parks on an empty ring; the producer's first put wakes it,
+    but on one CPU it runs only when the producer lets go of the CPU. Each
+    further put used to make a futex system call of its own in that time
+    (the waiter was still registered): the event is now disarmed by the
+    first wake, and re-armed only when a waiter registers again.
+    """
+    code = textwrap.dedent(
+        """
+        import os, threading
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        from logpipe import RingBuffer
+        count = 30000
+        ring = RingBuffer(1500)
+        got = []
+        def consume():
+            for _ in range(count):
+                got.append(ring.get())
+        t = threading.Thread(target=consume, daemon=True)
+        t.start()
+        for i in range(count):
+            ring.put(b"%d" % i)
+        t.join(60)
+        assert not t.is_alive(), "consumer stuck"
+        assert got == [b"%d" % i for i in range(count)]
+        print(ring.get_wakes, ring.put_wakes, ring.get_waits, ring.put_waits)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    get_wakes, put_wakes, get_waits, put_waits = map(int, done.stdout.split())
+    # About one wake per park (20 fills and drains of the ring here), far
+    # from one per record.
+    assert get_wakes + put_wakes <= 2 * (get_waits + put_waits) + 10, done.stdout
+    assert get_wakes + put_wakes < 30000 // 20, done.stdout

@@ -109,28 +109,39 @@ static inline uint32_t lp_now_ms(void) {
     return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
 }
 
-/* ---- event count ------------------------------------------------------ */
+/* ---- event count ------------------------------------------------------
+ * The epoch's low bit is "armed": some waiter registered since the last
+ * wake. A notify wakes (one futex system call) only when the event is
+ * armed, and disarms it by the same step that bumps the epoch; so while
+ * woken waiters have not yet run (on a busy or single CPU that can take a
+ * whole time slice), the notifies of every further put or get cost a load,
+ * not a system call each. */
 typedef struct {
-    uint32_t epoch;   /* bumped by every notify that found a waiter */
+    uint32_t epoch;   /* bit 0: armed; bits 1..31: count of wakes */
     uint32_t waiters; /* threads between lp_ec_prepare and lp_ec_done */
+    uint64_t wakes;   /* futex wake calls made (observability) */
 } lp_event_t;
 
-/* Register as a waiter and return the epoch to wait on. The caller must
- * re-check its condition AFTER this call and before lp_ec_wait. */
+/* Register as a waiter, arm the event and return the (armed) epoch to wait
+ * on. The caller must re-check its condition AFTER this call and before
+ * lp_ec_wait. */
 static inline uint32_t lp_ec_prepare(lp_event_t *ev) {
+    uint32_t epoch;
     __atomic_fetch_add(&ev->waiters, 1, __ATOMIC_SEQ_CST);
+    epoch = __atomic_fetch_or(&ev->epoch, 1u, __ATOMIC_SEQ_CST) | 1u;
     lp_fence(); /* pairs with the fence in lp_ec_notify (store-fence-load on both sides) */
-    return __atomic_load_n(&ev->epoch, __ATOMIC_SEQ_CST);
+    return epoch;
 }
 
 static inline void lp_ec_done(lp_event_t *ev) {
     __atomic_fetch_sub(&ev->waiters, 1, __ATOMIC_SEQ_CST);
 }
 
-/* Sleep while the epoch still equals `epoch`, at most `timeout` seconds
- * (timeout < 0: no limit). Spurious returns are fine: callers re-check.
- * Returns 1 when a signal handler interrupted the sleep (EINTR), so that a
- * caller holding no GIL can go and run the Python-level handlers. */
+/* Sleep while the epoch still equals `epoch` (armed, not woken since), at
+ * most `timeout` seconds (timeout < 0: no limit). Spurious returns are
+ * fine: callers re-check. Returns 1 when a signal handler interrupted the
+ * sleep (EINTR), so that a caller holding no GIL can go and run the
+ * Python-level handlers. */
 static inline int lp_ec_wait(lp_event_t *ev, uint32_t epoch, double timeout) {
     struct timespec ts, *tsp = NULL;
     long rc;
@@ -144,14 +155,24 @@ static inline int lp_ec_wait(lp_event_t *ev, uint32_t epoch, double timeout) {
     return rc == -1 && errno == EINTR;
 }
 
-/* Wake every parked waiter, if there is one. The fence pairs with the
- * seq_cst increment in lp_ec_prepare: either the notifier sees the waiter,
- * or the waiter's re-check sees the change published before this call. */
+/* Wake every parked waiter, if the event is armed. The fence pairs with
+ * the seq_cst increment and arming in lp_ec_prepare: either the notifier
+ * sees the waiter armed, or the waiter's re-check sees the change
+ * published before this call. Disarming is the bump itself (odd + 1 is
+ * even), done by one CAS, so of racing notifiers one makes the call. */
 static inline void lp_ec_notify(lp_event_t *ev) {
+    uint32_t epoch;
     lp_fence();
     if (__atomic_load_n(&ev->waiters, __ATOMIC_RELAXED) == 0) return;
-    __atomic_fetch_add(&ev->epoch, 1, __ATOMIC_SEQ_CST);
-    syscall(SYS_futex, &ev->epoch, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    epoch = __atomic_load_n(&ev->epoch, __ATOMIC_RELAXED);
+    while (epoch & 1u) {
+        if (__atomic_compare_exchange_n(&ev->epoch, &epoch, epoch + 1u, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+            syscall(SYS_futex, &ev->epoch, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+            __atomic_fetch_add(&ev->wakes, 1, __ATOMIC_RELAXED);
+            return;
+        }
+    }
 }
 
 #endif /* LOGPIPE_LP_SYNC_H */

@@ -8,6 +8,7 @@ cdef extern from "_lp_sync.h" nogil:
     ctypedef struct lp_event_t:
         uint32_t epoch
         uint32_t waiters
+        uint64_t wakes
     uint64_t lp_load_relaxed(uint64_t *p)
     uint32_t lp_load_relaxed_u32 "lp_load_relaxed"(uint32_t *p)
     void lp_store_relaxed_u32 "lp_store_relaxed"(uint32_t *p, uint32_t v)
@@ -81,8 +82,7 @@ cdef struct lp_ring_t:
     uint32_t getters_waiting  # threads inside lp_wait_readable (spinning or parked)
     uint32_t putters_waiting  # threads inside lp_wait_writable
     uint32_t getter_lingering # 1 while a getter lingers for the GIL (see linger_for_gil)
-    uint32_t putter_lingering
-    uint8_t _pad3[16]
+    uint32_t putter_lingering   # (this line of fields is 64 bytes: no padding)
     # read-only after lp_ring_init
     char *slots
     char *slots_end          # slots + nslots * slot_size

@@ -58,7 +58,11 @@ on an event count over a Linux futex (``_lp_sync.h``): it registers as a
 waiter, re-checks, and sleeps while the epoch is unchanged. Pushers notify
 ``not_empty``, poppers ``not_full``, ``close()`` and ``StopSignal.set()`` both.
 A notify is one fence and one load when nobody waits, so the fast paths make
-no system call. The fence on each side (after the publish, after the waiter
+no system call. A waiter also arms the event (the epoch's low bit) when it
+registers, and the notify that wakes disarms it: until a waiter registers
+again, later notifies make no system call either, even while the woken
+waiter has not run yet (on one CPU it waits for the notifier to let the
+CPU go, and each put of that time slice used to make a futex call). The fence on each side (after the publish, after the waiter
 registration) guarantees that either the notifier sees the waiter or the
 waiter's re-check sees the change. The re-check itself must not read a
 stale position: readable() and writable() load the head (tail) position and
@@ -1376,6 +1380,16 @@ cdef class RingBuffer:
     def get_waits(self):
         """Times a blocking get had to park because the ring was empty."""
         return lp_load_relaxed(&self.ring.get_waits)
+
+    @property
+    def put_wakes(self):
+        """Futex wake-ups made for parked putters (by gets that made room)."""
+        return lp_load_relaxed(&self.ring.not_full.wakes)
+
+    @property
+    def get_wakes(self):
+        """Futex wake-ups made for parked getters (by puts, close, StopSignal)."""
+        return lp_load_relaxed(&self.ring.not_empty.wakes)
 
     def _wait_state(self):
         """(getters waiting, putters waiting, getter lingering, putter
