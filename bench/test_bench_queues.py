@@ -18,7 +18,8 @@ Groups (pytest-benchmark compares within a group; every record is 70 bytes):
   batched equivalent (see the comment above S4_VARIANTS).
 
 Bounded queues hold at most CAPACITY = 1024 records (LOGPIPE_BENCH_CAPACITY
-overrides it; SimpleQueue is unbounded by design). A round times only the data movement: threads are started before
+overrides it; SimpleQueue is unbounded by design). LOGPIPE_BENCH_ONE_CPU=1
+runs everything pinned to one CPU (see conftest.py). A round times only the data movement: threads are started before
 the clock starts and wait on an Event that the timed function sets; the round
 ends when every thread has been joined. The threads of a round run in this
 process; multiprocessing.Queue is measured the same way (its pickling, pipe
