@@ -832,8 +832,9 @@ cdef inline void stamp_gil_pop(lp_ring_t *r) noexcept nogil:
 cdef inline bint moving_with_gil(uint64_t pos, uint64_t *gil_pos) noexcept nogil:
     # The other side's last moves were made with the GIL held: its position
     # is at most two push chunks past its last GIL stamp (a put_many stamps
-    # after each chunk; another thread may be mid-chunk).
-    return pos - lp_load_relaxed(gil_pos) <= 2 * LP_PUSH_CHUNK
+    # after each chunk; another thread may be mid-chunk). Signed: a stamp
+    # written after ``pos`` was read may be ahead of it.
+    return <int64_t>(pos - lp_load_relaxed(gil_pos)) <= 2 * LP_PUSH_CHUNK
 
 
 cdef void linger_for_gil(lp_ring_t *r, bint getter) noexcept nogil:
