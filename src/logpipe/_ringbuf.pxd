@@ -82,7 +82,7 @@ cdef struct lp_ring_t:
     uint32_t getters_waiting  # threads inside lp_wait_readable (spinning or parked)
     uint32_t putters_waiting  # threads inside lp_wait_writable
     uint32_t getter_lingering # 1 while a getter lingers for the GIL (see linger_for_gil)
-    uint32_t putter_lingering   # (this line of fields is 64 bytes: no padding)
+    uint32_t putter_lingering # (these event fields fill their 64-byte line exactly)
     # read-only after lp_ring_init
     char *slots
     char *slots_end          # slots + nslots * slot_size

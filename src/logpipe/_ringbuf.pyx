@@ -62,8 +62,9 @@ no system call. A waiter also arms the event (the epoch's low bit) when it
 registers, and the notify that wakes disarms it: until a waiter registers
 again, later notifies make no system call either, even while the woken
 waiter has not run yet (on one CPU it waits for the notifier to let the
-CPU go, and each put of that time slice used to make a futex call). The fence on each side (after the publish, after the waiter
-registration) guarantees that either the notifier sees the waiter or the
+CPU go, and each put of that time slice used to make a futex call). The
+fence on each side (after the publish, after the waiter registration)
+guarantees that either the notifier sees the waiter or the
 waiter's re-check sees the change. The re-check itself must not read a
 stale position: readable() and writable() load the head (tail) position and
 then that slot's sequence; if the sequence shows the slot has already moved
@@ -86,9 +87,9 @@ passed. Which moves were made with the GIL held is told by a stamp beside
 each position (gil_enqueue_pos, gil_dequeue_pos, on the position's own
 cache line), which the Python calls write after each push or pop they make
 holding the GIL: a nogil pusher (the batch encoder, the line framer) leaves
-it behind, and nobody lingers behind it. A thread that starts waiting while the other
-side lingers spins longer before it parks, since that side is about to
-move. Each side counts its waiting threads and holds a one-thread linger
+it behind, and nobody lingers behind it. A thread that starts waiting
+while the other side lingers spins longer before it parks, since that side
+is about to move. Each side counts its waiting threads and holds a one-thread linger
 token; all of it changes only when a thread takes the GIL, never what any
 call returns. It is off on a free-threaded build and with one CPU.
 
@@ -203,6 +204,12 @@ cdef inline void prefetch_slot(lp_ring_t *r, uint64_t pos) noexcept nogil:
 
 cdef inline char *slot_payload(lp_slot_t *s) noexcept nogil:
     return (<char *>s) + LP_SLOT_HEADER
+
+
+cdef inline char *slot_data(lp_ring_t *r, lp_slot_t *s, uint32_t length) noexcept nogil:
+    # Where the bytes of the record of ``length`` bytes held in ``s`` are:
+    # inline, or in the out-of-line copy whose pointer sits inline.
+    return (<char **>slot_payload(s))[0] if length > r.inline_max else slot_payload(s)
 
 
 cdef int lp_ring_init(lp_ring_t *r, uint64_t capacity, uint64_t slot_size,
@@ -637,9 +644,7 @@ cdef uint64_t lp_claim_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out) 
 cdef const char *lp_slot_record(lp_ring_t *r, uint64_t pos, uint32_t *length) noexcept nogil:
     cdef lp_slot_t *s = slot_at(r, pos)
     length[0] = s.length
-    if s.length > r.inline_max:
-        return (<char **>slot_payload(s))[0]
-    return slot_payload(s)
+    return slot_data(r, s, s.length)
 
 
 cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept nogil:
@@ -862,11 +867,11 @@ cdef void linger_for_gil(lp_ring_t *r, bint getter) noexcept nogil:
     cdef uint64_t last, now_pos
     cdef double start, now, moved
     cdef unsigned int spins = 0
-    if not moving_with_gil(lp_load_relaxed(other_pos), other_gil_pos):
+    last = lp_load_relaxed(other_pos)
+    if not moving_with_gil(last, other_gil_pos):
         return
     if not lp_cas_strong_u32(token, 0, 1):
         return
-    last = lp_load_relaxed(other_pos)
     start = moved = lp_now()
     while lp_load_relaxed_u32(other_waiting) == 0:
         lp_cpu_relax()
@@ -1074,10 +1079,7 @@ cdef void batch_copy_claimed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t
         age = now_ms - s.enqueued_ms
         if age > max_age and age < 0x80000000u:  # a stamp from the future is clock skew
             max_age = age
-        if length > r.inline_max:
-            src = (<char **>slot_payload(s))[0]
-        else:
-            src = slot_payload(s)
+        src = slot_data(r, s, length)
         b.offsets[b.count] = b.size
         if length:
             memcpy(b.buf + b.size, src, length)
@@ -1640,9 +1642,7 @@ cdef class RingBuffer:
                     continue        # another consumer took it
                 length = s.length
                 if length:
-                    memcpy(PyBytes_AS_STRING(out),
-                           (<char **>slot_payload(s))[0] if length > r.inline_max else slot_payload(s),
-                           length)
+                    memcpy(PyBytes_AS_STRING(out), slot_data(r, s, length), length)
                 release_one(r, s, pos)
                 stamp_gil_pop(r)
                 return out
@@ -1691,8 +1691,7 @@ cdef class RingBuffer:
                     length = s.length
                     if length:
                         memcpy(PyBytes_AS_STRING(<object>PyList_GET_ITEM(out, i)),
-                               (<char **>slot_payload(s))[0] if length > r.inline_max else slot_payload(s),
-                               length)
+                               slot_data(r, s, length), length)
                     s = next_slot(r, s)
                 lp_release_pop(r, pos, n)
                 stamp_gil_pop(r)
