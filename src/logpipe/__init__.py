@@ -12,12 +12,11 @@ buffer pulls in orjson).
 
 from __future__ import annotations
 
+from logpipe._lazy import lazy_names
 from logpipe._version import __version__
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~10 ms of start-up
 if TYPE_CHECKING:
-    from typing import Any
-
     from logpipe._ringbuf import Batch, RingBuffer, StopSignal
     from logpipe.exceptions import Closed, ConfigError, Empty, Full, LogpipeError
     from logpipe.logging import LogpipeHandler
@@ -48,15 +47,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'logpipe' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later lookups are plain attribute reads
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

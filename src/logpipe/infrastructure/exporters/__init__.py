@@ -12,9 +12,9 @@ loaded only when one of its names is first used here, or imported itself
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from logpipe._lazy import lazy_names
 from logpipe.infrastructure.exporters.report_json import check_report_path, write_report_json
 
 if TYPE_CHECKING:
@@ -36,12 +36,7 @@ __all__ = [
     "write_report_json",
 ]
 
-_PROMETHEUS_NAMES = ("MetricsCollector", "MetricsServer", "health", "parse_address", "start")
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _PROMETHEUS_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.prometheus"), name)
-    globals()[name] = value  # once: later lookups are plain attribute reads
-    return value
+__getattr__ = lazy_names(
+    __name__,
+    dict.fromkeys(("MetricsCollector", "MetricsServer", "health", "parse_address", "start"), f"{__name__}.prometheus"),
+)

@@ -10,9 +10,9 @@ from here. A run that draws nothing never imports rich.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from logpipe._lazy import lazy_names
 from logpipe.infrastructure.ui.terminal import TerminalUI, finite_input
 
 if TYPE_CHECKING:
@@ -21,17 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InputProgress", "LiveView", "LogPanel", "TerminalUI", "finite_input"]
 
-_LAZY = {
-    "InputProgress": "progress",
-    "LiveView": "live",
-    "LogPanel": "live",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # once: later lookups are plain attribute reads
-    return value
+__getattr__ = lazy_names(
+    __name__,
+    {"InputProgress": f"{__name__}.progress", "LiveView": f"{__name__}.live", "LogPanel": f"{__name__}.live"},
+)
