@@ -71,6 +71,25 @@ def seqs_in(out: Path) -> list[int]:
     return [record["extra"]["seq"] for record in read_lines(out)]
 
 
+def sigterm_child(
+    tmp_path: Path, ending: str, once_returned: int, settle: float = 0.0
+) -> tuple[int, str, Path, mmap.mmap]:
+    """Start a child logging forever, SIGTERM it once more than ``once_returned`` logger calls
+    have returned (and ``settle`` seconds more); return its exit code, stderr, output file and
+    returned-calls counter."""
+    process, out, done = start_child(tmp_path, -1, ending)
+    try:
+        assert wait_until(lambda: returned(done) > once_returned or process.poll() is not None,
+                          timeout=CHILD_TIMEOUT)
+        time.sleep(settle)
+        process.send_signal(signal.SIGTERM)
+        code, _out, err = finish_within(process, CHILD_TIMEOUT, "child")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return code, err, out, done
+
+
 def test_normal_exit_flushes_everything(tmp_path: Path) -> None:
     """A program that just ends (no close, no shutdown call) has every record in the file."""
     process, out, _ = start_child(tmp_path, 3000, "end")
@@ -99,14 +118,7 @@ def test_sigterm_loses_nothing(tmp_path: Path) -> None:
     """SIGTERM to a program logging in a loop (its ring full, the caller often waiting in put):
     it exits 143 and the file holds every record whose logger call returned, each once, in order
     (and at most the one record whose call the signal interrupted)."""
-    process, out, done = start_child(tmp_path, -1, "forever")
-    try:
-        assert wait_until(lambda: returned(done) > 2000 or process.poll() is not None, timeout=CHILD_TIMEOUT)
-        process.send_signal(signal.SIGTERM)
-        code, _out, err = finish_within(process, CHILD_TIMEOUT, "child")
-    finally:
-        if process.poll() is None:
-            process.kill()
+    code, err, out, done = sigterm_child(tmp_path, "forever", once_returned=2000)
     assert code == 143, err
     logged = returned(done)
     seqs = seqs_in(out)
@@ -116,15 +128,7 @@ def test_sigterm_loses_nothing(tmp_path: Path) -> None:
 def test_program_with_its_own_sigterm_handler_keeps_it(tmp_path: Path) -> None:
     """A program that handles SIGTERM itself keeps its handler (here: sys.exit(7)), and since
     it exits through Python, atexit still flushes every record."""
-    process, out, done = start_child(tmp_path, -1, "own-sigterm")
-    try:
-        assert wait_until(lambda: returned(done) > 500 or process.poll() is not None, timeout=CHILD_TIMEOUT)
-        time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        code, _out, err = finish_within(process, CHILD_TIMEOUT, "child")
-    finally:
-        if process.poll() is None:
-            process.kill()
+    code, err, out, done = sigterm_child(tmp_path, "own-sigterm", once_returned=500, settle=0.05)
     assert code == 7, err
     seqs = seqs_in(out)
     assert seqs == list(range(len(seqs))) and len(seqs) >= returned(done)
