@@ -77,8 +77,9 @@ wake-ups.
 Handing the GIL over: under the GIL, a Python producer and a Python
 consumer take turns, and every turn passes the GIL. A thread that takes the
 GIL while the other holds it sleeps on the GIL's condition variable until
-it is let go, and waking it costs 50-100 us on a virtual machine, twice per
-fill and drain of a small ring. So a Python caller whose wait has ended
+it is let go, and waking it costs tens of microseconds on a virtual
+machine, twice per fill and drain of a small ring (S2 in bench/ moved
+1.75x fewer records a second with it: docs/benchmarks.md). So a Python caller whose wait has ended
 lingers (linger_for_gil), spinning without the GIL while the other side
 keeps moving with the GIL held, and takes the GIL once the other side
 starts waiting in the ring (it has let the GIL go: taking it is then
@@ -89,9 +90,9 @@ cache line), which the Python calls write after each push or pop they make
 holding the GIL: a nogil pusher (the batch encoder, the line framer) leaves
 it behind, and nobody lingers behind it. A thread that starts waiting
 while the other side lingers spins longer before it parks, since that side
-is about to move. Each side counts its waiting threads and holds a one-thread linger
-token; all of it changes only when a thread takes the GIL, never what any
-call returns. It is off on a free-threaded build and with one CPU.
+is about to move. Each side counts its waiting threads and holds a
+one-thread linger token; all of it changes only when a thread takes the
+GIL, never what any call returns. It is off on a free-threaded build and with one CPU.
 
 Signals: a wait of a Python caller ends when a signal interrupts the futex
 (EINTR), and on the main thread also every LP_MAIN_THREAD_SLICE seconds
@@ -167,7 +168,7 @@ cdef enum:
     GIL_TAKE_MAX_BYTES = 16384
     # Pause loops a wait spins before it parks when the other side is
     # lingering for the GIL (linger_for_gil): it is about to move, and
-    # parking would put a wake-up on the way back (~50-100 us here).
+    # parking would put a wake-up (tens of microseconds here) on the way back.
     LP_SPIN_LIMIT_LONG = 20000
 
 # linger_for_gil(): how long the other side may pause before we stop
@@ -849,7 +850,7 @@ cdef void linger_for_gil(lp_ring_t *r, bint getter) noexcept nogil:
     ready, a get made room). The thread that moved usually holds the GIL
     and goes on moving; taking the GIL now would park this thread on the
     GIL's condition variable, and a hand-off of the GIL costs a wake-up of
-    a sleeping thread (50-100 us on a virtual machine), twice per fill and
+    a sleeping thread (tens of microseconds on a VM), twice per fill and
     drain of the ring. So this thread spins on, without the GIL, while the
     other side keeps moving with the GIL held and until it starts waiting
     itself (it let the GIL go: taking it then is immediate), stops for
