@@ -38,12 +38,16 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def records_of(*paths: Path) -> collections.Counter[tuple[str, int]]:
-    """(msg, seq) of every line of the files, counted; a line that is not a generator record fails."""
+    """(msg, seq) of every complete line of the files, counted; a line that is
+    not a generator record fails. A last line without its newline is left
+    out: the consumer is still writing it (read mid-write, the file can end
+    part-way through a line)."""
     seen: collections.Counter[tuple[str, int]] = collections.Counter()
     for path in paths:
         if not path.exists():
             continue
-        for line in path.read_bytes().splitlines():
+        data = path.read_bytes()
+        for line in data[: data.rfind(b"\n") + 1].splitlines():
             record = orjson.loads(line)
             seen[(record["msg"], record["seq"])] += 1
     return seen
