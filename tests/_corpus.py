@@ -24,8 +24,9 @@ What it holds (fractions of the lines; the exact mix comes from the seed):
   ``\\n\\tat ...`` frames) but are one line;
 - 0.1% lines of 10-60 KiB (so they fit a 65536-byte limit);
 - empty lines (``\\n`` and ``\\r\\n``), lines of invalid UTF-8 and control bytes;
-- lengths on the ring's internal boundaries: 0, 1, and 111/112/113 (the
-  inline payload of a 128-byte slot is 112), 127-129, 255-257, 1023-1025;
+- lengths on the ring's internal boundaries: 0, 1, and 110-113 (a record
+  of up to 111 bytes and its newline fit the 112-byte share of a 128-byte
+  slot), 127-129, 255-257, 1023-1025;
 - bursts for the batch boundaries: one out-of-line record followed by
   ``b - 1``, ``b`` and ``b + 1`` short records for b in 3, 50, 256, 1024 (a
   worker's batch can then mix one long record with a full batch of short
@@ -35,8 +36,8 @@ What it holds (fractions of the lines; the exact mix comes from the seed):
   one byte over with a ``\\r`` after it, and about 3x over;
 - a last line ending in ``\\r`` without a newline.
 
-``long_records=False`` leaves out everything longer than the inline payload
-(112 bytes): the control corpus, which does not exercise out-of-line records.
+``long_records=False`` leaves out everything longer than the inline limit
+(111 bytes): the control corpus, which does not exercise out-of-line records.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-INLINE_MAX = 112  # slot payload at the default slot_size 128 (docs/ringbuffer.md: slot_size - 16)
+INLINE_MAX = 111  # longest inline record at the default slot_size 128 (docs/ringbuffer.md: slot_size - 17)
 BATCH_SIZES = (3, 50, 256, 1024)
-BOUNDARY_LENGTHS = (1, 2, 111, 112, 113, 127, 128, 129, 255, 256, 257, 1023, 1024, 1025)
+BOUNDARY_LENGTHS = (1, 2, 110, 111, 112, 113, 127, 128, 129, 255, 256, 257, 1023, 1024, 1025)
 LEVELS = (b"INFO", b"INFO", b"INFO", b"DEBUG", b"WARN", b"ERROR")
 WORDS = (
     b"request", b"handled", b"user", b"session", b"cache", b"miss", b"hit", b"upstream",

@@ -255,9 +255,9 @@ def test_wraparound_many_times_matches_deque():
     assert rb.pushed == rb.popped == 10_000
 
 
-@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 31, 32, 33, 100, 1023, 1024])
+@pytest.mark.parametrize("size", [0, 1, 14, 15, 16, 17, 31, 32, 33, 100, 1023, 1024])
 def test_inline_and_out_of_line_sizes_round_trip(size):
-    """With slot_size=32, records on both sides of the 16-byte inline limit round-trip intact."""
+    """With slot_size=32, records on both sides of the 15-byte inline limit round-trip intact."""
     rb = RingBuffer(3, slot_size=32, max_record_size=1 * KiB)
     records = [payload(i, size) for i in range(3)]
     for _ in range(5):  # several laps so every slot is reused
@@ -266,6 +266,55 @@ def test_inline_and_out_of_line_sizes_round_trip(size):
         assert rb.nbytes == 3 * size
         assert [rb.get_nowait() for _ in records] == records
     assert len(rb) == 0 and rb.nbytes == 0
+
+
+MIXED_SIZES = [0, 111, 5, 112, 1, 300, 111, 0, 70, 2000, 110, 3]  # inline and out of line
+
+
+def mixed_records(start: int, sizes=MIXED_SIZES) -> list[bytes]:
+    return [payload(start + i, size) for i, size in enumerate(sizes)]
+
+
+@pytest.mark.parametrize("first_taken", [1, 3, 11])
+def test_packed_records_survive_slots_handed_back_early(first_taken):
+    """A claim's records share one packed block: handing back the first slots
+    and refilling them must not touch the bytes of the records still held."""
+    rb = RingBuffer(len(MIXED_SIZES), max_record_size=4 * KiB)
+    records = mixed_records(0)
+    assert rb.put_many(records, block=False) == len(records)  # one claim, one block
+    assert rb.get_many(first_taken, block=False) == records[:first_taken]
+    # The freed slots are written again at once, with records that fill their shares.
+    refill = [payload(100 + i, 111) for i in range(first_taken)]
+    assert rb.put_many(refill, block=False) == first_taken
+    assert rb.get_many(len(records), block=False) == records[first_taken:] + refill
+
+
+def test_packed_records_survive_consumers_releasing_out_of_order():
+    """Two claims from one block, the later one handed back first, then its
+    slots refilled: the earlier claim's records are still intact."""
+    rb = RingBuffer(len(MIXED_SIZES), max_record_size=4 * KiB)
+    records = mixed_records(0)
+    assert rb.put_many(records, block=False) == len(records)
+    early = rb.get_batch(4, 0)            # claims positions 0-3, holds them
+    late = rb.get_batch(len(records), 0)  # claims and hands back 4-11
+    assert list(late) == records[4:]
+    assert list(early) == records[:4]
+    assert bytes(early) == b"".join(r + b"\n" for r in records[:4])
+
+
+def test_put_many_across_the_ring_end_takes_every_record():
+    """A put_many that reaches the last slot goes on from slot 0 (two claims,
+    two packed blocks) and takes all it can, in order, even non-blocking."""
+    rb = RingBuffer(5, max_record_size=4 * KiB)
+    for lap in range(7):                  # start the put at every slot
+        rb.put_many([payload(1000 + lap, lap)] * (lap % 5), block=False)
+        rb.get_many(5, block=False) if len(rb) else None
+        records = mixed_records(10 * lap, MIXED_SIZES[:5])
+        assert rb.put_many(records, block=False) == 5
+        batch = rb.get_batch(5, 0)
+        assert list(batch) == records
+        assert bytes(batch) == b"".join(r + b"\n" for r in records)
+        assert rb.nbytes == 0
 
 
 def test_out_of_line_records_wrap_many_times():

@@ -51,8 +51,8 @@ def test_long_record_then_short_ones_fit_in_one_batch():
 @pytest.mark.parametrize("slot_size", [32, 128, 1024])
 def test_every_mix_of_long_and_short_records_in_one_claim(slot_size):
     """Long records at every place among inline ones, every batch size: exact bytes."""
-    inline = slot_size - 16
-    sizes = [0, 1, inline - 1, inline, inline + 1, 3000, 70_000]
+    inline = slot_size - 17  # longest record that is stored inline (with its newline)
+    sizes = [0, 1, inline - 1, inline, inline + 1, inline + 2, 3000, 70_000]
     rb = RingBuffer(64, slot_size=slot_size, max_record_size=1 << 17)
     for rotation in range(len(sizes)):
         records = [bytes([65 + i % 26]) * sizes[(i + rotation) % len(sizes)] for i in range(40)]

@@ -22,13 +22,15 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 /* ---- constants -------------------------------------------------------- */
 #define LP_CLOSED_BIT 0x8000000000000000ULL /* in enqueue_pos: the ring is closed */
-#define LP_SLOT_HEADER 16                   /* sequence (8), length (4), flag (4) */
+#define LP_SLOT_HEADER 16                   /* sequence (8), length (4), offset (4) */
+#define LP_OUT_OF_LINE 0x80000000u          /* in a slot's offset: the record is a pointer to its copy */
 #define LP_SPIN_LIMIT 200                   /* pause loops before parking (~2-5 us) */
 #define LP_MAIN_THREAD_SLICE 0.05           /* longest park of the main thread between signal checks */
 #define LP_TAKE_CHUNK 1024                  /* most records one batch claim takes */
@@ -91,6 +93,33 @@ static inline void lp_cpu_relax(void) {
  * reads many Python objects scattered over the heap; fetching the next ones
  * while copying this one overlaps the misses instead of paying each in turn. */
 #define lp_prefetch(p) __builtin_prefetch((const void *)(p), 0, 3)
+
+/* Copy a record of n bytes. Most log records are short (tens to a few
+ * hundred bytes), and for those a call into the C library's memcpy, which
+ * first works out which of its strategies fits, costs about as much as the
+ * copy: up to 256 bytes are moved here in 16-byte steps (fixed-size memcpy
+ * calls compile to single unaligned vector moves), the last step
+ * overlapping the one before it. */
+static inline void lp_copy(char *dst, const char *src, size_t n) {
+    if (n > 256) {
+        memcpy(dst, src, n);
+    } else if (n >= 16) {
+        size_t i;
+        for (i = 0; i + 16 < n; i += 16)
+            memcpy(dst + i, src + i, 16);
+        memcpy(dst + n - 16, src + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(dst, src, 8);
+        memcpy(dst + n - 8, src + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(dst, src, 4);
+        memcpy(dst + n - 4, src + n - 4, 4);
+    } else {
+        size_t i;
+        for (i = 0; i < n; i++)
+            dst[i] = src[i];
+    }
+}
 
 /* ---- monotonic clock -------------------------------------------------- */
 static inline double lp_now(void) {

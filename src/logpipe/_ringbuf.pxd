@@ -29,6 +29,7 @@ cdef extern from "_lp_sync.h" nogil:
     void lp_fence()
     void lp_cpu_relax()
     void lp_prefetch(const void *p)
+    void lp_copy(char *dst, const char *src, size_t n)
     double lp_now()
     uint32_t lp_now_ms()
     uint32_t lp_ec_prepare(lp_event_t *ev)
@@ -37,6 +38,7 @@ cdef extern from "_lp_sync.h" nogil:
     void lp_ec_notify(lp_event_t *ev)
     uint64_t LP_CLOSED_BIT
     uint64_t LP_SLOT_HEADER
+    uint32_t LP_OUT_OF_LINE
     int LP_SPIN_LIMIT
     double LP_MAIN_THREAD_SLICE
     uint64_t LP_TAKE_CHUNK
@@ -56,13 +58,17 @@ cdef enum:
 cdef enum:
     LP_PUSH_CHUNK = 256
 
-# Header of every slot; the payload (inline bytes, or a pointer to an
-# out-of-line copy) follows it.
+# A slot's header: one per ring position, all in one dense array (four to a
+# cache line), apart from the record bytes. The bytes of the records one
+# claim took are packed one after another in the shares (slot_size - 16
+# bytes each) of the positions claimed, each record followed by a newline,
+# so a run of records is one contiguous block a batch copies at once.
 cdef struct lp_slot_t:
     uint64_t seq       # Vyukov sequence: == pos free for push at pos, == pos+1 ready to pop
-    uint32_t length    # > ring.inline_max: the payload is a pointer to an out-of-line copy.
-                       # Atomic (relaxed) where a consumer may read it before its claim.
-    uint32_t enqueued_ms  # lp_now_ms() when the record was pushed
+    uint32_t length    # Atomic (relaxed) where a consumer may read it before its claim.
+    uint32_t offset    # where the record's stored bytes start, from the start of its
+                       # position's share (never before it: see lp_push_many);
+                       # LP_OUT_OF_LINE set: they are a pointer to a separate copy
 
 # The shared state. Fields written by producers, by consumers and by both sit
 # on separate cache lines so the two sides do not invalidate each other.
@@ -84,12 +90,15 @@ cdef struct lp_ring_t:
     uint32_t getter_lingering # 1 while a getter lingers for the GIL (see linger_for_gil)
     uint32_t putter_lingering # (these event fields fill their 64-byte line exactly)
     # read-only after lp_ring_init
-    char *slots
-    char *slots_end          # slots + nslots * slot_size
+    lp_slot_t *slots         # nslots headers
+    lp_slot_t *slots_end     # slots + nslots
+    uint32_t *stamps         # lp_now_ms() when each position's record was pushed
+    char *data               # nslots shares of record bytes
     uint64_t nslots          # max(capacity, 2): Vyukov's sequences need two slots
     uint64_t capacity        # most records held; < nslots only when capacity is 1
     uint64_t slot_size
-    uint64_t inline_max
+    uint64_t share           # record bytes per position: slot_size - 16
+    uint64_t inline_max      # share - 1: a record this long and its newline fit one share
     uint64_t max_record
     uint64_t max_bytes
 

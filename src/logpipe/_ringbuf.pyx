@@ -25,11 +25,23 @@ claims only move the positions forward by CAS, so the batch claim is as safe
 as the single one. Positions are 64-bit: they do not wrap in practice (2**63
 records at a billion a second is three centuries).
 
-Records are variable length. Each slot holds a 16-byte header (sequence,
-length, flag) and ``slot_size - 16`` inline bytes; a longer record is copied
-into its own allocation (made *before* the claim, so a claimed slot is never
-left unpublished by a failed malloc) whose pointer sits inline, and the
-consumer frees it. A byte budget bounds the payload: producers reserve the
+Records are variable length. Each position has a 16-byte header (sequence,
+length, offset) in one dense array, four to a cache line, and a share of
+``slot_size - 16`` bytes in a separate data area. The records of one claim
+are *packed*: laid out one after another, each followed by a newline, as one
+contiguous block that ends at the end of the claim's last share, so a batch
+copies a whole claim with one memcpy, and 70-byte records cost a little over
+one cache line each instead of a 128-byte slot. A record and its newline
+always fit the shares of its own position and those after it in its claim,
+never one before it: a position's share can be written again one lap later
+only once that position and every one before it are free (a producer claims
+in order), so a consumer still reading a record never sees its bytes
+overwritten, whatever order other consumers release theirs in. A record too
+long for one share (over ``slot_size - 17`` bytes) is copied into its own
+allocation (made *before* the claim, so a claimed slot is never left
+unpublished by a failed malloc) whose pointer takes its place in the block,
+and the consumer frees it. A byte budget bounds the payload: producers
+reserve the
 record bytes with a CAS on ``nbytes`` before they claim slots, consumers give
 them back after; a record that does not fit the budget makes the ring "full"
 exactly as a missing slot does.
@@ -118,7 +130,7 @@ in any thread.
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport int64_t, uint32_t, uint64_t
@@ -142,6 +154,11 @@ cdef extern from "Python.h":
     list PyList_New(Py_ssize_t n)
     void PyList_SET_ITEM(object o, Py_ssize_t i, object v)
     Py_ssize_t PySequence_Fast_GET_SIZE(object o)
+    PyObject **PySequence_Fast_ITEMS(object o)
+    bint Py_IS_TYPE(PyObject *o, PyTypeObject *t)
+    PyTypeObject PyBytes_Type
+    char *PyBytes_AS_STRING_P "PyBytes_AS_STRING"(PyObject *o)
+    Py_ssize_t PyBytes_GET_SIZE_P "PyBytes_GET_SIZE"(PyObject *o)
 
 DEFAULT_MAX_RECORD_SIZE = 1 << 20
 DEFAULT_SLOT_SIZE = 128
@@ -185,32 +202,53 @@ cdef char EMPTY_BUFFER[1]
 # --------------------------------------------------------------------------
 
 cdef inline lp_slot_t *slot_at(lp_ring_t *r, uint64_t pos) noexcept nogil:
-    return <lp_slot_t *>(r.slots + (pos % r.nslots) * r.slot_size)
+    return r.slots + pos % r.nslots
 
 
 cdef inline lp_slot_t *next_slot(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
     # The slot of position pos + 1, without the division slot_at needs.
-    cdef char *p = (<char *>s) + r.slot_size
-    return <lp_slot_t *>(r.slots if p == r.slots_end else p)
+    s += 1
+    return r.slots if s == r.slots_end else s
 
 
-cdef inline void prefetch_slot(lp_ring_t *r, uint64_t pos) noexcept nogil:
-    # Both cache lines of a default (128-byte) slot. A slot another core
-    # wrote last is a cross-core miss; walking slots in order, asking for
-    # one a few ahead overlaps those misses.
-    cdef char *p = <char *>slot_at(r, pos)
-    lp_prefetch(p)
-    lp_prefetch(p + 64)
+cdef inline void prefetch_slot(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
+    # The header eight positions on, one cache line in four: walking slots
+    # in order, asking for the line a few ahead overlaps the cross-core
+    # misses (the packed record bytes are one stream, which the hardware
+    # prefetcher follows by itself).
+    if s + PREFETCH_AHEAD < r.slots_end:
+        lp_prefetch(s + PREFETCH_AHEAD)
 
 
-cdef inline char *slot_payload(lp_slot_t *s) noexcept nogil:
-    return (<char *>s) + LP_SLOT_HEADER
+cdef inline char *slot_share(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
+    # The start of the share of record bytes that belongs to slot ``s``.
+    return r.data + <uint64_t>(s - r.slots) * r.share
 
 
-cdef inline char *slot_data(lp_ring_t *r, lp_slot_t *s, uint32_t length) noexcept nogil:
-    # Where the bytes of the record of ``length`` bytes held in ``s`` are:
-    # inline, or in the out-of-line copy whose pointer sits inline.
-    return (<char **>slot_payload(s))[0] if length > r.inline_max else slot_payload(s)
+cdef inline char *slot_stored(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
+    # Where the stored bytes of the record in ``s`` start: the record and its
+    # newline, or the pointer to its out-of-line copy.
+    return slot_share(r, s) + (s.offset & ~LP_OUT_OF_LINE)
+
+
+cdef inline char *out_of_line_copy(char *stored) noexcept nogil:
+    # Packed bytes are not aligned: read the pointer with a copy.
+    cdef char *copy
+    memcpy(&copy, stored, sizeof(char *))
+    return copy
+
+
+cdef inline char *slot_data(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
+    # Where the bytes of the record held in ``s`` are: packed, or in its
+    # out-of-line copy.
+    if s.offset & LP_OUT_OF_LINE:
+        return out_of_line_copy(slot_stored(r, s))
+    return slot_stored(r, s)
+
+
+cdef inline void free_out_of_line(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
+    if s.offset & LP_OUT_OF_LINE:
+        free(out_of_line_copy(slot_stored(r, s)))
 
 
 cdef int lp_ring_init(lp_ring_t *r, uint64_t capacity, uint64_t slot_size,
@@ -218,21 +256,32 @@ cdef int lp_ring_init(lp_ring_t *r, uint64_t capacity, uint64_t slot_size,
     cdef uint64_t i
     cdef void *mem = NULL
     cdef uint64_t nslots = capacity if capacity >= 2 else 2
+    cdef uint64_t headers = nslots * sizeof(lp_slot_t)
+    cdef uint64_t stamps = (nslots * sizeof(uint32_t) + 63) & ~(<uint64_t>63)
+    cdef uint64_t share = slot_size - LP_SLOT_HEADER
     memset(r, 0, sizeof(lp_ring_t))
-    if posix_memalign(&mem, 64, nslots * slot_size) != 0:
+    # One allocation: headers, stamps, record bytes, each cache-line aligned.
+    if posix_memalign(&mem, 64, headers + stamps + nslots * share) != 0:
         return LP_NOMEM
-    r.slots = <char *>mem
-    r.slots_end = r.slots + nslots * slot_size
+    r.slots = <lp_slot_t *>mem
+    r.slots_end = r.slots + nslots
+    r.stamps = <uint32_t *>((<char *>mem) + headers)
+    r.data = (<char *>mem) + headers + stamps
     r.nslots = nslots
     r.capacity = capacity
     r.slot_size = slot_size
-    r.inline_max = slot_size - LP_SLOT_HEADER
+    r.share = share
+    r.inline_max = share - 1
     r.max_record = max_record
     r.max_bytes = max_bytes
     for i in range(nslots):
-        slot_at(r, i).seq = i
-        slot_at(r, i).length = 0
-        slot_at(r, i).enqueued_ms = 0
+        r.slots[i].seq = i
+        r.slots[i].length = 0
+        r.slots[i].offset = 0
+        r.stamps[i] = 0
+    # Touched now, so that the first lap does not pay a page fault every few
+    # dozen records, and the memory a ring holds is all there from the start.
+    memset(r.data, 0, nslots * share)
     lp_fence()
     return LP_OK
 
@@ -246,8 +295,8 @@ cdef void lp_ring_destroy(lp_ring_t *r) noexcept nogil:
         return
     while pos < end:
         s = slot_at(r, pos)
-        if s.seq == pos + 1 and s.length > r.inline_max:
-            free((<char **>slot_payload(s))[0])
+        if s.seq == pos + 1:
+            free_out_of_line(r, s)
         pos += 1
     free(r.slots)
     r.slots = NULL
@@ -376,21 +425,69 @@ cdef uint64_t lp_ring_len(lp_ring_t *r) noexcept nogil:
 
 
 cdef inline uint64_t reserve_bytes(lp_ring_t *r, const uint32_t *lengths, Py_ssize_t count,
-                                   Py_ssize_t *fitting) noexcept nogil:
-    """Reserve the bytes of the longest prefix of records that fits the budget."""
+                                   Py_ssize_t *fitting, uint32_t *longest) noexcept nogil:
+    """Reserve the bytes of the longest prefix of records that fits the budget
+    (``fitting`` of them); ``longest``: the longest of them."""
     cdef uint64_t cur = lp_load_relaxed(&r.nbytes)
     cdef uint64_t room, total
+    cdef uint32_t most
     cdef Py_ssize_t k
     while True:
         room = r.max_bytes - cur if cur < r.max_bytes else 0
         total = 0
+        most = 0
         k = 0
         while k < count and total + lengths[k] <= room:
             total += lengths[k]
+            if lengths[k] > most:
+                most = lengths[k]
             k += 1
         if k == 0 or lp_cas_u64(&r.nbytes, &cur, cur + total):
             fitting[0] = k
+            longest[0] = most
             return total
+
+
+cdef inline uint64_t stored_size(lp_ring_t *r, uint32_t length) noexcept nogil:
+    # Bytes a record takes in its claim's packed block: itself and a newline,
+    # or the pointer to its out-of-line copy.
+    return length + 1 if length <= r.inline_max else sizeof(char *)
+
+
+cdef void fill_claim(lp_ring_t *r, lp_slot_t *first, uint64_t pos, const char **data,
+                     const uint32_t *lengths, char **copies, Py_ssize_t n,
+                     uint32_t now_ms, uint64_t packed) noexcept nogil:
+    """Pack the ``n`` records just claimed at ``pos`` (slot ``first``) into one
+    block that ends at the end of the last claimed share, and publish each slot.
+
+    Each record then starts at or after its own position's share (the
+    records after it take at most a share each), which is what lets
+    consumers hand slots back in any order: a share is written again only
+    once its position and all before it are free.
+    """
+    cdef Py_ssize_t i
+    cdef lp_slot_t *s = first
+    cdef char *share = slot_share(r, first)
+    cdef char *dst
+    if packed == 0:             # not known to the caller: add it up
+        for i in range(n):
+            packed += stored_size(r, lengths[i])
+    dst = share + <uint64_t>n * r.share - packed
+    for i in range(n):
+        lp_store_relaxed_u32(&s.length, lengths[i])  # consumers may peek at it
+        r.stamps[s - r.slots] = now_ms
+        if lengths[i] > r.inline_max:
+            memcpy(dst, &copies[i], sizeof(char *))
+            s.offset = <uint32_t>(dst - share) | LP_OUT_OF_LINE
+            dst += sizeof(char *)
+        else:
+            lp_copy(dst, data[i], lengths[i])
+            dst[lengths[i]] = b'\n'
+            s.offset = <uint32_t>(dst - share)
+            dst += lengths[i] + 1
+        lp_store_release(&s.seq, pos + i + 1)
+        s += 1
+        share += r.share
 
 
 cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *lengths,
@@ -402,10 +499,13 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
     Lengths must already be checked against ``max_record``.
     """
     cdef char *copies[LP_PUSH_CHUNK]
-    cdef Py_ssize_t k, n, i, limit
+    cdef Py_ssize_t k, n, i, limit, done
     cdef uint64_t reserved, unused, pos, seq, held, deq
+    cdef uint32_t longest
+    cdef uint64_t packed
     cdef uint32_t now_ms
     cdef int64_t dif
+    cdef bint at_end
     cdef lp_slot_t *s
     cdef lp_slot_t *first = NULL
 
@@ -418,15 +518,16 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
         status[0] = LP_CLOSED
         return 0
 
-    reserved = reserve_bytes(r, lengths, count, &k)
+    reserved = reserve_bytes(r, lengths, count, &k, &longest)
     if k == 0:
         status[0] = LP_WOULD_BLOCK
         return 0
 
     # Out-of-line copies before the claim: a claimed slot must always be
     # published, so nothing may fail after it.
-    for i in range(k):
-        copies[i] = NULL
+    # (copies[i] is set only for those: a record is out of line exactly when
+    # it is longer than inline_max.)
+    for i in range(k if longest > r.inline_max else 0):
         if lengths[i] > r.inline_max:
             copies[i] = <char *>malloc(lengths[i])
             if copies[i] == NULL:
@@ -441,67 +542,75 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
                 break
             memcpy(copies[i], data[i], lengths[i])
 
-    # Claim n <= k consecutive free slots with one CAS.
+    # Claim up to k consecutive free slots with one CAS, never past the end
+    # of the ring (a claim's records are packed into one contiguous block):
+    # one that stops at the end goes on with a second claim from slot 0.
     now_ms = lp_now_ms()
-    n = 0
+    done = 0
     pos = lp_load_relaxed(&r.enqueue_pos)
-    while k > 0:
-        if pos & LP_CLOSED_BIT:
-            status[0] = LP_CLOSED
-            break
-        limit = k
-        if r.capacity < r.nslots:
-            # Capacity 1 lives in 2 slots: bound the occupancy explicitly.
-            deq = lp_load_acquire(&r.dequeue_pos)
-            if deq > pos:
-                # pos is stale (consumers have passed it): reload, or the
-                # difference wraps and an empty ring looks full.
+    while done < k:
+        n = 0
+        at_end = False
+        while True:
+            if pos & LP_CLOSED_BIT:
+                status[0] = LP_CLOSED
+                break
+            first = slot_at(r, pos)
+            limit = k - done
+            if limit >= r.slots_end - first:
+                limit = r.slots_end - first
+                at_end = True
+            if r.capacity < r.nslots:
+                # Capacity 1 lives in 2 slots: bound the occupancy explicitly.
+                deq = lp_load_acquire(&r.dequeue_pos)
+                if deq > pos:
+                    # pos is stale (consumers have passed it): reload, or the
+                    # difference wraps and an empty ring looks full.
+                    pos = lp_load_relaxed(&r.enqueue_pos)
+                    continue
+                held = pos - deq
+                if held >= r.capacity:
+                    status[0] = LP_WOULD_BLOCK
+                    break
+                if held + limit >= r.capacity:
+                    limit = r.capacity - held
+                    at_end = False
+            seq = lp_load_acquire(&first.seq)
+            dif = <int64_t>(seq - pos)
+            if dif == 0:
+                n = 1
+                s = first + 1
+                while n < limit and lp_load_acquire(&s.seq) == pos + n:
+                    n += 1
+                    prefetch_slot(r, s)
+                    s += 1
+                if lp_cas_u64(&r.enqueue_pos, &pos, pos + n):
+                    break
+                n = 0           # lost the race; pos now holds the fresh value
+            elif dif < 0:
+                status[0] = LP_WOULD_BLOCK   # the slot still holds last lap's record
+                break
+            else:
                 pos = lp_load_relaxed(&r.enqueue_pos)
-                continue
-            held = pos - deq
-            if held >= r.capacity:
-                status[0] = LP_WOULD_BLOCK
-                break
-            limit = min(k, <Py_ssize_t>(r.capacity - held))
-        first = slot_at(r, pos)
-        seq = lp_load_acquire(&first.seq)
-        dif = <int64_t>(seq - pos)
-        if dif == 0:
-            n = 1
-            s = next_slot(r, first)
-            while n < limit and lp_load_acquire(&s.seq) == pos + n:
-                n += 1
-                s = next_slot(r, s)
-                prefetch_slot(r, pos + n + PREFETCH_AHEAD)
-            if lp_cas_u64(&r.enqueue_pos, &pos, pos + n):
-                break
-            n = 0               # lost the race; pos now holds the fresh value
-        elif dif < 0:
-            status[0] = LP_WOULD_BLOCK   # the slot still holds last lap's record
+        if n == 0:
             break
-        else:
-            pos = lp_load_relaxed(&r.enqueue_pos)
-
-    # Fill and publish the claimed slots.
-    s = first
-    for i in range(n):
-        if i:
-            s = next_slot(r, s)
-        lp_store_relaxed_u32(&s.length, lengths[i])  # consumers may peek at it
-        s.enqueued_ms = now_ms
-        if copies[i] != NULL:
-            (<char **>slot_payload(s))[0] = copies[i]
-        else:
-            if lengths[i]:
-                memcpy(slot_payload(s), data[i], lengths[i])
-        lp_store_release(&s.seq, pos + i + 1)
+        # Bytes the claim packs: every record and its newline, unless some
+        # go out of line or the claim took only part of them.
+        packed = reserved + n if done == 0 and n == k and longest <= r.inline_max else 0
+        fill_claim(r, first, pos, &data[done], &lengths[done], &copies[done], n, now_ms, packed)
+        done += n
+        pos += n
+        if not (at_end and n == limit):
+            break               # stopped by a slot in use: full
+    n = done
 
     # Give back what was reserved for records that did not get a slot.
     if n < k:
         unused = 0
         for i in range(n, k):
             unused += lengths[i]
-            free(copies[i])
+            if lengths[i] > r.inline_max:
+                free(copies[i])
         if unused:
             lp_fetch_sub_u64(&r.nbytes, unused)
             lp_ec_notify(&r.not_full)
@@ -521,6 +630,7 @@ cdef int push_one(lp_ring_t *r, const char *data, uint32_t length) noexcept nogi
     cdef uint64_t cur, pos
     cdef int64_t dif
     cdef lp_slot_t *s
+    cdef char *dst
     cdef int status = LP_WOULD_BLOCK
     if length:
         cur = lp_load_relaxed(&r.nbytes)
@@ -539,9 +649,12 @@ cdef int push_one(lp_ring_t *r, const char *data, uint32_t length) noexcept nogi
         if dif == 0:
             if lp_cas_u64(&r.enqueue_pos, &pos, pos + 1):
                 lp_store_relaxed_u32(&s.length, length)  # consumers may peek at it
-                s.enqueued_ms = lp_now_ms()
-                if length:
-                    memcpy(slot_payload(s), data, length)
+                r.stamps[s - r.slots] = lp_now_ms()
+                # A block of one record, ending where the share ends.
+                s.offset = <uint32_t>(r.share - length - 1)
+                dst = slot_share(r, s) + s.offset
+                lp_copy(dst, data, length)
+                dst[length] = b'\n'
                 lp_store_release(&s.seq, pos + 1)
                 lp_ec_notify(&r.not_empty)
                 return LP_OK
@@ -575,8 +688,7 @@ cdef inline lp_slot_t *peek_one(lp_ring_t *r, uint64_t *pos_out) noexcept nogil:
 cdef inline void release_one(lp_ring_t *r, lp_slot_t *s, uint64_t pos) noexcept nogil:
     """lp_release_pop for the one record claimed at ``pos``, in slot ``s``."""
     cdef uint32_t length = s.length
-    if length > r.inline_max:
-        free((<char **>slot_payload(s))[0])
+    free_out_of_line(r, s)
     lp_store_release(&s.seq, pos + r.nslots)
     if length:
         lp_fetch_sub_u64(&r.nbytes, length)
@@ -612,8 +724,8 @@ cdef uint64_t lp_peek_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out,
             while n < max_items and lp_load_acquire(&s.seq) == pos + n + 1:
                 total += lp_load_relaxed_u32(&s.length)
                 n += 1
+                prefetch_slot(r, s)
                 s = next_slot(r, s)
-                prefetch_slot(r, pos + n + PREFETCH_AHEAD)
             pos_out[0] = pos
             payload_bytes[0] = total
             return n
@@ -645,7 +757,7 @@ cdef uint64_t lp_claim_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out) 
 cdef const char *lp_slot_record(lp_ring_t *r, uint64_t pos, uint32_t *length) noexcept nogil:
     cdef lp_slot_t *s = slot_at(r, pos)
     length[0] = s.length
-    return slot_data(r, s, s.length)
+    return slot_data(r, s)
 
 
 cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept nogil:
@@ -655,8 +767,7 @@ cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept no
         if i:
             s = next_slot(r, s)
         total += s.length
-        if s.length > r.inline_max:
-            free((<char **>slot_payload(s))[0])
+        free_out_of_line(r, s)
         lp_store_release(&s.seq, pos + i + r.nslots)
     if total:
         lp_fetch_sub_u64(&r.nbytes, total)
@@ -1058,39 +1169,78 @@ cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept
     return LP_OK
 
 
+cdef inline uint32_t older(uint32_t max_age, uint32_t now_ms, uint32_t stamp) noexcept nogil:
+    # The larger of max_age and the age of a record stamped ``stamp``; a
+    # stamp from the future is clock skew, not age.
+    cdef uint32_t age = now_ms - stamp
+    return age if age > max_age and age < 0x80000000u else max_age
+
+
 cdef void batch_copy_claimed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
                              uint64_t payload) noexcept nogil:
     """Copy the ``n`` records claimed at ``pos`` (``payload`` bytes, room
     already made for them and one more run) into the batch, and hand their
     slots back."""
     cdef uint64_t i
-    cdef uint32_t length
-    cdef const char *src
-    cdef lp_slot_t *s
-    cdef uint32_t now_ms, age, max_age = 0
+    cdef uint32_t length, offset
+    cdef char *stored
+    cdef char *block = NULL     # packed bytes seen but not yet copied...
+    cdef char *block_end = NULL # ...up to here
+    cdef char *copy
+    cdef char *out = b.buf + b.size   # where the next byte copied goes
+    cdef Py_ssize_t *offsets = b.offsets + b.count
+    cdef Py_ssize_t size = b.size     # framed size so far, block included
+    cdef lp_slot_t *s = slot_at(r, pos)
+    cdef char *share = slot_share(r, s)
+    cdef uint32_t now_ms = lp_now_ms()
+    cdef uint32_t max_age = 0
     cdef double oldest
-    now_ms = lp_now_ms()
-    # One pass: copy each record and hand its slot straight back, so each
-    # slot's cache line is visited once.
+    # Packed records already sit newline framed, one claim's in one block:
+    # gather consecutive ones and copy each block with one memcpy.
+    for i in range(n):
+        length = s.length
+        offset = s.offset
+        stored = share + (offset & ~LP_OUT_OF_LINE)
+        offsets[i] = size
+        size += length + 1
+        if not (offset & LP_OUT_OF_LINE):
+            if stored != block_end:
+                if block_end != block:
+                    memcpy(out, block, block_end - block)
+                    out += block_end - block
+                block = stored
+                # A block is one claim's, and a claim stamps all its
+                # records alike: its first record's stamp is the block's.
+                max_age = older(max_age, now_ms, r.stamps[s - r.slots])
+            block_end = stored + length + 1
+        else:
+            if block_end != block:
+                memcpy(out, block, block_end - block)
+                out += block_end - block
+            block = block_end = NULL
+            max_age = older(max_age, now_ms, r.stamps[s - r.slots])
+            copy = out_of_line_copy(stored)
+            memcpy(out, copy, length)
+            out[length] = b'\n'
+            out += length + 1
+            free(copy)
+        prefetch_slot(r, s)
+        s += 1
+        share += r.share
+        if s == r.slots_end:
+            s = r.slots
+            share = r.data
+    if block_end != block:
+        memcpy(out, block, block_end - block)
+    b.size = size
+    b.count += n
+    b.offsets[b.count] = size
+    # Only now that every byte is copied: a slot handed back lets a producer
+    # write its share again, and a record's bytes may reach past its own.
     s = slot_at(r, pos)
     for i in range(n):
-        if i:
-            s = next_slot(r, s)
-        length = s.length
-        age = now_ms - s.enqueued_ms
-        if age > max_age and age < 0x80000000u:  # a stamp from the future is clock skew
-            max_age = age
-        src = slot_data(r, s, length)
-        b.offsets[b.count] = b.size
-        if length:
-            memcpy(b.buf + b.size, src, length)
-        b.buf[b.size + length] = b'\n'
-        b.size += length + 1
-        b.count += 1
-        if length > r.inline_max:
-            free(<void *>src)
         lp_store_release(&s.seq, pos + i + r.nslots)
-    b.offsets[b.count] = b.size
+        s = next_slot(r, s)
     batch_add_run(b, pos, n)
     oldest = lp_now() - max_age / 1000.0
     if oldest < b.oldest:
@@ -1258,6 +1408,56 @@ cdef int collect_batch(Batch batch, lp_ring_t *r, uint64_t want, double deadline
             return LP_OK
 
 
+cdef Py_ssize_t put_bytes_with_gil(lp_ring_t *r, object seq) noexcept:
+    """put_many's common case: push the leading run of ``bytes`` objects of
+    the list or tuple ``seq``, in chunks small enough to copy with the GIL
+    held, as far as they go in without waiting. Returns how many went in;
+    the general path takes over from there (a record that is not exact
+    bytes or too long, a large chunk, a full or closed ring).
+
+    With the GIL held throughout and only exact bytes read, no Python code
+    runs and no item can change or go away, so the items need no reference
+    or buffer view of their own: the general path's costs per record.
+    """
+    cdef PyObject **items = PySequence_Fast_ITEMS(seq)
+    cdef Py_ssize_t count = PySequence_Fast_GET_SIZE(seq)
+    cdef Py_ssize_t done = 0, chunk, m, pushed
+    cdef Py_ssize_t size, chunk_bytes
+    cdef const char *data[LP_PUSH_CHUNK]
+    cdef uint32_t lengths[LP_PUSH_CHUNK]
+    cdef PyObject *item
+    cdef char *ahead
+    cdef int status
+    while done < count:
+        chunk = min(<Py_ssize_t>LP_PUSH_CHUNK, count - done)
+        chunk_bytes = 0
+        m = 0
+        while m < chunk:
+            if done + m + PREFETCH_AHEAD < count:
+                ahead = <char *>items[done + m + PREFETCH_AHEAD]
+                lp_prefetch(ahead)
+                lp_prefetch(ahead + 64)
+            item = items[done + m]
+            if not Py_IS_TYPE(item, &PyBytes_Type):
+                break
+            size = PyBytes_GET_SIZE_P(item)
+            if size > <Py_ssize_t>r.max_record:
+                break
+            data[m] = PyBytes_AS_STRING_P(item)
+            lengths[m] = <uint32_t>size
+            chunk_bytes += size
+            m += 1
+        if m == 0 or chunk_bytes >= GIL_TAKE_MAX_BYTES:
+            return done
+        pushed = lp_push_many(r, data, lengths, m, &status)
+        if pushed:
+            stamp_gil_push(r)
+        done += pushed
+        if pushed < m or m < chunk:
+            return done
+    return done
+
+
 cdef class RingBuffer:
     """A bounded multi-producer multi-consumer queue of byte records.
 
@@ -1267,10 +1467,12 @@ cdef class RingBuffer:
         max_bytes: most payload bytes held at once (default: the largest of
             64 MiB, max_record_size and capacity * (slot_size - 16), so that
             a ring full of inline records is never limited by bytes).
-        slot_size: bytes per preallocated slot (default 128); records up to
-            ``slot_size - 16`` bytes are stored inline, longer ones in their
-            own allocation. Memory: ``capacity * slot_size`` up front, plus at
-            most ``max_bytes`` for out-of-line records.
+        slot_size: bytes per preallocated slot (default 128): a 16-byte
+            header and ``slot_size - 16`` bytes of record share; records up
+            to ``slot_size - 17`` bytes are stored inline (packed with their
+            newline), longer ones in their own allocation. Memory:
+            ``capacity * (slot_size + 4)`` up front, plus at most
+            ``max_bytes`` for out-of-line records.
 
     The API follows ``queue.Queue``: put/get with ``block`` and ``timeout``
     (None waits forever), put_nowait/get_nowait, plus the batch calls
@@ -1512,6 +1714,7 @@ cdef class RingBuffer:
         cdef char *ahead
         cdef Py_ssize_t chunk_bytes
 
+        done = put_bytes_with_gil(r, seq)
         while bad is None and done < PySequence_Fast_GET_SIZE(seq):
             chunk = 0
             chunk_bytes = 0
@@ -1643,7 +1846,7 @@ cdef class RingBuffer:
                     continue        # another consumer took it
                 length = s.length
                 if length:
-                    memcpy(PyBytes_AS_STRING(out), slot_data(r, s, length), length)
+                    lp_copy(PyBytes_AS_STRING(out), slot_data(r, s), length)
                 release_one(r, s, pos)
                 stamp_gil_pop(r)
                 return out
@@ -1691,8 +1894,8 @@ cdef class RingBuffer:
                 for i in range(n):
                     length = s.length
                     if length:
-                        memcpy(PyBytes_AS_STRING(<object>PyList_GET_ITEM(out, i)),
-                               slot_data(r, s, length), length)
+                        lp_copy(PyBytes_AS_STRING(<object>PyList_GET_ITEM(out, i)),
+                               slot_data(r, s), length)
                     s = next_slot(r, s)
                 lp_release_pop(r, pos, n)
                 stamp_gil_pop(r)
