@@ -30,18 +30,46 @@ N_PRODUCERS = 4
 # producers and consumers
 
 
-def produce(ring: RingBuffer, pid: int, count: int, style: str, errors: list) -> None:
-    """Put records pid:0 .. pid:count-1, one by one or in put_many chunks."""
+def mixed_length(pid: int, seq: int, inline_max: int) -> int:
+    """A heavy-tailed record length, the same for the same (pid, seq): mostly
+    short, many on the inline limit, some KiB, a few tens of KiB."""
+    roll = (pid * 1_000_003 + seq * 7919) % 1000
+    if roll < 550:
+        return 8 + roll % 53
+    if roll < 750:
+        return inline_max - 2 + roll % 5          # limit - 2 .. limit + 2
+    if roll < 900:
+        return 100 + roll * 7 % 201
+    if roll < 985:
+        return 1024 + roll * 31 % 3072            # a stack trace
+    return 10_000 + roll * 997 % 30_000           # tens of KiB
+
+
+def record_of(pid: int, seq: int, inline_max: int | None = None) -> bytes:
+    """The record producer ``pid`` puts as number ``seq``: ``pid:seq``, or with
+    ``inline_max`` a ``pid:seq:`` tag and a filler of a mixed length made
+    from (pid, seq), newlines included, so a consumer can check every byte."""
+    tag = b"%d:%d" % (pid, seq)
+    if inline_max is None:
+        return tag
+    length = max(mixed_length(pid, seq, inline_max), len(tag) + 1)
+    unit = bytes([65 + (pid + seq) % 26]) * 7 + (b"\n" if seq % 3 == 0 else b"-")
+    return (tag + b":" + unit * (length // len(unit) + 1))[:length]
+
+
+def produce(ring: RingBuffer, pid: int, count: int, style: str, errors: list,
+            inline_max: int | None = None) -> None:
+    """Put records pid:0 .. pid:count-1 (record_of), one by one or in put_many chunks."""
     try:
         if style == "put":
             for seq in range(count):
-                ring.put(b"%d:%d" % (pid, seq))
+                ring.put(record_of(pid, seq, inline_max))
         else:
             rng = random.Random(pid)
             seq = 0
             while seq < count:
                 k = min(rng.randint(1, 64), count - seq)
-                chunk = [b"%d:%d" % (pid, i) for i in range(seq, seq + k)]
+                chunk = [record_of(pid, i, inline_max) for i in range(seq, seq + k)]
                 taken = ring.put_many(chunk)
                 if taken != k:
                     raise AssertionError(f"put_many took {taken} of {k} on an open ring")
@@ -92,18 +120,22 @@ def fine_switching(interval: float = 1e-5):
 
 
 def parse(record: bytes) -> tuple[int, int]:
-    pid, seq = record.split(b":")
+    pid, seq = record.split(b":", 2)[:2]
     return int(pid), int(seq)
 
 
-def check_exactly_once(received: list[list[bytes]], per_producer: int) -> None:
-    """Every pid:seq arrived exactly once; each consumer saw each producer in order."""
+def check_exactly_once(received: list[list[bytes]], per_producer: int,
+                       inline_max: int | None = None) -> None:
+    """Every pid:seq arrived exactly once, byte for byte; each consumer saw
+    each producer in order."""
     counts = [bytearray(per_producer) for _ in range(N_PRODUCERS)]
     total = 0
     for consumer, records in enumerate(received):
         last = [-1] * N_PRODUCERS
         for record in records:
             pid, seq = parse(record)
+            if record != record_of(pid, seq, inline_max):
+                raise AssertionError(f"record {pid}:{seq} corrupted ({len(record)} bytes)")
             if counts[pid][seq] == 1:
                 raise AssertionError(f"duplicate record {record!r}")
             counts[pid][seq] = 1
@@ -119,7 +151,7 @@ def check_exactly_once(received: list[list[bytes]], per_producer: int) -> None:
     assert total == N_PRODUCERS * per_producer
 
 
-def run_pipeline(ring, per_producer, producer_styles, consumer_styles):
+def run_pipeline(ring, per_producer, producer_styles, consumer_styles, inline_max=None):
     """Producers finish, the main thread closes the ring, consumers drain until Closed."""
     errors: list = []
     outs = [[] for _ in consumer_styles]
@@ -128,7 +160,7 @@ def run_pipeline(ring, per_producer, producer_styles, consumer_styles):
             start_daemon(consume, ring, style, out, errors) for style, out in zip(consumer_styles, outs)
         ]
         producers = [
-            start_daemon(produce, ring, pid, per_producer, style, errors)
+            start_daemon(produce, ring, pid, per_producer, style, errors, inline_max)
             for pid, style in enumerate(producer_styles)
         ]
         join_all(producers)
@@ -173,6 +205,30 @@ def test_4_producers_4_consumers_small_ring(consumer_style, capacity, per_produc
     )
     check_exactly_once(outs, per_producer)
     assert ring.pushed == ring.popped == 4 * per_producer
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("slot_size, capacity, max_bytes", [
+    (32, 16, None), (128, 64, None), (128, 64, 96 * 1024), (256, 7, None),
+])
+def test_4_producers_4_consumers_mixed_sizes_byte_for_byte(slot_size, capacity, max_bytes):
+    """Heavy-tailed record sizes (on the inline limit, KiB, tens of KiB),
+    put one by one and packed by put_many, taken by get, get_many and
+    get_batch in turn on every consumer: each record arrives once, intact,
+    in its producer's order, whatever order the consumers hand slots back."""
+    ring = RingBuffer(capacity, slot_size=slot_size, max_record_size=64 * 1024, max_bytes=max_bytes)
+    per_producer = 3000
+    inline_max = slot_size - 17
+    outs = run_pipeline(
+        ring,
+        per_producer,
+        producer_styles=["put", "put_many", "put_many", "put_many"],
+        consumer_styles=["mixed"] * 4,
+        inline_max=inline_max,
+    )
+    check_exactly_once(outs, per_producer, inline_max)
+    assert ring.pushed == ring.popped == 4 * per_producer
+    assert ring.nbytes == 0
 
 
 @pytest.mark.timeout(120)
