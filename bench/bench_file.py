@@ -2,7 +2,8 @@
 
     python bench/bench_file.py [--lines 2000000] [--channel-size 65536] [--batch-size 4096]
 
-One ~85-byte-per-line JSON file of --lines lines is made once; then, in the
+One ~85-byte-per-line JSON file of --lines lines is made once (``--mix
+production``: lines of production-like lengths instead); then, in the
 same run, each side copies it to a new file, raw and with JSON validation
 (median of --repeat runs each):
 
@@ -32,6 +33,7 @@ import statistics
 import filecmp
 import os
 import queue
+import random
 import subprocess
 import sys
 import tempfile
@@ -41,10 +43,21 @@ import time
 import orjson
 
 
-def make_input(path: str, lines: int) -> None:
+def production_line(seq: int, rng: random.Random) -> bytes:
+    """A JSON log line of a production-like length: mostly 60-300 bytes, 1% 2-8 KiB."""
+    size = rng.randint(2048, 8192) if rng.random() < 0.01 else rng.randint(60, 300)
+    head = b'{"msg": "request handled", "level": "INFO", "seq": %d, "text": "' % seq
+    return head + b"x" * max(size - len(head) - 2, 0) + b'"}\n'
+
+
+def make_input(path: str, lines: int, mix: str = "uniform") -> None:
+    rng = random.Random(7)
     with open(path, "wb") as f:
         chunk = []
         for seq in range(lines):
+            if mix == "production":
+                chunk.append(production_line(seq, rng))
+                continue
             chunk.append(b'{"msg": "hello from producer", "level": "INFO", "ts": 1712345678123456, "seq": %d}\n' % seq)
             if len(chunk) == 100_000:
                 f.write(b"".join(chunk))
@@ -106,10 +119,12 @@ def main() -> None:
     parser.add_argument("--channel-size", type=int, default=65536)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--mix", choices=("uniform", "production"), default="uniform",
+                        help="uniform: ~88-byte lines; production: mostly 60-300 bytes, 1%% of 2-8 KiB")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "in.ndjson")
-        make_input(src, args.lines)
+        make_input(src, args.lines, args.mix)
         size = os.path.getsize(src)
         print(f"input: {args.lines:,} lines, {size / args.lines:.0f} bytes a line, {size / 1e6:.0f} MB")
         print(f"{'format':<7} {'cat lines/s':>12} {'cat+fsync':>12} {'logpipe lines/s':>16} {'vs cat':>7} "

@@ -16,6 +16,10 @@ Groups (pytest-benchmark compares within a group; every record is 70 bytes):
 - S4: one producer thread -> one consumer thread, batches of 100 records
   (1,000,000 records per round, for every queue); each queue uses its best
   batched equivalent (see the comment above S4_VARIANTS).
+- S5: S4 with production-like record sizes instead of 70 bytes: a fixed
+  mix, mostly 60-300 bytes, 1% stack traces of 2-8 KiB (``mixed_records``),
+  200,000 records per round; the ring (default slots, and the pipeline's
+  512-byte slots), deque+Condition and queue.Queue.
 
 Bounded queues hold at most CAPACITY = 1024 records (LOGPIPE_BENCH_CAPACITY
 overrides it; SimpleQueue is unbounded by design). LOGPIPE_BENCH_ONE_CPU=1
@@ -298,9 +302,14 @@ S4_VARIANTS: dict[str, tuple[Callable[[], Any], Callable[..., int], Callable[...
 @pytest.mark.parametrize("label", list(S4_VARIANTS))
 def test_s4_batched_one_producer_one_consumer(benchmark: Any, records: list[bytes], label: str) -> None:
     """S4: one producer thread -> one consumer thread, 100 records per call."""
-    make, produce, consume = S4_VARIANTS[label]
     chunks = [records[i : i + BATCH] for i in range(0, len(records), BATCH)]
-    chunks *= N_S4 // len(records)
+    _run_batched(benchmark, label, S4_VARIANTS[label], chunks * (N_S4 // len(records)))
+
+
+def _run_batched(benchmark: Any, label: str, variant: tuple[Callable[..., Any], ...],
+                 chunks: list[list[bytes]]) -> None:
+    """One producer thread puts the chunks, one consumer takes them all (S4, S5)."""
+    make, produce, consume = variant
     n = len(chunks) * BATCH
     results = _run_threads(
         benchmark,
@@ -309,3 +318,41 @@ def test_s4_batched_one_producer_one_consumer(benchmark: Any, records: list[byte
     )
     assert results == [n, n]
     _note(benchmark, label, n)
+
+
+# --- S5: S4 with production-like record sizes --------------------------------
+#
+# 70-byte records fit a slot's inline share; real log lines mostly do not
+# (tests/_corpus.py: most lines 60-300 bytes, 1% stack traces of 2-8 KiB).
+# A batch of 100 such lines is ~20 KiB, so this group also shows what a call
+# costs once a batch is too big to copy with the GIL held.
+
+N_S5 = 200_000
+
+
+def mixed_records(n: int) -> list[bytes]:
+    """n records of a fixed heavy-tailed size mix (the same every run)."""
+    import random
+
+    rng = random.Random(5)
+    sizes = [rng.randint(2048, 8192) if rng.random() < 0.01 else rng.randint(60, 300) for _ in range(n)]
+    return [(b"%d:" % i + b"x" * size)[:size] for i, size in enumerate(sizes)]
+
+
+S5_VARIANTS = {label: S4_VARIANTS[label] for label in (
+    "RingBuffer put_many/get_many", "RingBuffer put_many/get_batch",
+    "deque+Condition put_many/get_many", "queue.Queue (lists of 100)",
+)}
+# The pipeline's ring: 512-byte slots, so lines up to 495 bytes sit inline
+# (logpipe.application.pipeline.ring_slot_size).
+S5_VARIANTS["RingBuffer(slot_size=512) put_many/get_batch"] = (
+    lambda: RingBuffer(CAPACITY, slot_size=512), _produce_put_many, _consume_get_batch)
+
+
+@pytest.mark.benchmark(group="S5")
+@pytest.mark.parametrize("label", list(S5_VARIANTS))
+def test_s5_batched_production_sizes(benchmark: Any, label: str) -> None:
+    """S5: as S4, with production-like record sizes."""
+    records = mixed_records(N_S5)
+    _run_batched(benchmark, label, S5_VARIANTS[label],
+                 [records[i : i + BATCH] for i in range(0, len(records), BATCH)])

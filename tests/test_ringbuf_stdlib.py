@@ -551,7 +551,7 @@ test_queue_surface_agrees_with_a_model = QueueSurfaceMachine.TestCase
 # --------------------------------------------------------------------------
 # shutdown(immediate=True) in the middle of a run
 
-SIZES = [0, 1, 7, 111, 112, 113, 600, 1024, 3000]  # around the default inline limit (112), KiB lines
+SIZES = [0, 1, 7, 110, 111, 112, 113, 600, 1024, 3000]  # around the default inline limit (111), KiB lines
 HEADER = struct.Struct("<HI")  # producer, seq
 
 
@@ -594,7 +594,7 @@ def test_immediate_shutdown_mid_run_loses_and_duplicates_nothing(seed):
     def produce_in_chunks(p):
         seq = 0
         while True:
-            chunk = [record(p, s) for s in range(seq, seq + 64)]  # >= 32: copied without the GIL
+            chunk = [record(p, s) for s in range(seq, seq + 128)]  # ~85 KB > 64 KiB: copied without the GIL
             try:
                 n = ring.put_many(chunk)
             except Closed:
@@ -652,8 +652,8 @@ def test_immediate_shutdown_waits_for_claims_being_copied():
     too: the moment it returns the ring is empty and a get raises Closed;
     every record a put_many reported taken was discarded, the rest refused."""
     for attempt in range(8):
-        ring = RingBuffer(512, slot_size=16384, max_record_size=16368)  # inline up to 16368 bytes
-        chunk = [bytes([i]) * 16368 for i in range(64)]  # 1 MiB copied per call, without the GIL
+        ring = RingBuffer(512, slot_size=16384, max_record_size=16367)  # inline up to 16367 bytes
+        chunk = [bytes([i]) * 16367 for i in range(64)]  # 1 MiB copied per call, without the GIL
         taken = []
 
         def produce():

@@ -180,9 +180,13 @@ cdef enum:
     # miss (~100 ns) with the ~10 ns each item takes to gather.
     PREFETCH_AHEAD = 8
     # get_batch copies a batch that is all there with the GIL held up to
-    # this many payload bytes (~0.5 us of copying), and put_many copies a
-    # chunk that small with it too; larger ones go without it.
-    GIL_TAKE_MAX_BYTES = 16384
+    # this many payload bytes (a few us of copying here, less than handing
+    # the GIL to another thread and getting it back), and put_many copies a
+    # chunk that small with it too; larger ones go without it. At 16 KiB,
+    # batches of 100 production-sized lines (~20 KiB) handed the GIL over
+    # on every call and moved half as many records a second (S5 in
+    # docs/benchmarks.md).
+    GIL_TAKE_MAX_BYTES = 65536
     # Pause loops a wait spins before it parks when the other side is
     # lingering for the GIL (linger_for_gil): it is about to move, and
     # parking would put a wake-up (tens of microseconds here) on the way back.
@@ -1910,7 +1914,9 @@ cdef class RingBuffer:
         Returns when max_items are taken, when ``timeout`` expires or ``stop``
         is set (with what it holds, maybe nothing), or when the ring is closed
         and drained (raising Closed if it holds nothing). ``timeout=0`` takes
-        what is there now. The copying runs without the GIL, in one pass.
+        what is there now. A batch that is all there and at most 64 KiB
+        is copied with the GIL held; any other copying, and every wait, runs
+        without it.
 
         If a signal handler raises while it waits (Ctrl+C), the exception
         propagates with the records already taken on its ``logpipe_batch``
@@ -1932,7 +1938,7 @@ cdef class RingBuffer:
                 and payload <= GIL_TAKE_MAX_BYTES):
             # The whole batch is ready and small: copy it with the GIL held.
             # Letting the GIL go costs a hand-off to another thread and a
-            # wait to get it back, far more than a few KiB of memcpy, and on
+            # wait to get it back, more than 64 KiB of memcpy, and on
             # a busy pipeline every worker would pay that on every batch.
             # Claim exactly what was peeked (no second peek); if another
             # consumer took the head meanwhile, the loop below starts over.

@@ -19,7 +19,7 @@ import pytest
 
 from logpipe.application import worker as worker_module
 from logpipe.application.console import Console
-from logpipe.application.pipeline import Pipeline, Report
+from logpipe.application.pipeline import RING_SLOTS_MAX_BYTES, Pipeline, Report, ring_slot_size
 from logpipe.domain.config import PipelineConfig
 
 JOIN = 10.0
@@ -110,6 +110,29 @@ def assert_exactly_once(sink: MemorySink, produced: int) -> None:
 def make(sink: MemorySink, **config) -> tuple[Pipeline, io.StringIO]:
     out = io.StringIO()
     return Pipeline(PipelineConfig(**config), sink, console=Console(out)), out
+
+
+@pytest.mark.parametrize("channel_size, slot_size", [
+    (1, 512), (1500, 512), (65536, 512), (130_000, 512), (131_072, 256), (258_000, 256), (262_144, 128),
+    (10_000_000, 128),
+])
+def test_ring_slots_are_as_large_as_64_mib_allow(channel_size, slot_size) -> None:
+    """The ring's slots are 512 bytes (lines up to 495 bytes inline), smaller
+    when that would reserve over 64 MiB, and never below 128."""
+    assert ring_slot_size(channel_size) == slot_size
+    if slot_size > 128:
+        assert channel_size * (slot_size + 4) <= RING_SLOTS_MAX_BYTES
+
+
+def test_pipeline_ring_holds_production_sized_lines_inline() -> None:
+    """At the spec's defaults the pipeline's ring has 512-byte slots, and
+    lines of every size still pass through it intact."""
+    pipeline, _ = make(MemorySink())
+    assert pipeline.ring.slot_size == 512
+    lines = [b"x" * n for n in (0, 111, 112, 495, 496, 497, 3000)]
+    assert pipeline.ring.put_many(lines) == len(lines)
+    assert list(pipeline.ring.get_batch(len(lines), 0)) == lines
+    pipeline.ring.close()
 
 
 def test_count_delivers_every_seq_exactly_once() -> None:

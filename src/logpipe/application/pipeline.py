@@ -44,6 +44,23 @@ __all__ = ["JOIN_SLICE", "Pipeline", "Report"]
 # How often a resumable source is told how far its input has been written.
 CHECKPOINT_INTERVAL = 1.0
 
+# The ring's slot size: the largest of these whose slots take at most
+# RING_SLOTS_MAX_BYTES. Log lines are mostly 60-300 bytes, longer than the
+# 111 bytes a 128-byte slot holds inline, and each longer one costs a
+# malloc and a free; with packed claims a larger slot costs reserved memory
+# only, not cache traffic (docs/benchmarks.md, S5). 512-byte slots hold
+# lines up to 495 bytes: 0.8 MB at the default channel size of 1500.
+RING_SLOT_SIZES = (512, 256, 128)
+RING_SLOTS_MAX_BYTES = 64 << 20
+
+
+def ring_slot_size(channel_size: int) -> int:
+    """The slot size of a pipeline ring of ``channel_size`` records."""
+    for slot_size in RING_SLOT_SIZES:
+        if channel_size * (slot_size + 4) <= RING_SLOTS_MAX_BYTES:
+            return slot_size
+    return RING_SLOT_SIZES[-1]
+
 
 @dataclass(frozen=True)
 class Report:
@@ -124,7 +141,10 @@ class Pipeline:
         self.sink = sink
         self.console = console if console is not None else Console(verbose=config.verbose)
         self.clock = clock if clock is not None else SystemClock()
-        self.ring = RingBuffer(config.channel_size, max_record_size=config.max_record_size)
+        self.ring = RingBuffer(
+            config.channel_size, max_record_size=config.max_record_size,
+            slot_size=ring_slot_size(config.channel_size),
+        )
         self.tracker = FlushTracker()
         self.pool = WorkerPool(self._make_worker, min_workers=config.min_workers, max_workers=config.max_workers)
         self.metrics = metrics if metrics is not None else Metrics()
