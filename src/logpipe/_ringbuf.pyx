@@ -598,8 +598,10 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
                 pos = lp_load_relaxed(&r.enqueue_pos)
         if n == 0:
             break
-        # Bytes the claim packs: every record and its newline, unless some
-        # go out of line or the claim took only part of them.
+        # Bytes the claim packs, when already known: every record and its
+        # newline, unless some go out of line or the claim took only part of
+        # them (else fill_claim adds them up; skipping that pass and the
+        # malloc loop saves 13 of ~194 instructions a record, ring_cost.py).
         packed = reserved + n if done == 0 and n == k and longest <= r.inline_max else 0
         fill_claim(r, first, pos, &data[done], &lengths[done], &copies[done], n, now_ms, packed)
         done += n
@@ -1180,6 +1182,13 @@ cdef inline uint32_t older(uint32_t max_age, uint32_t now_ms, uint32_t stamp) no
     return age if age > max_age and age < 0x80000000u else max_age
 
 
+cdef inline char *copy_block(char *out, const char *block, const char *block_end) noexcept nogil:
+    # Copy the packed bytes gathered so far (maybe none); return where the next go.
+    if block_end != block:
+        memcpy(out, block, block_end - block)
+    return out + (block_end - block)
+
+
 cdef void batch_copy_claimed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
                              uint64_t payload) noexcept nogil:
     """Copy the ``n`` records claimed at ``pos`` (``payload`` bytes, room
@@ -1209,18 +1218,14 @@ cdef void batch_copy_claimed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t
         size += length + 1
         if not (offset & LP_OUT_OF_LINE):
             if stored != block_end:
-                if block_end != block:
-                    memcpy(out, block, block_end - block)
-                    out += block_end - block
+                out = copy_block(out, block, block_end)
                 block = stored
                 # A block is one claim's, and a claim stamps all its
                 # records alike: its first record's stamp is the block's.
                 max_age = older(max_age, now_ms, r.stamps[s - r.slots])
             block_end = stored + length + 1
         else:
-            if block_end != block:
-                memcpy(out, block, block_end - block)
-                out += block_end - block
+            out = copy_block(out, block, block_end)
             block = block_end = NULL
             max_age = older(max_age, now_ms, r.stamps[s - r.slots])
             copy = out_of_line_copy(stored)
@@ -1234,8 +1239,7 @@ cdef void batch_copy_claimed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t
         if s == r.slots_end:
             s = r.slots
             share = r.data
-    if block_end != block:
-        memcpy(out, block, block_end - block)
+    copy_block(out, block, block_end)
     b.size = size
     b.count += n
     b.offsets[b.count] = size
