@@ -90,7 +90,10 @@ def extension(name: str) -> Extension:
 
 setup(
     ext_modules=cythonize(
-        [extension("_ringbuf"), extension("_encoder"), extension("_nogil_stress"), extension("_framing")],
+        [
+            extension(name)
+            for name in ("_ringbuf", "_encoder", "_nogil_stress", "_framing", "_filewrite")
+        ],
         compiler_directives=directives,
         annotate=DEBUG,
         nthreads=JOBS,

@@ -189,3 +189,14 @@ def stop_problem(code: int, out: str, err: str, signum: int, out_file: Path) -> 
     if report["lost"] != "0" or report["produced"] != report["processed"]:
         return "failed", f"report {report}"
     return "stopped", exactly_once_problem(generator_seqs(out_file), int(report["produced"]))
+
+
+def patch_sink_writes(monkeypatch, fake: Callable[[int, object], int]) -> None:
+    """Make ``fake`` every write(2) of the file sink: os.write, and write_holding_gil,
+    which small writes to a regular file go through."""
+    import os
+
+    from logpipe.infrastructure.sinks import file as file_module
+
+    monkeypatch.setattr(os, "write", fake)
+    monkeypatch.setattr(file_module, "write_holding_gil", fake)

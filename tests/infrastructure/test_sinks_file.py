@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import orjson
 import pytest
+from _support import patch_sink_writes
 
 from logpipe.exceptions import SinkError
-from logpipe.infrastructure.sinks.file import FileSink, FileSinkConfig
+from logpipe.infrastructure.sinks import file as file_module
+from logpipe.infrastructure.sinks.file import HOLD_GIL_MAX_BYTES, FileSink, FileSinkConfig
 
 THREADS = 8
 BATCHES_PER_THREAD = 120
@@ -95,7 +99,7 @@ def test_short_writes_are_completed_and_batches_never_interleave(tmp_path, make_
         time.sleep(0)  # invite another thread in between the pieces
         return real_write(fd, memoryview(data)[:500])
 
-    monkeypatch.setattr(os, "write", short_write)
+    patch_sink_writes(monkeypatch, short_write)
     write_from_threads(sink, make_batch, batches_per_thread=10)
     monkeypatch.undo()
     sink.close()
@@ -115,7 +119,7 @@ def test_one_write_call_per_batch(tmp_path, make_batch, monkeypatch):
             seen.append(type(data))
         return real_write(fd, data)
 
-    monkeypatch.setattr(os, "write", spy)
+    patch_sink_writes(monkeypatch, spy)
     sink.write_batch(make_batch([b'{"a":1}', b'{"b":2}', b'{"c":3}']))
     monkeypatch.undo()
     sink.close()
@@ -158,7 +162,7 @@ def test_empty_batch_writes_nothing(tmp_path, make_batch, monkeypatch):
     """A batch of 0 records makes no system call and leaves the file as it was."""
     path = tmp_path / "out.ndjson"
     sink = FileSink(path)
-    monkeypatch.setattr(os, "write", lambda fd, data: pytest.fail("write() called"))
+    patch_sink_writes(monkeypatch, lambda fd, data: pytest.fail("write() called"))
     sink.write_batch(make_batch([]))
     monkeypatch.undo()
     sink.close()
@@ -218,7 +222,7 @@ def test_retry_after_a_partial_write_writes_only_the_rest(tmp_path, make_batch, 
     path = tmp_path / "out.ndjson"
     sink = FileSink(path)
     batch = make_batch([b'{"n":1}', b'{"n":2}', b'{"n":3}'])
-    monkeypatch.setattr(os, "write", failing_after(sink, 10, errno.ENOSPC))
+    patch_sink_writes(monkeypatch, failing_after(sink, 10, errno.ENOSPC))
     with pytest.raises(SinkError, match="No space left") as info:
         sink.write_batch(batch)
     assert info.value.retryable is True
@@ -238,7 +242,7 @@ def test_another_batch_after_a_partial_write_completes_the_torn_line_first(
     sink = FileSink(path)
     torn = make_batch([b'{"n":1}', b'{"n":2}'])
     other = make_batch([b'{"m":1}'])
-    monkeypatch.setattr(os, "write", failing_after(sink, 3, errno.ENOSPC))
+    patch_sink_writes(monkeypatch, failing_after(sink, 3, errno.ENOSPC))
     with pytest.raises(SinkError):
         sink.write_batch(torn)
     sink.write_batch(other)
@@ -259,7 +263,7 @@ def test_permanent_write_errors_are_not_retryable(tmp_path, make_batch, monkeypa
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         return real_write(fd, data)
 
-    monkeypatch.setattr(os, "write", bad)
+    patch_sink_writes(monkeypatch, bad)
     with pytest.raises(SinkError) as info:
         sink.write_batch(make_batch([b"x"]))
     monkeypatch.undo()
@@ -305,7 +309,6 @@ def test_config_refuses_an_empty_path():
 
 def test_writeback_is_asked_for_every_8_mib_written(tmp_path, make_batch, monkeypatch):
     """Each WRITEBACK_STEP of new bytes is handed to the kernel's writeback once, in order."""
-    from logpipe.infrastructure.sinks import file as file_module
     from logpipe.infrastructure.sinks._writeback import WRITEBACK_STEP
 
     asked: list[tuple[int, int]] = []
@@ -329,7 +332,6 @@ def test_writeback_is_asked_for_every_8_mib_written(tmp_path, make_batch, monkey
 
 def test_no_writeback_without_fsync(tmp_path, make_batch, monkeypatch):
     """fsync=False asks the kernel for nothing, neither at close nor on the way."""
-    from logpipe.infrastructure.sinks import file as file_module
 
     asked: list[tuple[int, int]] = []
     monkeypatch.setattr(file_module, "start_writeback", lambda fd, offset, length: asked.append((offset, length)))
@@ -354,3 +356,128 @@ def test_the_real_writeback_call_keeps_the_data_and_never_raises(tmp_path):
     os.close(fd)
     start_writeback(fd, 0, len(data))  # EBADF now: ignored
     assert path.read_bytes() == data
+
+
+# --- small writes to regular files keep the GIL --------------------------------------
+
+
+def spy_on_writes(monkeypatch) -> list[str]:
+    """Record which call each of the sink's writes went through: 'held' or 'released'."""
+    calls: list[str] = []
+    real_write, real_held = os.write, file_module.write_holding_gil
+
+    def released(fd: int, data) -> int:
+        calls.append("released")
+        return real_write(fd, data)
+
+    def held(fd: int, data) -> int:
+        calls.append("held")
+        return real_held(fd, data)
+
+    monkeypatch.setattr(os, "write", released)
+    monkeypatch.setattr(file_module, "write_holding_gil", held)
+    return calls
+
+
+def test_small_writes_to_a_regular_file_keep_the_gil_and_large_ones_release_it(
+    tmp_path, make_batch, monkeypatch
+):
+    path = tmp_path / "out.ndjson"
+    sink = FileSink(path)
+    calls = spy_on_writes(monkeypatch)
+    small = make_batch([b"a" * 99] * 40)  # 4,000 bytes framed
+    at_limit = make_batch([b"b" * (HOLD_GIL_MAX_BYTES - 1)])  # exactly the limit, framed
+    over = make_batch([b"c" * HOLD_GIL_MAX_BYTES])  # one byte over
+    for batch in (small, at_limit, over, small):
+        sink.write_batch(batch)
+    monkeypatch.undo()
+    sink.close()
+    assert calls == ["held", "held", "released", "held"]
+    assert path.stat().st_size == 2 * 4000 + HOLD_GIL_MAX_BYTES + HOLD_GIL_MAX_BYTES + 1
+
+
+def test_a_slow_held_write_sends_the_next_second_of_writes_to_os_write(tmp_path, make_batch, monkeypatch):
+    """One write over SLOW_WRITE_NS: writes release the GIL for RELEASE_AFTER_SLOW_NS, then keep it again."""
+    now = [10**12]
+    monkeypatch.setattr(file_module, "monotonic_ns", lambda: now[0])
+    sink = FileSink(tmp_path / "out.ndjson")
+    calls = spy_on_writes(monkeypatch)
+    real_held = file_module.write_holding_gil
+
+    def slow_held(fd: int, data) -> int:
+        now[0] += file_module.SLOW_WRITE_NS + 1  # this write "took" just over the limit
+        return real_held(fd, data)
+
+    batch = make_batch([b'{"n":1}'])
+    monkeypatch.setattr(file_module, "write_holding_gil", slow_held)
+    sink.write_batch(batch)  # slow
+    monkeypatch.setattr(file_module, "write_holding_gil", real_held)
+    sink.write_batch(batch)  # within the second after it: released
+    now[0] += file_module.RELEASE_AFTER_SLOW_NS - file_module.SLOW_WRITE_NS - 2
+    sink.write_batch(batch)  # still within it
+    now[0] += 2
+    sink.write_batch(batch)  # the second is over
+    sink.write_batch(batch)
+    monkeypatch.undo()
+    sink.close()
+    assert calls == ["held", "released", "released", "held", "held"]
+    assert sink.records == 5
+
+
+def test_a_fast_held_write_keeps_the_next_ones_held(tmp_path, make_batch, monkeypatch):
+    now = [10**12]
+    monkeypatch.setattr(file_module, "monotonic_ns", lambda: now[0])
+    sink = FileSink(tmp_path / "out.ndjson")
+    calls = spy_on_writes(monkeypatch)
+    for _ in range(3):
+        now[0] += file_module.SLOW_WRITE_NS  # time passes between writes, none during one
+        sink.write_batch(make_batch([b"x"]))
+    monkeypatch.undo()
+    sink.close()
+    assert calls == ["held"] * 3
+
+
+# A writer that held the GIL in a write blocked on a full FIFO would never let
+# the reader thread (which needs the GIL) run: the child would hang, and the
+# timeout below fails the test instead of hanging the suite.
+FIFO_CHILD = r"""
+import os, sys, threading, time
+from logpipe._ringbuf import RingBuffer
+from logpipe.infrastructure.sinks.file import FileSink
+
+path = sys.argv[1]
+received = []
+
+def read_slowly():
+    with open(path, "rb", buffering=0) as fifo:
+        while chunk := fifo.read(4096):
+            received.append(chunk)
+            time.sleep(0.0005)
+
+reader = threading.Thread(target=read_slowly)
+reader.start()
+sink = FileSink(path, fsync=False)
+assert not sink._regular
+ring = RingBuffer(64)
+line = b"y" * 99
+for _ in range(100):  # 100 batches of 4 KB: 400 KB, six times what the pipe holds
+    ring.put_many([line] * 40)
+    sink.write_batch(ring.get_batch(40))
+sink.close()
+reader.join(30)
+assert not reader.is_alive()
+data = b"".join(received)
+assert data == (line + b"\n") * 4000, len(data)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_writes_to_a_fifo_release_the_gil_so_a_python_reader_can_drain_it(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    done = subprocess.run(
+        [sys.executable, "-c", FIFO_CHILD, str(fifo)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from _support import patch_sink_writes
 
 from logpipe.domain.config import PipelineConfig
 from logpipe.exceptions import SinkError
@@ -236,7 +237,7 @@ def test_a_torn_batch_is_completed_in_its_file_before_rotating(tmp_path, make_ba
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # ...then disk full
         return real_write(fd, data)
 
-    monkeypatch.setattr(os, "write", write)
+    patch_sink_writes(monkeypatch, write)
     with pytest.raises(SinkError):
         sink.write_batch(torn)
     monkeypatch.undo()
