@@ -1,6 +1,7 @@
 """End to end: generator -> null and generator -> file, logpipe vs a naive pipeline.
 
     python bench/bench_pipeline.py [--count 3000000] [--batch-size 1024] [--channel-size 16384]
+                                   [--workers N] [--writes both]
 
 Both sides produce the same JSON logs ({"msg", "level", "ts", "seq"}) as fast
 as they can (--rate 0) and deliver every one; the naive side is what one
@@ -8,6 +9,12 @@ writes first in pure Python: a producer thread serialising dicts with orjson
 into a bounded queue.Queue, worker threads batching and writing. Both run in
 the same process, one after the other, in the same run: read the ratios.
 Every run checks its output count, so a fast wrong answer cannot win.
+
+``--workers N`` fixes the pool at N workers (min = max = N) instead of
+letting the autoscaler choose up to 4. ``--writes both`` adds a row for the
+file sink with every write through ``os.write`` (the GIL let go around each
+one, as before the sink kept it for small writes), so the two are compared
+in the same run.
 """
 
 from __future__ import annotations
@@ -72,9 +79,14 @@ def naive(count: int, batch_size: int, capacity: int, workers: int, path: str | 
     return count / elapsed
 
 
-def logpipe_run(count: int, batch_size: int, capacity: int, path: str | None) -> float:
-    config = PipelineConfig(rate=0, count=count, batch_size=batch_size, channel_size=capacity, max_workers=4)
+def logpipe_run(
+    count: int, batch_size: int, capacity: int, path: str | None, workers: int | None, release_gil: bool = False
+) -> float:
+    pool = {"min_workers": workers, "max_workers": workers} if workers else {"max_workers": 4}
+    config = PipelineConfig(rate=0, count=count, batch_size=batch_size, channel_size=capacity, **pool)
     sink = FileSink(path) if path else NullSink()
+    if release_gil:
+        sink._regular = False  # every write through os.write
     pipeline = Pipeline(config, sink, console=Console(io.StringIO()))
     report = pipeline.run()
     assert report.processed == count and report.lost == 0, report
@@ -87,23 +99,30 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--channel-size", type=int, default=16384)
     parser.add_argument("--naive-count", type=int, default=300_000, help="the baseline is ~50x slower")
+    parser.add_argument("--workers", type=int, default=None, help="fixed pool size (default: autoscaled, up to 4)")
+    parser.add_argument("--writes", choices=("auto", "both"), default="auto",
+                        help="both: also the file sink with every write through os.write")
     args = parser.parse_args()
     rows = []
+    sinks = ["null", "file"] + (["file/os.write"] if args.writes == "both" else [])
     with tempfile.TemporaryDirectory() as tmp:
-        for sink in ("null", "file"):
-            paths = [os.path.join(tmp, f"{side}-{sink}.ndjson") if sink == "file" else None for side in ("a", "b")]
-            ours = logpipe_run(args.count, args.batch_size, args.channel_size, paths[0])
+        for sink in sinks:
+            to_file = sink.startswith("file")
+            paths = [os.path.join(tmp, f"{side}-{sink.replace('/', '-')}.ndjson") if to_file else None for side in ("a", "b")]
+            ours = logpipe_run(args.count, args.batch_size, args.channel_size, paths[0], args.workers,
+                               release_gil=sink == "file/os.write")
             theirs = naive(args.naive_count, args.batch_size, args.channel_size, 2, paths[1])
             if paths[0]:
                 with open(paths[0], "rb") as f:
                     lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
                 assert lines == args.count, (lines, args.count)
             rows.append((sink, ours, theirs))
-    print(f"{'sink':<6} {'logpipe logs/s':>16} {'naive logs/s':>14} {'ratio':>7}")
+    print(f"{'sink':<14} {'logpipe logs/s':>16} {'naive logs/s':>14} {'ratio':>7}")
     for sink, ours, theirs in rows:
-        print(f"{sink:<6} {ours:>16,.0f} {theirs:>14,.0f} {ours / theirs:>6.1f}x")
+        print(f"{sink:<14} {ours:>16,.0f} {theirs:>14,.0f} {ours / theirs:>6.1f}x")
+    pool = f"--min-workers {args.workers} --max-workers {args.workers}" if args.workers else "--max-workers 4"
     print(f"(logpipe: --rate 0 --count {args.count} --batch-size {args.batch_size} "
-          f"--channel-size {args.channel_size} --max-workers 4)")
+          f"--channel-size {args.channel_size} {pool})")
 
 
 if __name__ == "__main__":
