@@ -7,8 +7,9 @@ itself takes a few microseconds, but while it runs the producer or
 another worker takes the GIL, and getting it back means waiting for that
 thread to let go (a wake-up on the GIL's condition variable, or up to the
 5 ms switch interval). At the spec's defaults (batches of 50 lines, about
-4 KiB) the file sink moved 2.5x fewer logs per second than with this
-call (``bench/bench_pipeline.py --batch-size 50 --channel-size 1500``).
+4 KiB) the file sink moved 1.25-1.36 M logs/s with ``os.write`` and
+4.9-5.2 M with this call (``bench/bench_pipeline.py --batch-size 50
+--channel-size 1500``, docs/benchmarks.md).
 
 ``write_holding_gil`` is the same system call without the release. It
 is only safe where a write returns promptly, so the file sink uses it

@@ -16,8 +16,9 @@ fsync at the end has only the last few MiB left instead of the whole run.
 Small writes keep the GIL. ``os.write`` lets the GIL go around every
 system call, and getting it back from the producer or another worker costs
 more than writing a few KiB into the page cache: at the spec's defaults
-(batches of about 4 KiB) that hand-off cut the sink's throughput by 2.5x
-(``bench/bench_pipeline.py --batch-size 50 --channel-size 1500``). So a
+(batches of about 4 KiB) keeping it took the sink from 1.25-1.36 M to
+4.9-5.2 M logs/s (``bench/bench_pipeline.py --batch-size 50
+--channel-size 1500``). So a
 write of up to ``HOLD_GIL_MAX_BYTES`` (64 KiB, the ring's own limit for
 copies under the GIL) to a *regular* file goes through
 ``logpipe._filewrite.write_holding_gil`` instead. Such a write can still be
