@@ -1,4 +1,4 @@
-"""CPU instructions per record of the ring's one-thread paths, counted by callgrind.
+"""CPU instructions per record of the ring's and the line framer's one-thread paths, counted by callgrind.
 
     python bench/ring_cost.py [--python OTHER_PYTHON ...] [--records 500000]
 
@@ -6,6 +6,11 @@ On a shared 2-CPU machine whose speed drifts by 2x from one minute to the
 next, timings of two builds only compare within one minute. Instruction
 counts do not drift: ``valgrind --tool=callgrind`` counts what the CPU is
 asked to do, the same for the same build and input whatever else runs.
+The two ``framer`` paths feed bench_file.py's ~88-byte JSON lines to a
+LineFramer (64 KiB a call) and drain the ring with ``get_batch``: raw is
+the framing and the ring, json adds the validator, so their difference is
+what validation costs a line.
+
 They are not time (a cache miss costs no instruction), so they measure the
 work a path does, not what the cross-core traffic costs: read them next to
 the two-thread timings of test_bench_queues.py.
@@ -53,12 +58,28 @@ def main(path, count):
             for record in records:
                 put(record)
                 get()
+    elif path.startswith("framer"):
+        # bench_file.py's uniform lines (~88 bytes), fed 64 KiB at a time as a
+        # file source reads them, drained in batches of 1024.
+        from logpipe._framing import LineFramer
+        lines = b"".join(
+            b'{"msg": "hello from producer", "level": "INFO", "ts": 1712345678123456, "seq": %d}\n' % i
+            for i in range(744)
+        )
+        framer = LineFramer(ring, max_line=ring.max_record_size, validate_json=path.endswith("json"))
+        feed = framer.feed
+        for _ in range(count // 744):
+            feed(lines)
+            while len(ring):
+                get_batch(1024, 0)
+        assert framer.records == count // 744 * 744 and framer.invalid == 0
+        return
     assert len(ring) == 0 and ring.popped == count // 100 * 100
 
 main(sys.argv[1], int(sys.argv[2]))
 """
 
-PATHS = ("put_many+get_batch", "put_many+get_many", "put+get")
+PATHS = ("put_many+get_batch", "put_many+get_many", "put+get", "framer raw", "framer json")
 
 
 def instructions(python: str, script: str, path: str, count: int) -> int:

@@ -248,13 +248,28 @@ def test_offset_of_an_error_deep_in_a_long_line():
     assert validate_json(doc) == f"not JSON: unexpected byte 0x5d at {doc.index(b',]') + 1}"
 
 
-@pytest.mark.parametrize("special", [b'"', b"\\", b"\x00", b"\x1f", b"\x20", b"\x7f", b"\x80", b"\xc3\xa9", b"\\n", b"\\u00e9"])
+@pytest.mark.parametrize(
+    "special",
+    [b'"', b"\\", b"\x00", b"\x1f", b"\x20", b"\x21", b"\x7e", b"\x7f", b"\x80", b"\xff",
+     b"\xc3\xa9", b"\xe2\x82", b"\\n", b"\\u00e9", b"\\x"],
+)
 def test_special_bytes_at_every_position_of_a_word(special):
-    """A special byte anywhere in a string (the 8-byte fast path's edges included) gets orjson's verdict."""
-    for before in range(0, 20):
-        for after in range(0, 10):
+    """A special byte anywhere in a string gets orjson's verdict and the right offset.
+
+    Positions 0-47 cover every lane of the 16-byte and 8-byte fast paths and
+    the byte loop of the tail; ``after`` moves the string's end across them.
+    """
+    for before in range(0, 48):
+        for after in range(0, 20):
             doc = b'"' + b"a" * before + special + b"b" * after + b'"'
-            assert (validate_json(doc) is None) == orjson_accepts(doc), doc
+            reason = validate_json(doc)
+            assert (reason is None) == orjson_accepts(doc), doc
+            if special in (b"\x00", b"\x1f"):
+                assert reason == f"not JSON: unexpected byte 0x{special[0]:02x} at {1 + before}", doc
+            elif special in (b"\x80", b"\xff", b"\xe2\x82"):
+                assert reason == f"not JSON: invalid UTF-8 at {1 + before}", doc
+            elif special == b'"' and after:
+                assert reason == f"not JSON: unexpected byte 0x62 at {2 + before}", doc
 
 
 def test_digit_runs_of_every_length():
