@@ -82,8 +82,8 @@ orjson checks UTF-8 over the whole input first), and validate_json takes
 bytes-like objects only, not str.
 
 Strings are scanned 16 bytes at a time (SSE2 where the compiler has it,
-every x86-64; two 8-byte SWAR words elsewhere), digit runs 8 bytes at a
-time (SWAR), the rest a byte at a time. A string of under 16 plain bytes
+every x86-64; two 8-byte SWAR words elsewhere), and so are the digit runs
+of numbers; the rest is read a byte at a time. A string of under 16 plain bytes
 (most keys and short values) costs one 16-byte look, inlined into the
 parser. The line framer calls the validator on each line in place.
 
@@ -222,11 +222,34 @@ cdef extern from * nogil:
         return ((v & (LP_ONES * 0xF0)) == LP_ONES * 0x30)
             && (((v + LP_ONES * 0x06) & (LP_ONES * 0xF0)) == LP_ONES * 0x30);
     }
+    /* How many of p[0:16] are ASCII digits before the first other byte (16
+       if all are). ASCII digits are positive as signed bytes, and the bytes
+       >= 0x80 negative, so two signed compares find them. */
+    #if defined(__SSE2__)
+    static inline int lp_digits16(const unsigned char *p) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
+                                      _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
+        unsigned other = ~(unsigned)_mm_movemask_epi8(digit) & 0xFFFFu;
+        return other ? __builtin_ctz(other) : 16;
+    }
+    #else
+    static inline int lp_digits16(const unsigned char *p) {
+        int k = 0;
+        if (lp_digits8(lp_load64(p))) {
+            k = 8;
+            if (lp_digits8(lp_load64(p + 8))) return 16;
+        }
+        while (k < 16 && (unsigned char)(p[k] - 48) < 10) k++;
+        return k;
+    }
+    #endif
     """
     uint64_t lp_load64(const uint8_t *p)
     bint lp_str_plain8(uint64_t v)
     int lp_str_special16(const uint8_t *p)
     bint lp_digits8(uint64_t v)
+    int lp_digits16(const uint8_t *p)
 
 
 cdef inline bint is_ws(uint8_t c) noexcept nogil:
@@ -235,6 +258,21 @@ cdef inline bint is_ws(uint8_t c) noexcept nogil:
 
 cdef inline bint is_digit(uint8_t c) noexcept nogil:
     return <uint8_t>(c - 48) < 10
+
+
+cdef inline Py_ssize_t skip_digits(const uint8_t *s, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """The offset of the first byte at or after s[i] that is not an ASCII digit (n if none)."""
+    cdef int k
+    while i + 16 <= n:
+        k = lp_digits16(s + i)
+        i += k
+        if k != 16:
+            return i
+    while i + 8 <= n and lp_digits8(lp_load64(s + i)):
+        i += 8
+    while i < n and is_digit(s[i]):
+        i += 1
+    return i
 
 
 cdef inline bint is_cont(uint8_t c) noexcept nogil:
@@ -428,11 +466,7 @@ cdef inline int scan_number(const uint8_t *s, Py_ssize_t *pi, Py_ssize_t n, Py_s
     if s[i] == 48:
         i += 1
     elif is_digit(s[i]):
-        i += 1
-        while i + 8 <= n and lp_digits8(lp_load64(s + i)):
-            i += 8
-        while i < n and is_digit(s[i]):
-            i += 1
+        i = skip_digits(s, i + 1, n)
     else:
         where[0] = i
         return J_BYTE
@@ -446,9 +480,7 @@ cdef inline int scan_number(const uint8_t *s, Py_ssize_t *pi, Py_ssize_t n, Py_s
             where[0] = i
             return J_BYTE
         frac_start = i
-        while i < n and is_digit(s[i]):
-            i += 1
-        frac_end = i
+        i = frac_end = skip_digits(s, i + 1, n)
     if i < n and (s[i] | 0x20) == 101:  # 'e' or 'E'
         i += 1
         if i < n and (s[i] == 43 or s[i] == 45):

@@ -272,12 +272,15 @@ def test_special_bytes_at_every_position_of_a_word(special):
                 assert reason == f"not JSON: unexpected byte 0x62 at {2 + before}", doc
 
 
-def test_digit_runs_of_every_length():
-    """Numbers of 1..40 digits, with a stray byte at each position, get orjson's verdict."""
+@pytest.mark.parametrize("shape", [b"%s", b"-%s", b"0.%s", b"1.%se5", b"[%s]", b'{"n": %s}'])
+def test_digit_runs_of_every_length(shape):
+    """Integer and fraction digit runs of 1..40 digits (every lane of the
+    16- and 8-byte fast paths), with a stray byte at each position, get
+    orjson's verdict."""
     for length in range(1, 41):
         digits = b"".join(b"%d" % (1 + i % 9) for i in range(length))
-        assert validate_json(digits) is None
+        assert validate_json(shape % digits) is None
         for at in range(length):
-            for stray in (b"/", b":", b"a", b" ", b"."):
-                doc = digits[:at] + stray + digits[at + 1 :]
+            for stray in (b"/", b":", b"a", b" ", b".", b"\x80", b"\xb9", b"\x00"):
+                doc = shape % (digits[:at] + stray + digits[at + 1 :])
                 assert (validate_json(doc) is None) == orjson_accepts(doc), doc
