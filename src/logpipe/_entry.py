@@ -1,9 +1,11 @@
 """The ``logpipe`` command's entry point (the console script and ``python -m logpipe``).
 
 It installs the stop-signal handler first, then imports the command, which
-takes about a tenth of a second (argparse, the config, the registry with
-every source and sink's spec parser, the ring buffer and the pipeline; more
-when Python cannot cache bytecode). The heavy optional modules are imported
+takes some 40-60 ms (argparse, the config, the registry, the ring buffer
+and the pipeline; more when Python cannot cache bytecode). The registry
+imports a source's or sink's module only when a spec names it, and
+tomllib, difflib, hashlib, tempfile and shutil wait for the features that
+use them. The heavy optional modules are imported
 later, only by a run that uses them: asyncio and nats-py for a NATS sink or
 source, prometheus_client for ``--metrics-addr``, rich for ``--ui`` or a
 progress bar on a terminal, numpy for the generator (see

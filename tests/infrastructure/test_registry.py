@@ -204,3 +204,56 @@ def test_settings_reach_the_config_class():
     assert isinstance(sinks.open("probe", settings=marker), NullSink)
     sinks.parse("probe")
     assert seen == [marker, None]
+
+
+# --- schemes registered by name ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kinds", [registry.SINKS, registry.SOURCES], ids=["sinks", "sources"])
+def test_every_scheme_registered_by_name_loads_and_agrees(kinds):
+    """Each built-in class says the scheme, usage and takes_target it was registered with."""
+    lazy = 0
+    for scheme in kinds.schemes:
+        entry = kinds._configs[scheme]
+        if isinstance(entry, registry.LazyConfig):
+            lazy += 1
+            loaded = entry.load()
+            assert (loaded.scheme, loaded.usage, loaded.takes_target) == (
+                entry.scheme, entry.usage, entry.takes_target,
+            )  # fmt: skip
+        assert kinds.config_class(scheme).scheme == scheme
+    assert lazy == 4  # every built-in but the generator
+
+
+def test_a_registration_that_disagrees_with_its_class_fails_on_first_use():
+    """A lazy entry whose usage drifted from its class is caught, not shown to users."""
+    probe = Registry("sink", "--sink")
+    probe.register_lazy("file", "file:FILE", True, "logpipe.infrastructure.sinks.file:FileSinkConfig")
+    assert probe.known() == "file:FILE"  # listing needs no import
+    with pytest.raises(RuntimeError, match="FileSinkConfig says"):
+        probe.parse("file:out.ndjson")
+
+
+def test_lazy_schemes_are_imported_only_when_a_spec_names_them():
+    """Parsing a file spec (or getting a bad spec's error) loads no other source's module."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = (
+        "import sys\n"
+        "from logpipe.exceptions import ConfigError\n"
+        "from logpipe.infrastructure.registry import parse_source\n"
+        "parse_source('file:/tmp/x.log')\n"
+        "for bad in ('tcp:', 'kafka://x', 'stdin:x'):\n"
+        "    try:\n"
+        "        parse_source(bad)\n"
+        "    except ConfigError:\n"
+        "        pass\n"
+        "names = ('tcp', 'stdin', 'nats_config')\n"
+        "print(sorted(n for n in names if 'logpipe.infrastructure.sources.' + n in sys.modules))\n"
+        "parse_source('tcp://127.0.0.1:9000')\n"
+        "print('logpipe.infrastructure.sources.tcp' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]

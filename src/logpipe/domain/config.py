@@ -13,10 +13,8 @@ option, the value and the rule: ``--channel-size: 0 is out of range (must be
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -395,6 +393,8 @@ def _read_toml(
     keys the file leaves out. Off for loading, where the command line may
     still fix them (a file's min_workers = 20 with --max-workers 30).
     """
+    import tomllib  # only with --config: ~5 ms of every other start-up
+
     where = os.fspath(path)
     try:
         with open(path, "rb") as file:
@@ -441,6 +441,8 @@ def _read_toml(
 
 
 def _suggest(key: str) -> str:
+    import difflib  # only for errors
+
     close = difflib.get_close_matches(key, _OPTION_BY_KEY, n=1)
     if close:
         return f"did you mean {close[0]}?"

@@ -15,11 +15,21 @@ name files). Each scheme is a config class with
   cannot be opened.
 
 A :class:`Registry` holds the classes of one kind. :data:`SINKS` has the
-built-in sinks; :data:`SOURCES` has the generator, and issue 4 adds the
-others (``file:PATH``, ``stdin``, ``tcp://HOST:PORT``) and the NATS sink
-(``nats://HOST:PORT/SUBJECT``) by writing a config class and registering it:
+built-in sinks and :data:`SOURCES` the built-in sources. A config class is
+added with ``SINKS.register(ConfigClass)``; the built-in ones are
+registered *by name* instead:
 
-    SINKS.register(NatsSinkConfig)
+    SINKS.register_lazy("nats", "nats://HOST:PORT/SUBJECT", True,
+                        "logpipe.infrastructure.sinks.nats_config:NatsSinkConfig")
+
+so their modules are imported only when a spec names their scheme. A run
+from a file never loads the TCP source (socket, select), the NATS specs'
+parsers (urllib.parse, ipaddress) or the stdin source, which took ~15 ms
+of every start-up when the registry imported them all. Listing the known
+schemes, and every error about an unknown or malformed spec, needs only
+the names. The first use of a lazy scheme checks that its class says the
+same scheme, usage and takes_target as its registration
+(tests/infrastructure/test_registry.py loads every one).
 
 Every error is a :class:`~logpipe.exceptions.ConfigError` with one line
 naming the flag (or config key), the spec and the known schemes:
@@ -28,23 +38,18 @@ naming the flag (or config key), the spec and the known schemes:
 
 from __future__ import annotations
 
-import difflib
+import importlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from logpipe.domain.config import PipelineConfig
 from logpipe.domain.ports import Sink, Source
 from logpipe.exceptions import ConfigError, LogpipeError
-from logpipe.infrastructure.sinks import FileSinkConfig, NullSinkConfig, StdoutSinkConfig
-from logpipe.infrastructure.sinks.nats_config import NatsSinkConfig  # parsing only: no asyncio
-from logpipe.infrastructure.sources.file import FileSourceConfig
-from logpipe.infrastructure.sources.nats_config import NatsSourceConfig
-from logpipe.infrastructure.sources.stdin import StdinSourceConfig
-from logpipe.infrastructure.sources.tcp import TcpSourceConfig
 
 __all__ = [
     "ComponentConfig",
     "GeneratorSourceConfig",
+    "LazyConfig",
     "Registry",
     "SINKS",
     "SOURCES",
@@ -98,6 +103,32 @@ class Spec:
         return cls(text=text, scheme=scheme.lower(), target=target)
 
 
+@dataclass(frozen=True)
+class LazyConfig:
+    """A scheme registered by name: its config class is imported on first use.
+
+    Attributes:
+        scheme, usage, takes_target: what the class will say (checked when loaded).
+        path: ``"package.module:ClassName"``.
+    """
+
+    scheme: str
+    usage: str
+    takes_target: bool
+    path: str
+
+    def load(self) -> type[ComponentConfig[Any]]:
+        """Import the class; RuntimeError if it disagrees with this registration."""
+        module, _, name = self.path.partition(":")
+        config = getattr(importlib.import_module(module), name)
+        said = (config.scheme, config.usage, config.takes_target)
+        if said != (self.scheme, self.usage, self.takes_target):
+            raise RuntimeError(
+                f"{self.path} says {said}, registered as {(self.scheme, self.usage, self.takes_target)}"
+            )
+        return config
+
+
 class Registry(Generic[T]):
     """The config classes of one kind of component, by scheme.
 
@@ -109,7 +140,8 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, label: str) -> None:
         self.kind = kind
         self.label = label
-        self._configs: dict[str, type[ComponentConfig[T]]] = {}
+        self._configs: dict[str, type[ComponentConfig[T]] | LazyConfig] = {}
+        self._loaded: dict[str, type[ComponentConfig[T]]] = {}  # the LazyConfig entries imported so far
 
     def register(self, config: type[ComponentConfig[T]]) -> type[ComponentConfig[T]]:
         """Add a config class (usable as a class decorator).
@@ -117,10 +149,35 @@ class Registry(Generic[T]):
         Raises:
             ValueError: its scheme is taken already.
         """
-        if config.scheme in self._configs:
-            raise ValueError(f"{self.kind} scheme {config.scheme!r} is registered already")
-        self._configs[config.scheme] = config
+        self._add(config.scheme, config)
         return config
+
+    def register_lazy(self, scheme: str, usage: str, takes_target: bool, path: str) -> None:
+        """Add the config class at ``path`` (``"module:Class"``), imported when a spec names ``scheme``.
+
+        Raises:
+            ValueError: the scheme is taken already.
+        """
+        self._add(scheme, LazyConfig(scheme, usage, takes_target, path))
+
+    def config_class(self, scheme: str) -> type[ComponentConfig[T]]:
+        """The config class of a registered scheme, imported if it was registered by name.
+
+        Raises:
+            KeyError: no such scheme.
+        """
+        entry = self._configs[scheme]
+        if not isinstance(entry, LazyConfig):
+            return entry
+        loaded = self._loaded.get(scheme)
+        if loaded is None:
+            loaded = self._loaded[scheme] = entry.load()
+        return loaded
+
+    def _add(self, scheme: str, entry: type[ComponentConfig[T]] | LazyConfig) -> None:
+        if scheme in self._configs:
+            raise ValueError(f"{self.kind} scheme {scheme!r} is registered already")
+        self._configs[scheme] = entry
 
     @property
     def schemes(self) -> tuple[str, ...]:
@@ -146,7 +203,7 @@ class Registry(Generic[T]):
         """
         label = label or self.label
         parsed = Spec.parse(spec)
-        config = self._configs.get(parsed.scheme)
+        config = self._configs.get(parsed.scheme)  # a class or a LazyConfig: both name their usage
         if config is None:
             raise ConfigError(
                 f"{label}: unknown {self.kind} {spec!r} (known: {self.known()}{self._hint(parsed)})"
@@ -161,7 +218,7 @@ class Registry(Generic[T]):
                 f"{label}: {spec!r} takes nothing after {parsed.scheme!r} (known: {self.known()})"
             )
         try:
-            return config.from_target(parsed.target, settings)
+            return self.config_class(parsed.scheme).from_target(parsed.target, settings)
         except ValueError as exc:
             raise ConfigError(f"{label}: {spec!r} {exc} (use {config.usage})") from None
 
@@ -184,6 +241,8 @@ class Registry(Generic[T]):
             raise ConfigError(f"{label}: {detail}") from exc
 
     def _hint(self, parsed: Spec) -> str:
+        import difflib  # only for errors: ~1 ms of start-up
+
         close = difflib.get_close_matches(parsed.scheme, self._configs, n=1, cutoff=0.6)
         if close:
             return f"; did you mean {self._configs[close[0]].usage}?"
@@ -194,10 +253,14 @@ class Registry(Generic[T]):
 
 # --- sinks -----------------------------------------------------------------------
 
+_SINKS_PACKAGE = "logpipe.infrastructure.sinks"
 SINKS: Registry[Sink] = Registry("sink", "--sink")
-for _config in (FileSinkConfig, NatsSinkConfig, NullSinkConfig, StdoutSinkConfig):
-    SINKS.register(_config)
-del _config
+SINKS.register_lazy("file", "file:PATH", True, f"{_SINKS_PACKAGE}.file:FileSinkConfig")
+SINKS.register_lazy(  # parsing only: the sink itself (asyncio, nats-py) is imported by build()
+    "nats", "nats://HOST:PORT/SUBJECT", True, f"{_SINKS_PACKAGE}.nats_config:NatsSinkConfig"
+)
+SINKS.register_lazy("null", "null", False, f"{_SINKS_PACKAGE}.null:NullSinkConfig")
+SINKS.register_lazy("stdout", "stdout", False, f"{_SINKS_PACKAGE}.stdout:StdoutSinkConfig")
 
 
 def parse_sink(
@@ -254,9 +317,18 @@ class GeneratorSourceConfig:
         return None
 
 
+_SOURCES_PACKAGE = "logpipe.infrastructure.sources"
 SOURCES: Registry[Source | None] = Registry("source", "--source")
-for _source in (FileSourceConfig, GeneratorSourceConfig, NatsSourceConfig, StdinSourceConfig, TcpSourceConfig):
-    SOURCES.register(_source)
+SOURCES.register_lazy("file", "file:PATH", True, f"{_SOURCES_PACKAGE}.file:FileSourceConfig")
+SOURCES.register(GeneratorSourceConfig)
+SOURCES.register_lazy(
+    "nats",
+    "nats://HOST:PORT/SUBJECT?stream=NAME&durable=NAME",
+    True,
+    f"{_SOURCES_PACKAGE}.nats_config:NatsSourceConfig",
+)
+SOURCES.register_lazy("stdin", "stdin", False, f"{_SOURCES_PACKAGE}.stdin:StdinSourceConfig")
+SOURCES.register_lazy("tcp", "tcp://HOST:PORT", True, f"{_SOURCES_PACKAGE}.tcp:TcpSourceConfig")
 
 
 def parse_source(

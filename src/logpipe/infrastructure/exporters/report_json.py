@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Protocol
 
 from logpipe.exceptions import ConfigError
@@ -47,6 +46,8 @@ def write_report_json(report: _Report, path: str | os.PathLike[str]) -> None:
     Raises:
         ConfigError: ``--report-json: cannot write PATH (why)``, on any OS error.
     """
+    import tempfile  # with shutil, ~4 ms: only runs that write a report pay for it
+
     target = os.fspath(path)
     text = json.dumps(report.as_dict(), indent=2, allow_nan=False) + "\n"
     folder = os.path.dirname(os.path.abspath(target))

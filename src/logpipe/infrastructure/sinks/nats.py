@@ -78,7 +78,7 @@ Requires the ``nats-py`` package (``pip install 'logpipe[nats]'``); without
 it, building the sink fails with a one-line error saying so.
 
 The spec's parsing (:class:`NatsSinkConfig`, :func:`check_subject`) lives in
-:mod:`.nats_config`, which the registry imports for every run; this module
+:mod:`.nats_config`, which the registry imports to parse the spec; this module
 (asyncio and all) is imported by ``NatsSinkConfig.build``, when a run uses
 the sink. Both names are re-exported here.
 """

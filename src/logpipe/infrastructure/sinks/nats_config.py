@@ -1,8 +1,8 @@
 """The ``nats://HOST:PORT/SUBJECT`` sink's spec: :class:`NatsSinkConfig`, parsing only.
 
-The registry imports this module at start-up, for every run: it names the
-scheme in ``--help`` and in errors, and ``--dry-run`` and ``logpipe
-validate`` parse NATS specs with it. The sink itself
+The registry imports this module when a spec names ``nats://`` (it knows
+the scheme's usage for ``--help`` and errors without it), and ``--dry-run``
+and ``logpipe validate`` parse NATS specs with it. The sink itself
 (:mod:`logpipe.infrastructure.sinks.nats`) imports asyncio and, when built,
 nats-py; :meth:`NatsSinkConfig.build` imports it, so a run that publishes
 nothing to NATS loads neither.

@@ -19,7 +19,6 @@ checkpoint or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -51,6 +50,8 @@ class Checkpoint:
 
 def state_file_name(path: str) -> str:
     """The state file's name for input ``path`` (its absolute form, hashed)."""
+    import hashlib  # only runs with a state directory pay for it (~3 ms)
+
     digest = hashlib.sha256(os.path.abspath(path).encode("utf-8", "surrogateescape")).hexdigest()
     return f"file-source-{digest[:16]}.json"
 

@@ -82,7 +82,7 @@ Lag
 Requires the ``nats-py`` package (``pip install 'logpipe[nats]'``).
 
 The spec's parsing (:class:`NatsSourceConfig`) lives in :mod:`.nats_config`,
-which the registry imports for every run; this module (asyncio and all) is
+which the registry imports to parse the spec; this module (asyncio and all) is
 imported by ``NatsSourceConfig.build``, when a run reads from NATS.
 ``NatsSourceConfig`` is re-exported here.
 """

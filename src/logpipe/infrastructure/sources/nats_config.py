@@ -1,8 +1,8 @@
 """The ``nats://HOST:PORT/SUBJECT?stream=NAME&durable=NAME`` source's spec: parsing only.
 
-The registry imports this module at start-up, for every run: it names the
-scheme in ``--help`` and in errors, and ``--dry-run`` and ``logpipe
-validate`` parse NATS specs with it. The source itself
+The registry imports this module when a spec names ``nats://`` (it knows
+the scheme's usage for ``--help`` and errors without it), and ``--dry-run``
+and ``logpipe validate`` parse NATS specs with it. The source itself
 (:mod:`logpipe.infrastructure.sources.nats`) imports asyncio and, when
 built, nats-py; :meth:`NatsSourceConfig.build` imports it, so a run that
 reads nothing from NATS loads neither.
