@@ -1,7 +1,7 @@
-"""End to end: generator -> null and generator -> file, logpipe vs a naive pipeline.
+"""End to end: generator -> null, file and stdout, logpipe vs a naive pipeline.
 
     python bench/bench_pipeline.py [--count 3000000] [--batch-size 1024] [--channel-size 16384]
-                                   [--workers N] [--writes both]
+                                   [--workers N] [--writes both] [--sinks null,file,stdout]
 
 Both sides produce the same JSON logs ({"msg", "level", "ts", "seq"}) as fast
 as they can (--rate 0) and deliver every one; the naive side is what one
@@ -10,11 +10,15 @@ into a bounded queue.Queue, worker threads batching and writing. Both run in
 the same process, one after the other, in the same run: read the ratios.
 Every run checks its output count, so a fast wrong answer cannot win.
 
-``--workers N`` fixes the pool at N workers (min = max = N) instead of
-letting the autoscaler choose up to 4. ``--writes both`` adds a row for the
-file sink with every write through ``os.write`` (the GIL let go around each
-one, as before the sink kept it for small writes), so the two are compared
-in the same run.
+The stdout row writes to a regular file opened as the shell opens one for
+``logpipe run --sink stdout > OUT``. ``--workers N`` fixes the pool at N
+workers (min = max = N) instead of letting the autoscaler choose up to 4.
+``--writes both`` adds a row for the file sink with every write through
+``os.write`` (the GIL let go around each one, as before the sink kept it
+for small writes) and one for the stdout sink with every batch through the
+stream's write and flush (as before it wrote to a regular file's
+descriptor), so each pair is compared in the same run. ``--sinks`` picks
+the rows.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from logpipe.application.pipeline import Pipeline
 from logpipe.domain.config import PipelineConfig
 from logpipe.infrastructure.sinks.file import FileSink
 from logpipe.infrastructure.sinks.null import NullSink
+from logpipe.infrastructure.sinks.stdout import StdoutSink
 
 
 def naive(count: int, batch_size: int, capacity: int, workers: int, path: str | None) -> float:
@@ -79,16 +84,31 @@ def naive(count: int, batch_size: int, capacity: int, workers: int, path: str | 
     return count / elapsed
 
 
-def logpipe_run(
-    count: int, batch_size: int, capacity: int, path: str | None, workers: int | None, release_gil: bool = False
-) -> float:
+def make_sink(kind: str, path: str | None):
+    """The sink of a row: null, file, stdout (to a regular file, as ``> OUT``), or a ``/`` variant."""
+    if kind == "null":
+        return NullSink(), None
+    if kind.startswith("file"):
+        sink = FileSink(path)
+        if kind == "file/os.write":
+            sink._writes.regular = False  # every write through os.write
+        return sink, None
+    stream = open(path, "wb")  # what the shell gives `logpipe run --sink stdout > OUT`
+    sink = StdoutSink(stream)
+    if kind == "stdout/stream":
+        sink._file_fd = -1  # every batch through the stream's write and flush, as before
+    return sink, stream
+
+
+def logpipe_run(count: int, batch_size: int, capacity: int, path: str | None, workers: int | None,
+                kind: str) -> float:  # fmt: skip
     pool = {"min_workers": workers, "max_workers": workers} if workers else {"max_workers": 4}
     config = PipelineConfig(rate=0, count=count, batch_size=batch_size, channel_size=capacity, **pool)
-    sink = FileSink(path) if path else NullSink()
-    if release_gil:
-        sink._regular = False  # every write through os.write
+    sink, stream = make_sink(kind, path)
     pipeline = Pipeline(config, sink, console=Console(io.StringIO()))
     report = pipeline.run()
+    if stream is not None:
+        stream.close()
     assert report.processed == count and report.lost == 0, report
     return count / report.elapsed
 
@@ -101,16 +121,20 @@ def main() -> None:
     parser.add_argument("--naive-count", type=int, default=300_000, help="the baseline is ~50x slower")
     parser.add_argument("--workers", type=int, default=None, help="fixed pool size (default: autoscaled, up to 4)")
     parser.add_argument("--writes", choices=("auto", "both"), default="auto",
-                        help="both: also the file sink with every write through os.write")
+                        help="both: also the file sink with every write through os.write, and the "
+                             "stdout sink with every batch through the stream")
+    parser.add_argument("--sinks", default="null,file,stdout",
+                        help="comma-separated rows: null, file, stdout (to a regular file)")
     args = parser.parse_args()
     rows = []
-    sinks = ["null", "file"] + (["file/os.write"] if args.writes == "both" else [])
+    sinks = args.sinks.split(",")
+    if args.writes == "both":
+        sinks += [f"{kind}/{way}" for kind, way in (("file", "os.write"), ("stdout", "stream")) if kind in sinks]
     with tempfile.TemporaryDirectory() as tmp:
         for sink in sinks:
-            to_file = sink.startswith("file")
+            to_file = sink != "null"
             paths = [os.path.join(tmp, f"{side}-{sink.replace('/', '-')}.ndjson") if to_file else None for side in ("a", "b")]
-            ours = logpipe_run(args.count, args.batch_size, args.channel_size, paths[0], args.workers,
-                               release_gil=sink == "file/os.write")
+            ours = logpipe_run(args.count, args.batch_size, args.channel_size, paths[0], args.workers, sink)
             theirs = naive(args.naive_count, args.batch_size, args.channel_size, 2, paths[1])
             if paths[0]:
                 with open(paths[0], "rb") as f:

@@ -192,11 +192,11 @@ def stop_problem(code: int, out: str, err: str, signum: int, out_file: Path) -> 
 
 
 def patch_sink_writes(monkeypatch, fake: Callable[[int, object], int]) -> None:
-    """Make ``fake`` every write(2) of the file sink: os.write, and write_holding_gil,
-    which small writes to a regular file go through."""
+    """Make ``fake`` every write(2) of the file and stdout sinks: os.write, and
+    write_holding_gil, which small writes to a regular file go through."""
     import os
 
-    from logpipe.infrastructure.sinks import file as file_module
+    from logpipe.infrastructure.sinks import _heldwrite
 
     monkeypatch.setattr(os, "write", fake)
-    monkeypatch.setattr(file_module, "write_holding_gil", fake)
+    monkeypatch.setattr(_heldwrite, "write_holding_gil", fake)

@@ -15,8 +15,10 @@ import pytest
 from _support import patch_sink_writes
 
 from logpipe.exceptions import SinkError
+from logpipe.infrastructure.sinks import _heldwrite as held_module
 from logpipe.infrastructure.sinks import file as file_module
-from logpipe.infrastructure.sinks.file import HOLD_GIL_MAX_BYTES, FileSink, FileSinkConfig
+from logpipe.infrastructure.sinks._heldwrite import HOLD_GIL_MAX_BYTES
+from logpipe.infrastructure.sinks.file import FileSink, FileSinkConfig
 
 THREADS = 8
 BATCHES_PER_THREAD = 120
@@ -364,7 +366,7 @@ def test_the_real_writeback_call_keeps_the_data_and_never_raises(tmp_path):
 def spy_on_writes(monkeypatch) -> list[str]:
     """Record which call each of the sink's writes went through: 'held' or 'released'."""
     calls: list[str] = []
-    real_write, real_held = os.write, file_module.write_holding_gil
+    real_write, real_held = os.write, held_module.write_holding_gil
 
     def released(fd: int, data) -> int:
         calls.append("released")
@@ -375,7 +377,7 @@ def spy_on_writes(monkeypatch) -> list[str]:
         return real_held(fd, data)
 
     monkeypatch.setattr(os, "write", released)
-    monkeypatch.setattr(file_module, "write_holding_gil", held)
+    monkeypatch.setattr(held_module, "write_holding_gil", held)
     return calls
 
 
@@ -399,21 +401,21 @@ def test_small_writes_to_a_regular_file_keep_the_gil_and_large_ones_release_it(
 def test_a_slow_held_write_sends_the_next_second_of_writes_to_os_write(tmp_path, make_batch, monkeypatch):
     """One write over SLOW_WRITE_NS: writes release the GIL for RELEASE_AFTER_SLOW_NS, then keep it again."""
     now = [10**12]
-    monkeypatch.setattr(file_module, "monotonic_ns", lambda: now[0])
+    monkeypatch.setattr(held_module, "monotonic_ns", lambda: now[0])
     sink = FileSink(tmp_path / "out.ndjson")
     calls = spy_on_writes(monkeypatch)
-    real_held = file_module.write_holding_gil
+    real_held = held_module.write_holding_gil
 
     def slow_held(fd: int, data) -> int:
-        now[0] += file_module.SLOW_WRITE_NS + 1  # this write "took" just over the limit
+        now[0] += held_module.SLOW_WRITE_NS + 1  # this write "took" just over the limit
         return real_held(fd, data)
 
     batch = make_batch([b'{"n":1}'])
-    monkeypatch.setattr(file_module, "write_holding_gil", slow_held)
+    monkeypatch.setattr(held_module, "write_holding_gil", slow_held)
     sink.write_batch(batch)  # slow
-    monkeypatch.setattr(file_module, "write_holding_gil", real_held)
+    monkeypatch.setattr(held_module, "write_holding_gil", real_held)
     sink.write_batch(batch)  # within the second after it: released
-    now[0] += file_module.RELEASE_AFTER_SLOW_NS - file_module.SLOW_WRITE_NS - 2
+    now[0] += held_module.RELEASE_AFTER_SLOW_NS - held_module.SLOW_WRITE_NS - 2
     sink.write_batch(batch)  # still within it
     now[0] += 2
     sink.write_batch(batch)  # the second is over
@@ -426,11 +428,11 @@ def test_a_slow_held_write_sends_the_next_second_of_writes_to_os_write(tmp_path,
 
 def test_a_fast_held_write_keeps_the_next_ones_held(tmp_path, make_batch, monkeypatch):
     now = [10**12]
-    monkeypatch.setattr(file_module, "monotonic_ns", lambda: now[0])
+    monkeypatch.setattr(held_module, "monotonic_ns", lambda: now[0])
     sink = FileSink(tmp_path / "out.ndjson")
     calls = spy_on_writes(monkeypatch)
     for _ in range(3):
-        now[0] += file_module.SLOW_WRITE_NS  # time passes between writes, none during one
+        now[0] += held_module.SLOW_WRITE_NS  # time passes between writes, none during one
         sink.write_batch(make_batch([b"x"]))
     monkeypatch.undo()
     sink.close()
@@ -457,7 +459,7 @@ def read_slowly():
 reader = threading.Thread(target=read_slowly)
 reader.start()
 sink = FileSink(path, fsync=False)
-assert not sink._regular
+assert not sink._writes.regular
 ring = RingBuffer(64)
 line = b"y" * 99
 for _ in range(100):  # 100 batches of 4 KB: 400 KB, six times what the pipe holds

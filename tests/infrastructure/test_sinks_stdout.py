@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import textwrap
@@ -54,12 +55,27 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_writes_whole_batches_to_the_process_stdout():
-    """In a real process, batches from 4 threads reach fd 1 whole: every record once, in order per thread."""
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, "60"], capture_output=True, timeout=60, check=True
-    )
-    lines = done.stdout.split(b"\n")
+def _run_child(batches: str, to_file=None) -> tuple[bytes, bytes]:
+    """Run CHILD; its stdout is a pipe, or the regular file ``to_file``."""
+    if to_file is None:
+        done = subprocess.run([sys.executable, "-c", CHILD, batches], capture_output=True, timeout=60, check=True)
+        return done.stdout, done.stderr
+    with open(to_file, "wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, batches], stdout=out, stderr=subprocess.PIPE, timeout=60, check=True
+        )
+    return to_file.read_bytes(), done.stderr
+
+
+@pytest.mark.parametrize("stdout_is", ["pipe", "regular file"])
+def test_writes_whole_batches_to_the_process_stdout(stdout_is, tmp_path):
+    """In a real process, batches from 4 threads reach fd 1 whole: every record once, in order per thread.
+
+    To a regular file the batches skip the stream and go to the descriptor
+    itself (with the file sink's writes); to a pipe they go through the stream.
+    """
+    out, err = _run_child("60", tmp_path / "out.ndjson" if stdout_is == "regular file" else None)
+    lines = out.split(b"\n")
     assert lines.pop() == b""
     records = [orjson.loads(line) for line in lines]
     assert len(records) == 4 * 60 * 50
@@ -70,7 +86,76 @@ def test_writes_whole_batches_to_the_process_stdout():
         assert [(r["t"], r["i"]) for r in chunk] == [(t, first + k) for k in range(50)]
     per_thread = {t: [r["i"] for r in records if r["t"] == t] for t in range(4)}
     assert all(seq == list(range(60 * 50)) for seq in per_thread.values())
-    assert b"wrote 12000" in done.stderr
+    assert b"wrote 12000" in err
+
+
+ORDER_CHILD = textwrap.dedent(
+    """
+    import sys
+    from logpipe import RingBuffer
+    from logpipe.infrastructure.sinks.stdout import StdoutSinkConfig
+
+    sink = StdoutSinkConfig.from_target(None).build()
+    assert (sink._file_fd >= 0) == (sys.argv[1] == "file")
+    ring = RingBuffer(8)
+    for n in range(3):
+        sys.stdout.write(f"print {n}\\n")
+        sys.stdout.flush()                      # flushed before the batch: lands before it
+        ring.put_many([b'{"batch":%d}' % n] * 2)
+        sink.write_batch(ring.get_batch(2, timeout=0))
+    sys.stdout.buffer.write(b"buffered, not flushed\\n")
+    ring.put_many([b'{"batch":3}'])
+    sink.write_batch(ring.get_batch(1, timeout=0))  # the sink flushes the stream first
+    sink.close()
+    """
+)
+
+
+@pytest.mark.parametrize("stdout_is", ["pipe", "file"])
+def test_batches_keep_their_order_with_what_the_process_wrote_to_stdout(stdout_is, tmp_path):
+    """Whether the batches go through the stream or to the file's descriptor, what was written
+    to sys.stdout.buffer before a batch comes before it."""
+    command = [sys.executable, "-c", ORDER_CHILD, stdout_is]
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}  # a buffered stdout
+    if stdout_is == "pipe":
+        out = subprocess.run(command, capture_output=True, timeout=60, check=True, env=env).stdout
+    else:
+        path = tmp_path / "out.ndjson"
+        with open(path, "wb") as file:
+            subprocess.run(command, stdout=file, timeout=60, check=True, env=env)
+        out = path.read_bytes()
+    expected = b"".join(b'print %d\n{"batch":%d}\n{"batch":%d}\n' % (n, n, n) for n in range(3))
+    assert out == expected + b'buffered, not flushed\n{"batch":3}\n'
+
+
+def test_to_a_regular_file_small_batches_keep_the_gil_and_large_ones_release_it(tmp_path, make_batch, monkeypatch):
+    from logpipe.infrastructure.sinks import _heldwrite
+
+    calls: list[str] = []
+    real_write, real_held = os.write, _heldwrite.write_holding_gil
+    monkeypatch.setattr(os, "write", lambda fd, data: calls.append("released") or real_write(fd, data))
+    monkeypatch.setattr(_heldwrite, "write_holding_gil", lambda fd, data: calls.append("held") or real_held(fd, data))
+    path = tmp_path / "out.ndjson"
+    with open(path, "wb") as stream:
+        sink = StdoutSink(stream)
+        small = make_batch([b"a" * 99] * 40)
+        large = make_batch([b"b" * _heldwrite.HOLD_GIL_MAX_BYTES])
+        for batch in (small, large, small):
+            sink.write_batch(batch)
+        sink.close()
+    monkeypatch.undo()
+    assert calls == ["held", "released", "held"]
+    assert path.read_bytes() == (b"a" * 99 + b"\n") * 40 + b"b" * _heldwrite.HOLD_GIL_MAX_BYTES + b"\n" + (b"a" * 99 + b"\n") * 40
+
+
+def test_a_pipe_or_an_in_memory_stream_goes_through_the_stream():
+    read_end, write_end = os.pipe()
+    try:
+        with open(write_end, "wb") as pipe:
+            assert StdoutSink(pipe)._file_fd == -1
+    finally:
+        os.close(read_end)
+    assert StdoutSink(io.BytesIO())._file_fd == -1
 
 
 def test_broken_pipe_is_a_clear_error_without_a_traceback():

@@ -13,21 +13,10 @@ on disk, not only in the page cache. With fsync on, every
 writing those bytes to disk without waiting (``_writeback``), so that the
 fsync at the end has only the last few MiB left instead of the whole run.
 
-Small writes keep the GIL. ``os.write`` lets the GIL go around every
-system call, and getting it back from the producer or another worker costs
-more than writing a few KiB into the page cache: at the spec's defaults
-(batches of about 4 KiB) keeping it took the sink from 1.25-1.36 M to
-4.9-5.2 M logs/s (``bench/bench_pipeline.py --batch-size 50
---channel-size 1500``). So a
-write of up to ``HOLD_GIL_MAX_BYTES`` (64 KiB, the ring's own limit for
-copies under the GIL) to a *regular* file goes through
-``logpipe._filewrite.write_holding_gil`` instead. Such a write can still be
-slow (dirty-page throttling, a network file system); one that takes over
-``SLOW_WRITE_NS`` (1 ms) sends every write of the next
-``RELEASE_AFTER_SLOW_NS`` (1 s) back to ``os.write``, so a slow disk stalls
-the other threads for at most one write a second. Pipes, FIFOs, terminals
-and devices (``file:/dev/stdout``) always use ``os.write``: a write there
-can wait for a reader, and the reader may need the GIL.
+Small writes keep the GIL: a write of up to 64 KiB to a regular file does
+not let the GIL go, unless a recent one was slow (``_heldwrite``, shared
+with the stdout sink). Pipes, FIFOs, terminals and devices
+(``file:/dev/stdout``) always use ``os.write``.
 
 A write that fails part-way (a full disk usually first shows as a short
 write) keeps the batch's unwritten rest: the next write, the retry of that
@@ -58,12 +47,11 @@ import errno
 import os
 import stat
 from dataclasses import dataclass
-from time import monotonic_ns
 from typing import TYPE_CHECKING, ClassVar
 
-from logpipe._filewrite import write_holding_gil
 from logpipe.exceptions import SinkError
 from logpipe.infrastructure.sinks._base import CountingSink
+from logpipe.infrastructure.sinks._heldwrite import HeldWrites
 from logpipe.infrastructure.sinks._writeback import WRITEBACK_STEP, start_writeback
 
 if TYPE_CHECKING:
@@ -74,13 +62,6 @@ __all__ = ["FileSink", "FileSinkConfig"]
 # Errors after which the same write may succeed later (a disk freed, a quota raised).
 _TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EINTR, errno.EIO})
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-
-#: Writes up to this many bytes to a regular file keep the GIL (module doc).
-HOLD_GIL_MAX_BYTES = 64 << 10
-#: A GIL-keeping write slower than this ...
-SLOW_WRITE_NS = 1_000_000
-#: ... sends the writes of this long after it to ``os.write``.
-RELEASE_AFTER_SLOW_NS = 1_000_000_000
 
 
 class FileSink(CountingSink):
@@ -125,8 +106,7 @@ class FileSink(CountingSink):
         self._fd = -1  # -1 only between a rotation and a successful reopen
         self._size = 0  # bytes in the current file (what rotation is decided on)
         self._written_back = 0  # self._size when writeback was last asked for
-        self._regular = False  # whether the open file is a regular one (may keep the GIL)
-        self._release_gil_until = 0  # monotonic_ns() before which writes release it
+        self._writes = HeldWrites()  # regular: set by _open for each file
         self._open()
 
     @property
@@ -150,9 +130,9 @@ class FileSink(CountingSink):
         try:
             status = os.fstat(fd)
             self._size = status.st_size  # appending: what is there counts
-            self._regular = stat.S_ISREG(status.st_mode)
+            self._writes.regular = stat.S_ISREG(status.st_mode)
         except OSError:
-            self._size, self._regular = 0, False
+            self._size, self._writes.regular = 0, False
         self._written_back = self._size
         self._fd = fd
 
@@ -218,7 +198,7 @@ class FileSink(CountingSink):
         started = len(view)
         while view:
             try:
-                written = self._write_once(view)
+                written = self._writes.write(self._fd, view)
             except OSError as exc:
                 if len(view) < started or self._owed is not None:
                     self._owed = view
@@ -234,17 +214,6 @@ class FileSink(CountingSink):
         if self._fsync and self._size - self._written_back >= WRITEBACK_STEP:
             start_writeback(self._fd, self._written_back, self._size - self._written_back)
             self._written_back = self._size
-
-    def _write_once(self, view: memoryview) -> int:
-        """One ``write(2)``; keeps the GIL when that is safe and has been fast."""
-        if self._regular and len(view) <= HOLD_GIL_MAX_BYTES:
-            start = monotonic_ns()
-            if start >= self._release_gil_until:
-                written = write_holding_gil(self._fd, view)
-                if monotonic_ns() - start > SLOW_WRITE_NS:
-                    self._release_gil_until = start + RELEASE_AFTER_SLOW_NS
-                return written
-        return os.write(self._fd, view)
 
     def _close(self) -> None:
         if self._fd < 0:

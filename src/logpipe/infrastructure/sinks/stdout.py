@@ -5,6 +5,13 @@ they keep their order with whatever else the process has flushed there. A
 batch larger than the stream's buffer is written straight from the batch's
 memory; a smaller one is copied into the buffer and flushed at once.
 
+When standard output is a regular file (``logpipe run --sink stdout >
+out.ndjson``, systemd's ``StandardOutput=file:``), the stream is flushed and
+each batch goes to its file descriptor with the file sink's writes
+(``_heldwrite``): up to 64 KiB without letting the GIL go, as the file sink
+does, which at the spec's defaults moves several times the logs a second
+of a write through the stream (``bench/bench_pipeline.py --writes both``).
+
 When the reader goes away (``logpipe run --sink stdout | head``) the write
 fails with a :class:`~logpipe.exceptions.SinkError` naming the broken pipe,
 and the process's stdout is pointed at /dev/null so that nothing printed
@@ -20,10 +27,20 @@ from typing import BinaryIO, ClassVar
 
 from logpipe.exceptions import SinkError
 from logpipe.infrastructure.sinks._base import CountingSink
+from logpipe.infrastructure.sinks._heldwrite import HeldWrites, is_regular_file
 
 __all__ = ["StdoutSink", "StdoutSinkConfig"]
 
 _BROKEN = "stdout: the reader has closed the pipe (broken pipe)"
+
+
+def _regular_file_fd(stream: BinaryIO) -> int:
+    """The stream's file descriptor if it is open on a regular file, else -1."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
+        return -1
+    return fd if is_regular_file(fd) else -1
 
 
 class StdoutSink(CountingSink):
@@ -38,19 +55,34 @@ class StdoutSink(CountingSink):
         super().__init__("stdout")
         self._stream: BinaryIO = stream if stream is not None else sys.stdout.buffer
         self._broken = False
+        # The stream's descriptor when it is a regular file: batches then go
+        # straight to it (module doc); -1 for pipes, terminals, in-memory streams.
+        self._file_fd = _regular_file_fd(self._stream)
+        self._writes = HeldWrites(regular=True)
 
     def _write(self, view: memoryview) -> None:
         if self._broken:
             raise SinkError(_BROKEN, retryable=False)
         try:
-            self._stream.write(view)
-            self._stream.flush()
+            if self._file_fd >= 0:
+                self._stream.flush()  # what the process wrote to the stream before goes first
+                self._write_to_file(view)
+            else:
+                self._stream.write(view)
+                self._stream.flush()
         except BrokenPipeError as exc:
             self._broken = True
             self._silence()
             raise SinkError(_BROKEN, retryable=False) from exc
         except OSError as exc:
             raise SinkError(f"stdout: write failed ({exc.strerror or exc})") from exc
+
+    def _write_to_file(self, view: memoryview) -> None:
+        while view:
+            written = self._writes.write(self._file_fd, view)
+            if written <= 0:  # not seen for regular files; never spin
+                raise SinkError("stdout: write made no progress")
+            view = view[written:]
 
     def _flush(self) -> None:
         if self._broken:
