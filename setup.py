@@ -1,7 +1,13 @@
 """Build the Cython extensions.
 
 Build switches (environment variables, read when the extensions are built,
-so ``LOGPIPE_SANITIZE=address pip install '.[test]'`` works; pip passes the
+so ``LOGPIPE_PORTABLE=1
+    No SIMD intrinsics: the JSON validator's SSE2 string and digit scans are
+    replaced by the portable SWAR code that other CPUs compile
+    (``logpipe._framing.SIMD`` is then False). .ci/run builds one of its
+    extra interpreters' venvs this way, so the portable code is tested too.
+
+LOGPIPE_SANITIZE=address pip install '.[test]'`` works; pip passes the
 environment through to its isolated build):
 
 LOGPIPE_DEBUG=1
@@ -69,6 +75,8 @@ if DEBUG:
     macros.append(("CYTHON_TRACE_NOGIL", "1"))
 elif not SANITIZE:
     macros.append(("NDEBUG", "1"))
+if os.environ.get("LOGPIPE_PORTABLE") == "1":
+    macros.append(("LP_PORTABLE", "1"))
 if SANITIZE:
     flags = [f"-fsanitize={SANITIZERS[SANITIZE]}", "-fno-omit-frame-pointer"]
     # -O1 -g after any -O3/-O0 above: the last -O wins.

@@ -6,6 +6,7 @@ from logpipe._ringbuf import RingBuffer
 
 KEPT_BYTES: int
 MAX_DEPTH: int
+SIMD: bool
 REJECTED_LIMIT: int
 
 def validate_json(data: Buffer) -> str | None: ...

@@ -82,7 +82,8 @@ orjson checks UTF-8 over the whole input first), and validate_json takes
 bytes-like objects only, not str.
 
 Strings are scanned 16 bytes at a time (SSE2 where the compiler has it,
-every x86-64; two 8-byte SWAR words elsewhere), and so are the digit runs
+every x86-64; two 8-byte SWAR words elsewhere, or in a ``LOGPIPE_PORTABLE=1``
+build, which CI tests: see :data:`SIMD`), and so are the digit runs
 of numbers; the rest is read a byte at a time. A string of under 16 plain bytes
 (most keys and short values) costs one 16-byte look, inlined into the
 parser. The line framer calls the validator on each line in place.
@@ -116,7 +117,7 @@ from logpipe._ringbuf cimport (
     lp_store_release, lp_wait_writable,
 )
 
-__all__ = ["KEPT_BYTES", "MAX_DEPTH", "REJECTED_LIMIT", "LineFramer", "validate_json"]
+__all__ = ["KEPT_BYTES", "MAX_DEPTH", "REJECTED_LIMIT", "SIMD", "LineFramer", "validate_json"]
 
 cdef enum:
     KEEP = 4096            # bytes kept of a rejected line
@@ -196,7 +197,8 @@ cdef extern from * nogil:
        the control bytes and the non-ASCII ones (negative as signed bytes).
        Elsewhere two SWAR words, then bytes: a word the SWAR test flags holds
        a special byte, so the byte loop stops inside it. */
-    #if defined(__SSE2__)
+    #if defined(__SSE2__) && !defined(LP_PORTABLE)
+    #define LP_SIMD 1
     #include <emmintrin.h>
     static inline int lp_str_special16(const unsigned char *p) {
         __m128i v = _mm_loadu_si128((const __m128i *)p);
@@ -207,6 +209,7 @@ cdef extern from * nogil:
         return mask ? __builtin_ctz(mask) : 16;
     }
     #else
+    #define LP_SIMD 0
     static inline int lp_str_special16(const unsigned char *p) {
         int k = 0;
         if (lp_str_plain8(lp_load64(p))) {
@@ -225,7 +228,7 @@ cdef extern from * nogil:
     /* How many of p[0:16] are ASCII digits before the first other byte (16
        if all are). ASCII digits are positive as signed bytes, and the bytes
        >= 0x80 negative, so two signed compares find them. */
-    #if defined(__SSE2__)
+    #if LP_SIMD
     static inline int lp_digits16(const unsigned char *p) {
         __m128i v = _mm_loadu_si128((const __m128i *)p);
         __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
@@ -248,8 +251,14 @@ cdef extern from * nogil:
     uint64_t lp_load64(const uint8_t *p)
     bint lp_str_plain8(uint64_t v)
     int lp_str_special16(const uint8_t *p)
+    int LP_SIMD
     bint lp_digits8(uint64_t v)
     int lp_digits16(const uint8_t *p)
+
+
+#: Whether strings and digit runs are scanned with SSE2 (False: the portable
+#: SWAR code, on other CPUs or in a ``LOGPIPE_PORTABLE=1`` build).
+SIMD = bool(LP_SIMD)
 
 
 cdef inline bint is_ws(uint8_t c) noexcept nogil:
@@ -338,7 +347,8 @@ cdef inline int scan_string(const uint8_t *s, Py_ssize_t *pi, Py_ssize_t n, Py_s
     bytes left to read: keys and short values cost one 16-byte look and no
     call. Anything else goes to scan_string_rest.
     """
-    cdef Py_ssize_t i = pi[0], k
+    cdef Py_ssize_t i = pi[0]
+    cdef int k
     if i + 16 <= n:
         k = lp_str_special16(s + i)
         if k < 16 and s[i + k] == 34:
