@@ -16,7 +16,8 @@ The expected output is computed from the documented line rule
 
 Each source runs at the spec's sizes (``--channel-size 1500 --batch-size 50``,
 1 MiB records), at large ones (65536/1024, a 131072-byte record limit) and on
-a tiny ring (7/3, a 65536-byte record limit). ``test_control_*`` runs a corpus
+a tiny ring (7/3, a 65536-byte record limit); on the tiny ring with
+``--max-workers 1`` the output must also keep the input's order. ``test_control_*`` runs a corpus
 with no record longer than a slot's inline payload: when it passes and the
 others fail, the fault is in how long records are moved, not in this test.
 """
@@ -50,6 +51,9 @@ SIZES = {
     "tiny-ring": ["--channel-size", "7", "--batch-size", "3", "--max-record-size", "65536"],
 }
 MAX_RECORD = {"spec-defaults": 1 << 20, "large": 131072, "tiny-ring": 65536}
+# One worker: the input's order is promised end to end (docs/sinks.md, "Order").
+SIZES["one-worker"] = ["--max-workers", "1", *SIZES["tiny-ring"]]
+MAX_RECORD["one-worker"] = MAX_RECORD["tiny-ring"]
 
 
 @functools.cache
@@ -184,12 +188,24 @@ def run_source(source: str, tmp_path: Path, sizes: str, made: Corpus) -> tuple[i
     return RUNNERS[source](tmp_path, sizes, made.data)
 
 
-@pytest.mark.parametrize("sizes", list(SIZES))
+@pytest.mark.parametrize("sizes", [name for name in SIZES if name != "one-worker"])
 @pytest.mark.parametrize("source", list(RUNNERS))
 def test_every_fitting_line_exactly_once(tmp_path, source, sizes):
     """The production-like corpus through each line source at each size: every fitting line once, oversized ones dead-lettered."""
     made = corpus(MAX_RECORD[sizes])
     check_run(tmp_path, made, run_source(source, tmp_path, sizes, made))
+
+
+@pytest.mark.parametrize("source", list(RUNNERS))
+def test_one_worker_writes_the_records_in_input_order(tmp_path, source):
+    """With --max-workers 1 the output is the input's records in order (a tiny ring: thousands of batches)."""
+    made = corpus(MAX_RECORD["one-worker"])
+    result = run_source(source, tmp_path, "one-worker", made)
+    check_run(tmp_path, made, result)
+    written = records_of_output((tmp_path / "out.ndjson").read_bytes())
+    first = next((i for i, (a, b) in enumerate(zip(written, made.records)) if a != b), None)
+    assert first is None, f"out of order from record {first}"
+    assert report_of(result[1])["peak_workers"] == "1"
 
 
 @pytest.mark.parametrize("source", list(RUNNERS))
