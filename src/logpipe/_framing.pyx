@@ -343,17 +343,23 @@ cdef inline int hex4(const uint8_t *s, Py_ssize_t i, Py_ssize_t n, uint32_t *out
 cdef inline int scan_string(const uint8_t *s, Py_ssize_t *pi, Py_ssize_t n, Py_ssize_t *where) noexcept nogil:
     """Check the string whose opening quote is at s[pi[0] - 1]; on success pi[0] is past its closing quote.
 
-    Inlined for the common case, a string of under 16 plain bytes with 16
-    bytes left to read: keys and short values cost one 16-byte look and no
-    call. Anything else goes to scan_string_rest.
+    Inlined for the common case, a string of plain bytes whose closing
+    quote lies at least 16 bytes before the end of the input: keys and
+    values cost one 16-byte look per 16 bytes and no call. Anything else
+    (escapes, UTF-8, control bytes, the input's last 15 bytes) goes on in
+    scan_string_rest from where the plain bytes end.
     """
     cdef Py_ssize_t i = pi[0]
     cdef int k
-    if i + 16 <= n:
+    while i + 16 <= n:
         k = lp_str_special16(s + i)
-        if k < 16 and s[i + k] == 34:
-            pi[0] = i + k + 1
-            return J_OK
+        if k < 16:
+            if s[i + k] == 34:
+                pi[0] = i + k + 1
+                return J_OK
+            break
+        i += 16
+    pi[0] = i   # s[start:i] is plain: the rest starts after it
     return scan_string_rest(s, pi, n, where)
 
 
