@@ -210,21 +210,32 @@ cdef extern from * nogil:
     }
     #else
     #define LP_SIMD 0
-    static inline int lp_str_special16(const unsigned char *p) {
-        int k = 0;
-        if (lp_str_plain8(lp_load64(p))) {
-            k = 8;
-            if (lp_str_plain8(lp_load64(p + 8))) return 16;
-        }
-        while (k < 16 && LP_STR_PLAIN[p[k]]) k++;
-        return k;
-    }
     #endif
     /* 1 if the 8 bytes are all ASCII digits. */
     static inline int lp_digits8(uint64_t v) {
         return ((v & (LP_ONES * 0xF0)) == LP_ONES * 0x30)
             && (((v + LP_ONES * 0x06) & (LP_ONES * 0xF0)) == LP_ONES * 0x30);
     }
+    /* The portable 16-byte scans: how many of p[0:16] pass before the first
+       byte that does not, by two 8-byte words (word_ok), then bytes
+       (byte_ok). A word that fails holds a failing byte, so the byte loop
+       stops inside it. With constant arguments the calls inline away. */
+    static inline int lp_prefix16(const unsigned char *p, int (*word_ok)(uint64_t), int (*byte_ok)(unsigned char)) {
+        int k = 0;
+        if (word_ok(lp_load64(p))) {
+            k = 8;
+            if (word_ok(lp_load64(p + 8))) return 16;
+        }
+        while (k < 16 && byte_ok(p[k])) k++;
+        return k;
+    }
+    static inline int lp_str_plain_byte(unsigned char c) { return LP_STR_PLAIN[c]; }
+    static inline int lp_digit_byte(unsigned char c) { return (unsigned char)(c - 48) < 10; }
+    #if !LP_SIMD
+    static inline int lp_str_special16(const unsigned char *p) {
+        return lp_prefix16(p, lp_str_plain8, lp_str_plain_byte);
+    }
+    #endif
     /* How many of p[0:16] are ASCII digits before the first other byte (16
        if all are). ASCII digits are positive as signed bytes, and the bytes
        >= 0x80 negative, so two signed compares find them. */
@@ -238,13 +249,7 @@ cdef extern from * nogil:
     }
     #else
     static inline int lp_digits16(const unsigned char *p) {
-        int k = 0;
-        if (lp_digits8(lp_load64(p))) {
-            k = 8;
-            if (lp_digits8(lp_load64(p + 8))) return 16;
-        }
-        while (k < 16 && (unsigned char)(p[k] - 48) < 10) k++;
-        return k;
+        return lp_prefix16(p, lp_digits8, lp_digit_byte);
     }
     #endif
     """
@@ -536,6 +541,16 @@ cdef inline int literal(const uint8_t *s, Py_ssize_t *pi, Py_ssize_t n, const ch
     return J_OK
 
 
+cdef inline int literal_value(const uint8_t *s, Py_ssize_t *pi, Py_ssize_t n, uint8_t first,
+                              Py_ssize_t *where) noexcept nogil:
+    """``true``, ``false`` or ``null``, the one its first byte names."""
+    if first == 116:
+        return literal(s, pi, n, b"true", 4, where)
+    if first == 102:
+        return literal(s, pi, n, b"false", 5, where)
+    return literal(s, pi, n, b"null", 4, where)
+
+
 cdef inline int unexpected(const uint8_t *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *where) noexcept nogil:
     """The error for an unexpected byte at s[i]: invalid UTF-8 if it starts no valid sequence."""
     where[0] = i
@@ -629,16 +644,8 @@ cdef int json_check(const uint8_t *s, Py_ssize_t n, Py_ssize_t *where) noexcept 
             err = scan_number(s, &i, n, where)
             if err:
                 return err
-        elif c == 116:
-            err = literal(s, &i, n, b"true", 4, where)
-            if err:
-                return err
-        elif c == 102:
-            err = literal(s, &i, n, b"false", 5, where)
-            if err:
-                return err
-        elif c == 110:
-            err = literal(s, &i, n, b"null", 4, where)
+        elif c == 116 or c == 102 or c == 110:  # 't' 'f' 'n'
+            err = literal_value(s, &i, n, c, where)
             if err:
                 return err
         else:
