@@ -199,62 +199,6 @@ def test_fsync_can_be_turned_off(tmp_path, monkeypatch):
     sink.close()
 
 
-def failing_after(sink: FileSink, nbytes: int, err: int):
-    """An os.write that writes ``nbytes`` of the sink's next write, then fails once with ``err``."""
-    real_write = os.write
-    state = {"armed": True}
-
-    def write(fd: int, data) -> int:
-        if fd != sink._fd or not state["armed"]:
-            return real_write(fd, data)
-        view = memoryview(data)
-        if len(view) > nbytes:
-            state["armed"] = "failing"
-            return real_write(fd, view[:nbytes])
-        if state["armed"] == "failing":
-            state["armed"] = False
-            raise OSError(err, os.strerror(err))
-        return real_write(fd, data)
-
-    return write
-
-
-def test_retry_after_a_partial_write_writes_only_the_rest(tmp_path, make_batch, monkeypatch):
-    """Disk full part-way: the retry of the same batch completes it without duplicating a byte."""
-    path = tmp_path / "out.ndjson"
-    sink = FileSink(path)
-    batch = make_batch([b'{"n":1}', b'{"n":2}', b'{"n":3}'])
-    patch_sink_writes(monkeypatch, failing_after(sink, 10, errno.ENOSPC))
-    with pytest.raises(SinkError, match="No space left") as info:
-        sink.write_batch(batch)
-    assert info.value.retryable is True
-    assert sink.records == 0
-    sink.write_batch(batch)  # the worker's retry
-    monkeypatch.undo()
-    sink.close()
-    assert path.read_bytes() == b'{"n":1}\n{"n":2}\n{"n":3}\n'
-    assert sink.records == 3
-
-
-def test_another_batch_after_a_partial_write_completes_the_torn_line_first(
-    tmp_path, make_batch, monkeypatch
-):
-    """Another worker's batch waits for the torn batch's rest; the torn batch's retry then adds nothing."""
-    path = tmp_path / "out.ndjson"
-    sink = FileSink(path)
-    torn = make_batch([b'{"n":1}', b'{"n":2}'])
-    other = make_batch([b'{"m":1}'])
-    patch_sink_writes(monkeypatch, failing_after(sink, 3, errno.ENOSPC))
-    with pytest.raises(SinkError):
-        sink.write_batch(torn)
-    sink.write_batch(other)
-    sink.write_batch(torn)  # its retry: already complete
-    monkeypatch.undo()
-    sink.close()
-    assert path.read_bytes() == b'{"n":1}\n{"n":2}\n{"m":1}\n'
-    assert sink.records == 3
-
-
 def test_permanent_write_errors_are_not_retryable(tmp_path, make_batch, monkeypatch):
     """An error no retry can fix (EBADF) says so: retryable is False."""
     sink = FileSink(tmp_path / "out.ndjson")

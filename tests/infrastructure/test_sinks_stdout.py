@@ -211,3 +211,4 @@ def test_broken_pipe_raises_sink_error_every_time(make_batch):
             sink.write_batch(make_batch([b"x"]))
         assert info.value.retryable is False
     sink.close()  # does not raise: there is nothing left to flush to
+

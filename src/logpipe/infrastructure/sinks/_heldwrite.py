@@ -18,18 +18,30 @@ wait for a reader, and the reader may need the GIL.
 
 The file sink and the stdout sink (when standard output is a regular file,
 ``logpipe run --sink stdout > out.ndjson``) both write through a
-:class:`HeldWrites`.
+:class:`HeldWrites`, and both keep the rest of a batch whose write failed
+part-way in an :class:`UnfinishedBatch` (a full disk usually first shows as
+a short write): the next write, the retry of that batch or any other,
+completes it first, so retries neither duplicate the part already written
+nor leave a torn line.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from time import monotonic_ns
 
 from logpipe._filewrite import write_holding_gil
 
-__all__ = ["HOLD_GIL_MAX_BYTES", "RELEASE_AFTER_SLOW_NS", "SLOW_WRITE_NS", "HeldWrites", "is_regular_file"]
+__all__ = [
+    "HOLD_GIL_MAX_BYTES",
+    "RELEASE_AFTER_SLOW_NS",
+    "SLOW_WRITE_NS",
+    "HeldWrites",
+    "UnfinishedBatch",
+    "is_regular_file",
+]
 
 #: Writes up to this many bytes to a regular file keep the GIL (module doc).
 HOLD_GIL_MAX_BYTES = 64 << 10
@@ -71,3 +83,34 @@ class HeldWrites:
                     self._release_until = start + RELEASE_AFTER_SLOW_NS
                 return written
         return os.write(fd, view)
+
+
+class UnfinishedBatch:
+    """The unwritten rest of the batch whose write failed part-way, if any.
+
+    A sink's write loop stores ``rest`` when a write fails after progress (or
+    while it was finishing an earlier rest); :meth:`settle`, called before
+    each batch is written, writes that rest first.
+    """
+
+    __slots__ = ("rest", "_finished")
+
+    def __init__(self) -> None:
+        self.rest: memoryview | None = None
+        self._finished: list[object] = []  # batches whose rest another writer finished
+
+    def settle(self, batch: object, write_all: Callable[[memoryview], None]) -> bool:
+        """Finish any rest with ``write_all`` (which stores what is still unwritten if it fails);
+        True if ``batch`` is complete now and must not be written again."""
+        if self.rest is not None:
+            owed_batch = self.rest.obj
+            write_all(self.rest)
+            self.rest = None
+            if owed_batch is batch:
+                return True  # the retry of that batch: it is complete now
+            self._finished.append(owed_batch)
+        for i, done in enumerate(self._finished):
+            if done is batch:
+                del self._finished[i]  # finished by an earlier writer
+                return True
+        return False

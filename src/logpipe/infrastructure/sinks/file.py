@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from logpipe.exceptions import SinkError
 from logpipe.infrastructure.sinks._base import CountingSink
-from logpipe.infrastructure.sinks._heldwrite import HeldWrites
+from logpipe.infrastructure.sinks._heldwrite import HeldWrites, UnfinishedBatch
 from logpipe.infrastructure.sinks._writeback import WRITEBACK_STEP, start_writeback
 
 if TYPE_CHECKING:
@@ -99,10 +99,7 @@ class FileSink(CountingSink):
         self.rotate_bytes = rotate_bytes
         self.rotate_keep = rotate_keep
         self._rotations = 0
-        # The unwritten rest of a batch whose write failed part-way, and
-        # batches whose rest another writer finished before their retry came.
-        self._owed: memoryview | None = None
-        self._completed: list[object] = []
+        self._unfinished = UnfinishedBatch()  # the rest of a batch whose write failed part-way
         self._fd = -1  # -1 only between a rotation and a successful reopen
         self._size = 0  # bytes in the current file (what rotation is decided on)
         self._written_back = 0  # self._size when writeback was last asked for
@@ -137,21 +134,11 @@ class FileSink(CountingSink):
         self._fd = fd
 
     def _write(self, view: memoryview) -> None:
-        batch = view.obj
-        if self._owed is not None:
-            # A batch failed part-way: its rest goes first, so the line it
-            # cut stays whole and nothing lands in the middle of it. It
-            # belongs to the current file: rotation waits until it is done.
-            owed_batch = self._owed.obj
-            self._write_view(self._owed)
-            self._owed = None
-            if owed_batch is batch:
-                return  # the retry of that batch: it is complete now
-            self._completed.append(owed_batch)
-        for i, done in enumerate(self._completed):
-            if done is batch:
-                del self._completed[i]  # finished by an earlier writer
-                return
+        # A batch that failed part-way has its rest written first, so the
+        # line it cut stays whole. It belongs to the current file: rotation
+        # waits until it is done.
+        if self._unfinished.settle(view.obj, self._write_view):
+            return
         if self._fd < 0:
             self._open()  # a rotation renamed the file but could not open the new one
         elif (
@@ -194,20 +181,20 @@ class FileSink(CountingSink):
         self._open()
 
     def _write_view(self, view: memoryview) -> None:
-        """Write all of ``view``; on failure after progress, keep the rest as owed."""
+        """Write all of ``view``; on failure after progress, keep the rest as unfinished."""
         started = len(view)
         while view:
             try:
                 written = self._writes.write(self._fd, view)
             except OSError as exc:
-                if len(view) < started or self._owed is not None:
-                    self._owed = view
+                if len(view) < started or self._unfinished.rest is not None:
+                    self._unfinished.rest = view
                 raise SinkError(
                     f"{self.name}: write failed ({exc.strerror or exc})",
                     retryable=exc.errno in _TRANSIENT,
                 ) from exc
             if written <= 0:  # not seen for regular files; never spin
-                self._owed = view
+                self._unfinished.rest = view
                 raise SinkError(f"{self.name}: write made no progress")
             self._size += written
             view = view[written:]

@@ -11,6 +11,8 @@ each batch goes to its file descriptor with the file sink's writes
 (``_heldwrite``): up to 64 KiB without letting the GIL go, as the file sink
 does, which at the spec's defaults moves several times the logs a second
 of a write through the stream (``bench/bench_pipeline.py --writes both``).
+A write that fails part-way there (a full disk) is completed first by the
+next one, as in the file sink: retries neither duplicate nor tear a line.
 
 When the reader goes away (``logpipe run --sink stdout | head``) the write
 fails with a :class:`~logpipe.exceptions.SinkError` naming the broken pipe,
@@ -27,7 +29,7 @@ from typing import BinaryIO, ClassVar
 
 from logpipe.exceptions import SinkError
 from logpipe.infrastructure.sinks._base import CountingSink
-from logpipe.infrastructure.sinks._heldwrite import HeldWrites, is_regular_file
+from logpipe.infrastructure.sinks._heldwrite import HeldWrites, UnfinishedBatch, is_regular_file
 
 __all__ = ["StdoutSink", "StdoutSinkConfig"]
 
@@ -59,6 +61,7 @@ class StdoutSink(CountingSink):
         # straight to it (module doc); -1 for pipes, terminals, in-memory streams.
         self._file_fd = _regular_file_fd(self._stream)
         self._writes = HeldWrites(regular=True)
+        self._unfinished = UnfinishedBatch()  # the rest of a batch whose write to the file failed part-way
 
     def _write(self, view: memoryview) -> None:
         if self._broken:
@@ -66,7 +69,8 @@ class StdoutSink(CountingSink):
         try:
             if self._file_fd >= 0:
                 self._stream.flush()  # what the process wrote to the stream before goes first
-                self._write_to_file(view)
+                if not self._unfinished.settle(view.obj, self._write_to_file):
+                    self._write_to_file(view)
             else:
                 self._stream.write(view)
                 self._stream.flush()
@@ -78,9 +82,17 @@ class StdoutSink(CountingSink):
             raise SinkError(f"stdout: write failed ({exc.strerror or exc})") from exc
 
     def _write_to_file(self, view: memoryview) -> None:
+        """Write all of ``view`` to the file; on failure after progress, keep the rest as unfinished."""
+        started = len(view)
         while view:
-            written = self._writes.write(self._file_fd, view)
+            try:
+                written = self._writes.write(self._file_fd, view)
+            except OSError:
+                if len(view) < started or self._unfinished.rest is not None:
+                    self._unfinished.rest = view
+                raise  # _write says "stdout: write failed (...)"
             if written <= 0:  # not seen for regular files; never spin
+                self._unfinished.rest = view
                 raise SinkError("stdout: write made no progress")
             view = view[written:]
 
