@@ -1,18 +1,18 @@
 """Build the Cython extensions.
 
 Build switches (environment variables, read when the extensions are built,
-so ``LOGPIPE_PORTABLE=1
-    No SIMD intrinsics: the JSON validator's SSE2 string and digit scans are
-    replaced by the portable SWAR code that other CPUs compile
-    (``logpipe._framing.SIMD`` is then False). .ci/run builds one of its
-    extra interpreters' venvs this way, so the portable code is tested too.
-
-LOGPIPE_SANITIZE=address pip install '.[test]'`` works; pip passes the
+so ``LOGPIPE_SANITIZE=address pip install '.[test]'`` works; pip passes the
 environment through to its isolated build):
 
 LOGPIPE_DEBUG=1
     A debug build: Cython annotations (HTML next to each .pyx), line tracing
     for coverage and profilers, and C asserts left on.
+
+LOGPIPE_PORTABLE=1
+    No SIMD intrinsics: the JSON validator's SSE2 string and digit scans are
+    replaced by the portable SWAR code that other CPUs compile
+    (``logpipe._framing.SIMD`` is then False). .ci/run builds one of its
+    extra interpreters' venvs this way, so the portable code is tested too.
 
 LOGPIPE_SANITIZE=address
     AddressSanitizer plus UndefinedBehaviorSanitizer: every extension is

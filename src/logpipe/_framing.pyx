@@ -84,9 +84,10 @@ bytes-like objects only, not str.
 Strings are scanned 16 bytes at a time (SSE2 where the compiler has it,
 every x86-64; two 8-byte SWAR words elsewhere, or in a ``LOGPIPE_PORTABLE=1``
 build, which CI tests: see :data:`SIMD`), and so are the digit runs
-of numbers; the rest is read a byte at a time. A string of under 16 plain bytes
-(most keys and short values) costs one 16-byte look, inlined into the
-parser. The line framer calls the validator on each line in place.
+of numbers; the rest is read a byte at a time. The scan of plain string
+bytes is inlined into the parser (a key or a short value is one 16-byte
+look); escapes, UTF-8 and the input's last 15 bytes go to the full string
+scanner. The line framer calls the validator on each line in place.
 
 Reasons (``offset`` is the byte offset in the line or buffer)::
 
@@ -369,7 +370,7 @@ cdef inline int scan_string(const uint8_t *s, Py_ssize_t *pi, Py_ssize_t n, Py_s
 
 
 cdef int scan_string_rest(const uint8_t *s, Py_ssize_t *pi, Py_ssize_t n, Py_ssize_t *where) noexcept nogil:
-    """scan_string for any string: long ones, escapes, UTF-8, errors, the end of the input."""
+    """scan_string from the first byte its inlined part could not take: escapes, UTF-8, errors, the end of the input."""
     cdef Py_ssize_t i = pi[0], start, k
     cdef uint8_t c
     cdef uint32_t cp, low
