@@ -33,6 +33,7 @@ from collections.abc import Callable
 from time import monotonic_ns
 
 from logpipe._filewrite import write_holding_gil
+from logpipe.exceptions import SinkError
 
 __all__ = [
     "HOLD_GIL_MAX_BYTES",
@@ -88,7 +89,7 @@ class HeldWrites:
 class UnfinishedBatch:
     """The unwritten rest of the batch whose write failed part-way, if any.
 
-    A sink's write loop stores ``rest`` when a write fails after progress (or
+    :meth:`write_all` stores ``rest`` when a write fails after progress (or
     while it was finishing an earlier rest); :meth:`settle`, called before
     each batch is written, writes that rest first.
     """
@@ -114,3 +115,27 @@ class UnfinishedBatch:
                 del self._finished[i]  # finished by an earlier writer
                 return True
         return False
+
+    def write_all(self, writes: HeldWrites, fd: int, view: memoryview, name: str,
+                  wrote: Callable[[int], None] | None = None) -> None:  # fmt: skip
+        """Write all of ``view`` to ``fd`` through ``writes``, calling ``wrote(n)`` after each write.
+
+        Raises:
+            OSError: a write failed; if it failed after progress (or while
+                finishing a rest), what is left is kept as :attr:`rest`.
+            SinkError: a write made no progress (``NAME: write made no progress``).
+        """
+        started = len(view)
+        while view:
+            try:
+                written = writes.write(fd, view)
+            except OSError:
+                if len(view) < started or self.rest is not None:
+                    self.rest = view
+                raise
+            if written <= 0:  # not seen for regular files; never spin
+                self.rest = view
+                raise SinkError(f"{name}: write made no progress")
+            if wrote is not None:
+                wrote(written)
+            view = view[written:]

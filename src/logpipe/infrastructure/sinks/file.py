@@ -180,24 +180,18 @@ class FileSink(CountingSink):
             pass  # its data is synced (or handed to the kernel) already
         self._open()
 
+    def _count_written(self, written: int) -> None:
+        self._size += written  # bytes written before a failure count too: they are in the file
+
     def _write_view(self, view: memoryview) -> None:
         """Write all of ``view``; on failure after progress, keep the rest as unfinished."""
-        started = len(view)
-        while view:
-            try:
-                written = self._writes.write(self._fd, view)
-            except OSError as exc:
-                if len(view) < started or self._unfinished.rest is not None:
-                    self._unfinished.rest = view
-                raise SinkError(
-                    f"{self.name}: write failed ({exc.strerror or exc})",
-                    retryable=exc.errno in _TRANSIENT,
-                ) from exc
-            if written <= 0:  # not seen for regular files; never spin
-                self._unfinished.rest = view
-                raise SinkError(f"{self.name}: write made no progress")
-            self._size += written
-            view = view[written:]
+        try:
+            self._unfinished.write_all(self._writes, self._fd, view, self.name, self._count_written)
+        except OSError as exc:
+            raise SinkError(
+                f"{self.name}: write failed ({exc.strerror or exc})",
+                retryable=exc.errno in _TRANSIENT,
+            ) from exc
         if self._fsync and self._size - self._written_back >= WRITEBACK_STEP:
             start_writeback(self._fd, self._written_back, self._size - self._written_back)
             self._written_back = self._size

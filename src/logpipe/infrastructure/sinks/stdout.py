@@ -82,19 +82,8 @@ class StdoutSink(CountingSink):
             raise SinkError(f"stdout: write failed ({exc.strerror or exc})") from exc
 
     def _write_to_file(self, view: memoryview) -> None:
-        """Write all of ``view`` to the file; on failure after progress, keep the rest as unfinished."""
-        started = len(view)
-        while view:
-            try:
-                written = self._writes.write(self._file_fd, view)
-            except OSError:
-                if len(view) < started or self._unfinished.rest is not None:
-                    self._unfinished.rest = view
-                raise  # _write says "stdout: write failed (...)"
-            if written <= 0:  # not seen for regular files; never spin
-                self._unfinished.rest = view
-                raise SinkError("stdout: write made no progress")
-            view = view[written:]
+        # An OSError goes on to _write, which says "stdout: write failed (...)".
+        self._unfinished.write_all(self._writes, self._file_fd, view, self.name)
 
     def _flush(self) -> None:
         if self._broken:
