@@ -166,22 +166,23 @@ def main() -> None:
             runs: dict[str, list[float]] = {name: [] for name in (*names, "ours_inside")}
             for index in range(args.repeat):  # interleaved, so drift hits every side alike
                 outs = {name: os.path.join(tmp, f"{name}-{fmt}-{index}") for name in names}
-                # Each copy starts with nothing dirty in the page cache: the
-                # previous copy's output, written back meanwhile, would slow it.
-                os.sync()
-                runs["cat"].append(cat_copy(src, outs["cat"], sync=False))
-                os.sync()
-                runs["cat_sync"].append(cat_copy(src, outs["cat_sync"], sync=True))
-                os.sync()
-                runs["dd"].append(read_write_copy(src, outs["dd"]))
-                os.sync()
-                wall, inside = logpipe_copy(src, outs["ours"], fmt, args.channel_size, args.batch_size,
-                                            args.max_workers)
-                runs["ours"].append(wall)
-                runs["ours_inside"].append(inside)
-                if not args.skip_naive:
+                copies = {
+                    "cat": lambda out: cat_copy(src, out, sync=False),
+                    "cat_sync": lambda out: cat_copy(src, out, sync=True),
+                    "dd": lambda out: read_write_copy(src, out),
+                    "ours": lambda out: logpipe_copy(src, out, fmt, args.channel_size, args.batch_size,
+                                                     args.max_workers),
+                    "naive": lambda out: naive_copy(src, out, fmt, args.channel_size),
+                }
+                for name in names:
+                    # Each copy starts with nothing dirty in the page cache: the
+                    # previous copy's output, written back meanwhile, would slow it.
                     os.sync()
-                    runs["naive"].append(naive_copy(src, outs["naive"], fmt, args.channel_size))
+                    took = copies[name](outs[name])
+                    if name == "ours":
+                        took, inside = took
+                        runs["ours_inside"].append(inside)
+                    runs[name].append(took)
                 for name, out in outs.items():
                     reordered_ok = name == "ours" and args.max_workers > 1
                     if not filecmp.cmp(src, out, shallow=False) and not (reordered_ok and same_lines(src, out)):
