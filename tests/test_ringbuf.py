@@ -110,6 +110,26 @@ def drain(ring: RingBuffer) -> list[bytes]:
 # construction
 
 
+def test_methods_show_their_signatures():
+    """help() and inspect.signature() see each public method's parameters (the methods are
+    plain method descriptors, binding=False, so the signature comes from the docstring)."""
+    import inspect
+
+    expected = {
+        "put": ["self", "item", "block", "timeout"],
+        "get": ["self", "block", "timeout", "stop"],
+        "put_many": ["self", "items", "block", "timeout"],
+        "get_many": ["self", "max_items", "block", "timeout", "stop"],
+        "get_batch": ["self", "max_items", "timeout", "stop"],
+        "put_nowait": ["self", "item"],
+        "get_nowait": ["self"],
+    }
+    for name, params in expected.items():
+        assert list(inspect.signature(getattr(RingBuffer, name)).parameters) == params, name
+    assert inspect.signature(RingBuffer.get).parameters["stop"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert RingBuffer.put.__doc__.startswith("Put one record")
+
+
 def test_defaults_match_contract():
     """A new ring reports its capacity, the documented defaults and zero occupancy."""
     rb = RingBuffer(10)
