@@ -24,6 +24,15 @@ same run, each side copies it to a new file, raw and with JSON validation
   start to exit (process start-up and the final fsync included), its output
   checked byte for byte against the input (with N > 1, batches may reach
   the file in another order: then line for line, in any order).
+* rsyslog (when ``rsyslogd`` is installed: Debian's package, 8.2302
+  here): the C engine the issue names, run unprivileged as
+  ``rsyslogd -n -f CONF -i PIDFILE`` with imfile reading IN from its
+  start and omfile appending each message as it came (``%rawmsg%``);
+  with ``--format json`` each message also goes through mmjsonparse
+  (``cookie=""``: plain JSON). Timed from spawn until OUT holds every
+  byte (rsyslog has no "stop at end of file"), then stopped; no fsync.
+  Its output is checked line for line in any order: with mmjsonparse in
+  the ruleset, its queue's worker threads write batches out of order.
 * naive: a reader thread (``for line in f``, ``orjson.loads`` in json mode)
   -> ``queue.Queue`` of the same capacity -> a writer thread with a buffered
   file, fsynced at the end like logpipe's; output checked the same way.
@@ -49,6 +58,7 @@ import filecmp
 import os
 import queue
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,6 +73,9 @@ def production_line(seq: int, rng: random.Random) -> bytes:
     size = rng.randint(2048, 8192) if rng.random() < 0.01 else rng.randint(60, 300)
     head = b'{"msg": "request handled", "level": "INFO", "seq": %d, "text": "' % seq
     return head + b"x" * max(size - len(head) - 2, 0) + b'"}\n'
+
+
+RSYSLOG = shutil.which("rsyslogd") is not None
 
 
 def make_input(path: str, lines: int, mix: str = "uniform") -> None:
@@ -120,6 +133,44 @@ def read_write_copy(src: str, dst: str) -> float:
     return time.perf_counter() - start
 
 
+def rsyslog_copy(src: str, dst: str, fmt: str) -> float:
+    """rsyslogd (imfile -> [mmjsonparse] -> omfile) until ``dst`` is as long as ``src``."""
+    work = tempfile.mkdtemp(dir=os.path.dirname(dst))
+    conf = os.path.join(work, "rsyslog.conf")
+    parse = 'action(type="mmjsonparse" cookie="")\n' if fmt == "json" else ""
+    with open(conf, "w") as f:
+        # The copy runs in a ruleset of its own: rsyslogd's own messages
+        # (start-up notes, warnings) go to the default one, not into OUT.
+        f.write(
+            f'global(workDirectory="{work}" maxMessageSize="64k")\n'
+            'module(load="imfile")\n'
+            + ('module(load="mmjsonparse")\n' if fmt == "json" else "")
+            + 'template(name="raw" type="string" string="%rawmsg%\\n")\n'
+            f'input(type="imfile" File="{src}" Tag="in" freshStartTail="off" addMetadata="off" ruleset="copy")\n'
+            'ruleset(name="copy") {\n'
+            f"{parse}"
+            f'action(type="omfile" file="{dst}" template="raw" ioBufferSize="256k")\n'
+            "}\n"
+        )
+    size = os.path.getsize(src)
+    start = time.perf_counter()
+    daemon = subprocess.Popen(["rsyslogd", "-n", "-f", conf, "-i", os.path.join(work, "pid")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while not os.path.exists(dst) or os.path.getsize(dst) < size:
+            if daemon.poll() is not None:
+                raise SystemExit(f"rsyslogd exited ({daemon.returncode}): {daemon.stderr.read().decode()[-500:]}")
+            if time.perf_counter() - start > 600:
+                raise SystemExit(f"rsyslogd wrote {os.path.getsize(dst)} of {size} bytes in 600 s")
+            time.sleep(0.002)
+        took = time.perf_counter() - start
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+    return took
+
+
 def naive_copy(src: str, dst: str, fmt: str, channel_size: int) -> float:
     q: queue.Queue[bytes | None] = queue.Queue(channel_size)
 
@@ -172,9 +223,10 @@ def main() -> None:
         print(f"input: {args.lines:,} lines, {size / args.lines:.0f} bytes a line, {size / 1e6:.0f} MB, in {tmp}")
         print(f"{'format':<7} {'cat lines/s':>12} {'cat+fsync':>12} {'dd lines/s':>12} {'logpipe lines/s':>16} "
               f"{'vs cat':>7} {'vs cat+fsync':>13} {'vs dd':>6} {'(no start-up)':>14} {'naive lines/s':>14} "
-              f"{'vs naive':>9}")
+              f"{'vs naive':>9} {'rsyslog lines/s':>16} {'vs rsyslog':>11}")
         for fmt in args.formats.split(","):
-            names = ("cat", "cat_sync", "dd", "ours") + (() if args.skip_naive else ("naive",))
+            names = ("cat", "cat_sync", "dd", "ours") + (() if args.skip_naive else ("naive",)) + (
+                ("rsyslog",) if RSYSLOG else ())
             runs: dict[str, list[float]] = {name: [] for name in (*names, "ours_inside")}
             for index in range(args.repeat):  # interleaved, so drift hits every side alike
                 outs = {name: os.path.join(tmp, f"{name}-{fmt}-{index}") for name in names}
@@ -185,6 +237,7 @@ def main() -> None:
                     "ours": lambda out: logpipe_copy(src, out, fmt, args.channel_size, args.batch_size,
                                                      args.max_workers),
                     "naive": lambda out: naive_copy(src, out, fmt, args.channel_size),
+                    "rsyslog": lambda out: rsyslog_copy(src, out, fmt),
                 }
                 for name in names:
                     # Each copy starts with nothing dirty in the page cache: the
@@ -196,7 +249,8 @@ def main() -> None:
                         runs["ours_inside"].append(inside)
                     runs[name].append(took)
                 for name, out in outs.items():
-                    reordered_ok = name == "ours" and args.max_workers > 1
+                    # rsyslog's queue workers may write batches in another order
+                    reordered_ok = (name == "ours" and args.max_workers > 1) or name == "rsyslog"
                     if not filecmp.cmp(src, out, shallow=False) and not (reordered_ok and same_lines(src, out)):
                         raise SystemExit(f"{out} differs from the input")
                     os.unlink(out)
@@ -204,9 +258,13 @@ def main() -> None:
             cat, cat_sync, dd, ours, inside = (median[k] for k in ("cat", "cat_sync", "dd", "ours", "ours_inside"))
             naive = (f"{args.lines / median['naive']:>14,.0f} {median['naive'] / ours:>8.1f}x"
                      if "naive" in median else f"{'-':>14} {'-':>9}")
+            rsyslog = (f"{args.lines / median['rsyslog']:>16,.0f} {median['rsyslog'] / ours:>10.1f}x"
+                       if "rsyslog" in median else f"{'-':>16} {'-':>11}")
             print(f"{fmt:<7} {args.lines / cat:>12,.0f} {args.lines / cat_sync:>12,.0f} {args.lines / dd:>12,.0f} "
                   f"{args.lines / ours:>16,.0f} {cat / ours:>6.2f}x {cat_sync / ours:>12.2f}x {dd / ours:>5.2f}x "
-                  f"{args.lines / inside:>14,.0f} {naive}")
+                  f"{args.lines / inside:>14,.0f} {naive} {rsyslog}")
+        if not RSYSLOG:
+            print("(rsyslogd not found: no C engine row; Debian: apt-get install rsyslog)")
 
 
 if __name__ == "__main__":
