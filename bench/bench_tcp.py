@@ -17,9 +17,21 @@ with ``sendall``) go, in the same run, through:
   of the same capacity -> one thread writing each line to a buffered file.
 
 * cat: the same bytes, first written to a file (untimed), then ``cat FILE >
-  OUT`` (best of three): issue 9's physical reference, one read and one
-  write per buffer (coreutils may even copy inside the kernel). logpipe's
-  line is given as a ratio of it too (goal: >= 0.7x).
+  OUT`` (best of three): the reference issue 9 names (coreutils copies
+  inside the kernel). logpipe's line is given as a ratio of it too (goal:
+  >= 0.7x). cat does not pay for the transfer over loopback, which here
+  is on the same two CPUs as everything else: the senders' copies into
+  the sockets and the receiver's copies out of them.
+* recv+write: the physical work of TCP -> file with nothing else: the same
+  senders, and per connection a thread doing ``recv_into`` a 256 KiB
+  buffer and ``os.write`` of what came into one ``O_APPEND`` file (no
+  framing, no lines: chunks of different connections interleave). This is
+  "one read, one write" for a socket; logpipe's ratio to it is printed too.
+* rsyslog (when ``rsyslogd`` is installed: Debian's 8.2302 here): the C
+  engine the issue names, ``rsyslogd -n -f CONF -i PIDFILE`` with imtcp on
+  a free port and omfile writing each message as received (``%rawmsg%``),
+  plus mmjsonparse (``cookie=""``) with ``--format json``; started and
+  listening before the clock starts, like the others.
 
 Time runs from the first connection until the last line is in the output
 file (page cache; no fsync on any side). Each output file is checked
@@ -261,6 +273,87 @@ def cat_reference(payloads: list[bytes], workdir: str) -> float:
     return best
 
 
+def recv_write(payloads: list[bytes], out: str) -> float:
+    """Per connection a thread: recv_into a 256 KiB buffer, os.write it to one O_APPEND file."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def receive(conn: socket.socket) -> None:
+        buffer = bytearray(256 * 1024)
+        view = memoryview(buffer)
+        with conn:
+            while n := conn.recv_into(buffer):
+                os.write(fd, view[:n])
+
+    def accept() -> None:
+        for _ in payloads:
+            conn, _addr = listener.accept()
+            threading.Thread(target=receive, args=(conn,), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    nbytes = sum(len(p) for p in payloads)
+    started = time.perf_counter()
+    for thread in send_all(listener.getsockname(), payloads):
+        thread.join(TIMEOUT)
+    wait_for(lambda: os.fstat(fd).st_size >= nbytes, "recv+write to write every byte")
+    elapsed = time.perf_counter() - started
+    acceptor.join(TIMEOUT)
+    listener.close()
+    os.close(fd)
+    return elapsed
+
+
+def rsyslog(payloads: list[bytes], fmt: str, out: str, workdir: str) -> float:
+    """rsyslogd: imtcp -> [mmjsonparse] -> omfile, listening before the clock starts."""
+    import shutil
+    import subprocess
+
+    with socket.socket() as probe:  # a free port for imtcp
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    work = tempfile.mkdtemp(dir=workdir)
+    conf = os.path.join(work, "rsyslog.conf")
+    with open(conf, "w") as f:
+        # The copy runs in a ruleset of its own: rsyslogd's own messages go
+        # to the default one, not into OUT.
+        f.write(
+            f'global(workDirectory="{work}" maxMessageSize="64k")\n'
+            'module(load="imtcp" maxSessions="1024")\n'
+            + ('module(load="mmjsonparse")\n' if fmt == "json" else "")
+            + 'template(name="raw" type="string" string="%rawmsg%\\n")\n'
+            f'input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="copy")\n'
+            'ruleset(name="copy") {\n'
+            + ('action(type="mmjsonparse" cookie="")\n' if fmt == "json" else "")
+            + f'action(type="omfile" file="{out}" template="raw" ioBufferSize="256k")\n'
+            "}\n"
+        )
+    daemon = subprocess.Popen(["rsyslogd", "-n", "-f", conf, "-i", os.path.join(work, "pid")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def listening() -> bool:
+            if daemon.poll() is not None:
+                raise SystemExit(f"rsyslogd exited ({daemon.returncode}): {daemon.stderr.read().decode()[-500:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(listening, "rsyslogd to listen")
+        nbytes = sum(len(p) for p in payloads)
+        started = time.perf_counter()
+        for thread in send_all(("127.0.0.1", port), payloads):
+            thread.join(TIMEOUT)
+        wait_for(lambda: os.path.exists(out) and os.path.getsize(out) >= nbytes, "rsyslogd to write every line")
+        elapsed = time.perf_counter() - started
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+    return elapsed
+
+
 # --- main ----------------------------------------------------------------------------
 
 
@@ -283,11 +376,28 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.connections} connections; channel {args.channel_size}, batch {args.batch_size}, "
         f"logpipe mode {args.mode}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
-    print(f"{'pipeline':<28}{'seconds':>9}{'lines/s':>14}{'MB/s':>9}{'ratio':>9}{'vs cat':>8}")
+    print(f"{'pipeline':<28}{'seconds':>9}{'lines/s':>14}{'MB/s':>9}{'ratio':>9}{'vs cat':>8}"
+          f"{'vs recv+write':>15}{'vs rsyslog':>12}")
+    import shutil
+
     with tempfile.TemporaryDirectory(prefix="bench-tcp-") as workdir:
         cat = cat_reference(payloads, workdir)
         print(f"{'cat FILE > OUT':<28}{cat:>9.2f}{args.lines / cat:>14,.0f}{nbytes / cat / 1e6:>9.0f}")
+        out = os.path.join(workdir, "recv-write.ndjson")
+        physical = recv_write(payloads, out)
+        check_output(out, nbytes, "recv+write")
+        os.unlink(out)
+        print(f"{'recv+write (per connection)':<28}{physical:>9.2f}{args.lines / physical:>14,.0f}"
+              f"{nbytes / physical / 1e6:>9.0f}")
         for fmt in formats:
+            engine = None
+            if shutil.which("rsyslogd"):
+                out = os.path.join(workdir, f"rsyslog-{fmt}.ndjson")
+                engine = rsyslog(payloads, fmt, out, workdir)
+                check_output(out, nbytes, f"rsyslog {fmt}")
+                os.unlink(out)
+                print(f"{'rsyslog (' + fmt + ')':<28}{engine:>9.2f}{args.lines / engine:>14,.0f}"
+                      f"{nbytes / engine / 1e6:>9.0f}")
             out = os.path.join(workdir, f"logpipe-{fmt}.ndjson")
             run = logpipe_pieces if args.mode == "pieces" else logpipe_pipeline
             fast = run(payloads, fmt, out, args.channel_size, args.batch_size, workdir)
@@ -305,9 +415,11 @@ def main(argv: list[str] | None = None) -> int:
                 ours = label.startswith("logpipe")
                 ratio = f"{slow / fast:.1f}x" if slow is not None and ours else ""
                 vs_cat = f"{cat / seconds:.2f}x" if ours else ""
+                vs_physical = f"{physical / seconds:.2f}x" if ours else ""
+                vs_engine = f"{engine / seconds:.1f}x" if ours and engine is not None else ""
                 print(
                     f"{label:<28}{seconds:>9.2f}{args.lines / seconds:>14,.0f}"
-                    f"{nbytes / seconds / 1e6:>9.0f}{ratio:>9}{vs_cat:>8}"
+                    f"{nbytes / seconds / 1e6:>9.0f}{ratio:>9}{vs_cat:>8}{vs_physical:>15}{vs_engine:>12}"
                 )
     return 0
 
