@@ -39,12 +39,12 @@ from logpipe.exceptions import ConfigError, LogpipeError
 from logpipe.infrastructure.registry import (
     SINKS,
     SOURCES,
+    Spec,
     open_sink,
     open_source,
     parse_sink,
     parse_source,
 )
-from logpipe.infrastructure.sinks import StdoutSink
 
 __all__ = ["build_parser", "format_config", "main"]
 
@@ -238,9 +238,12 @@ def _run(args: argparse.Namespace) -> int:
     dead_letter = context.dead_letter
     source = open_source(config.source, label=source_label, settings=context)
     sink = open_sink(config.sink, label=sink_label, settings=config)
-    # Records own stdout when they go there; status lines move to stderr.
-    # --ui (and a finite input's progress bar) take that terminal if it is one.
-    display = TerminalUI.for_run(config, source, records_on_stdout=isinstance(sink, StdoutSink))
+    # Records own stdout when they go there (--sink stdout, read off the
+    # spec: other runs never import the stdout sink); status lines move to
+    # stderr. --ui (and a finite input's progress bar) take that terminal if
+    # it is one.
+    records_on_stdout = Spec.parse(config.sink).scheme == "stdout"
+    display = TerminalUI.for_run(config, source, records_on_stdout=records_on_stdout)
     # The entry point's handler, or (main() called in-process) one installed
     # now; from here on a signal is remembered until the pipeline exists.
     handler, previous = SignalHandler.install()
