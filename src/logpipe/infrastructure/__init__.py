@@ -3,8 +3,8 @@
 Components are chosen by spec (``null``, ``stdout``, ``file:PATH``...);
 :func:`open_sink` and :func:`open_source` turn a spec into one, with
 one-line :class:`~logpipe.exceptions.ConfigError` messages for bad specs.
-The sinks' names load their modules on first use, as in
-:mod:`logpipe.infrastructure.sinks`.
+The sinks' names and ``GeneratorSourceConfig`` load their modules on
+first use, as in :mod:`logpipe.infrastructure.sinks`.
 """
 
 from typing import TYPE_CHECKING
@@ -14,7 +14,6 @@ from logpipe.infrastructure.registry import (
     SINKS,
     SOURCES,
     ComponentConfig,
-    GeneratorSourceConfig,
     Registry,
     Spec,
     open_sink,
@@ -24,6 +23,7 @@ from logpipe.infrastructure.registry import (
 )
 
 if TYPE_CHECKING:
+    from logpipe.infrastructure.registry import GeneratorSourceConfig
     from logpipe.infrastructure.sinks import (
         CountingSink,
         FileSink,
@@ -58,6 +58,7 @@ _SINKS = "logpipe.infrastructure.sinks"
 __getattr__ = lazy_names(
     __name__,
     {
+        "GeneratorSourceConfig": "logpipe.infrastructure.sources.generator",
         "CountingSink": _SINKS,
         "FileSink": _SINKS,
         "FileSinkConfig": _SINKS,
