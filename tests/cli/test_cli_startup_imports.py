@@ -40,11 +40,13 @@ LIGHT = (
 )  # fmt: skip
 
 # logpipe's own modules that a file run to a file has no use for: the other
-# sinks (the null and stdout sinks' modules cost ~1 ms each, mostly their
+# sinks (the null and stdout sinks' modules cost ~0.5-1 ms each, mostly their
 # frozen dataclasses), the checkpoint store (--state-dir), the other sources
-# (the generator's spec too), the Prometheus exporter, the views drawn with
-# rich, the logging handler.
+# (the generator's spec and producer, with its compiled encoder, too), the
+# Prometheus exporter, the views drawn with rich, the logging handler.
 NOT_FOR_A_FILE_RUN = (
+    "logpipe.application.producer",
+    "logpipe._encoder",
     "logpipe.infrastructure.sinks.null",
     "logpipe.infrastructure.sinks.stdout",
     "logpipe.infrastructure.sinks.nats",
@@ -274,7 +276,7 @@ def test_random_is_imported_by_a_failed_write() -> None:
 def test_the_generator_imports_numpy(tmp_path: Path) -> None:
     code, modules, err = _imported(tmp_path, ["run", "--count", "10", "--rate", "0", "--sink", "null"])
     assert code == 0, err
-    assert {"numpy", "logpipe.infrastructure.sources.generator"} <= modules
+    assert {"numpy", "logpipe.infrastructure.sources.generator", "logpipe.application.producer"} <= modules
     assert sorted(modules.intersection(HEAVY) - {"numpy"}) == []
 
 
