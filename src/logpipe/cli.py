@@ -220,14 +220,15 @@ def _run(args: argparse.Namespace) -> int:
     from logpipe.application.console import Console
     from logpipe.application.metrics import Metrics
     from logpipe.application.pipeline import Pipeline
-    from logpipe.infrastructure.exporters import check_report_path, write_report_json
     from logpipe.infrastructure.sources import SourceContext
     from logpipe.infrastructure.ui import TerminalUI
 
     if config.metrics_addr is not None:  # prometheus_client: imported only when asked for
         from logpipe.infrastructure.exporters import prometheus
 
-    if config.report_json is not None:
+    if config.report_json is not None:  # its exporter: imported only when asked for
+        from logpipe.infrastructure.exporters import check_report_path
+
         check_report_path(config.report_json)  # fail now, not after the run
     signal_checkpoint()  # a signal during the imports above ends the command here
 
@@ -279,6 +280,8 @@ def _run(args: argparse.Namespace) -> int:
         dead_letter.close()
         SignalHandler.uninstall(previous)
     if config.report_json is not None:
+        from logpipe.infrastructure.exporters import write_report_json
+
         write_report_json(report, config.report_json)
     if dead_letter.count:
         print(f"{dead_letter.count} rejected lines written to {dead_letter.path}", file=sys.stderr)

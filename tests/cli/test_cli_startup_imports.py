@@ -43,7 +43,8 @@ LIGHT = (
 # sinks (the null and stdout sinks' modules cost ~0.5-1 ms each, mostly their
 # frozen dataclasses), the checkpoint store (--state-dir), the other sources
 # (the generator's spec and producer, with its compiled encoder, too), the
-# Prometheus exporter, the views drawn with rich, the logging handler.
+# exporters (--report-json, --metrics-addr), the views drawn with rich, the
+# logging handler.
 NOT_FOR_A_FILE_RUN = (
     "logpipe.application.producer",
     "logpipe._encoder",
@@ -57,7 +58,9 @@ NOT_FOR_A_FILE_RUN = (
     "logpipe.infrastructure.sources.tcp",
     "logpipe.infrastructure.sources.nats",
     "logpipe.infrastructure.sources.nats_config",
+    "logpipe.infrastructure.exporters",
     "logpipe.infrastructure.exporters.prometheus",
+    "logpipe.infrastructure.exporters.report_json",
     "logpipe.infrastructure.ui.live",
     "logpipe.infrastructure.ui.progress",
     "logpipe.logging",
@@ -168,6 +171,7 @@ def test_a_file_run_with_a_report_imports_none_of_them(tmp_path: Path, one_line:
     assert code == 0, err
     assert json.loads(report.read_text())
     assert sorted(modules.intersection(HEAVY)) == []
+    assert "logpipe.infrastructure.exporters.report_json" in modules
 
 
 def test_a_nats_spec_is_parsed_without_asyncio(tmp_path: Path) -> None:
