@@ -1,12 +1,13 @@
 """The ``logpipe`` command's entry point (the console script and ``python -m logpipe``).
 
 It installs the stop-signal handler first, then imports the command, which
-takes some 40-60 ms (argparse, the config, the registry, the ring buffer
-and the pipeline; more when Python cannot cache bytecode). The registry
-imports a source's or sink's module only when a spec names it, and
-tomllib, difflib, hashlib, tempfile and shutil wait for the features that
-use them. The heavy optional modules are imported
-later, only by a run that uses them: asyncio and nats-py for a NATS sink or
+takes some 30-50 ms on the project's 2-CPU VM (argparse, the config, the
+registry; more when Python cannot cache bytecode); a run then imports the
+ring buffer and the pipeline (20-35 ms). The registry imports a source's or sink's module only when a
+spec names it (the generator's too), and tomllib, difflib, hashlib,
+tempfile, shutil, decimal, random, the checkpoint store and the report
+exporter wait for the features that use them. The heavy optional modules
+are imported later, only by a run that uses them: asyncio and nats-py for a NATS sink or
 source, prometheus_client for ``--metrics-addr``, rich for ``--ui`` or a
 progress bar on a terminal, numpy for the generator (see
 tests/cli/test_cli_startup_imports.py). A Ctrl+C during the imports is
