@@ -12,7 +12,10 @@ Times, wall clock from spawn to exit, ``--runs`` rounds of
 The commands are interleaved, round by round (in a rotating order), so a
 noisy neighbour slows them alike. Reported: each command's median and
 interquartile range, and logpipe minus the floor: the difference of the
-medians and the median of the per-round differences.
+medians and the median of the per-round differences; then the same for the
+CPU time each process used (user + system, from the kernel's accounting of
+the child), which a busy neighbour disturbs less than the wall clock but
+which leaves out what the process waited for (an fsync, a thread's wake-up).
 
 ``--src DIR`` (repeatable) times the logpipe of a source tree instead of the
 installed one (``PYTHONPATH=DIR``, which comes before the editable install),
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,17 +51,26 @@ def logpipe_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "logpipe"]
 
 
-def time_once(command: list[str], env: dict[str, str], out: Path | None) -> float:
+def cpu_of_children() -> float:
+    """User + system seconds of the children waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_once(command: list[str], env: dict[str, str], out: Path | None) -> tuple[float, float]:
+    """The command's wall time and CPU time, in seconds."""
     if out is not None:
         out.unlink(missing_ok=True)
+    cpu = cpu_of_children()
     start = time.perf_counter()
     done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
+    cpu = cpu_of_children() - cpu
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)}: exit {done.returncode}\n{done.stderr}")
     if out is not None and out.read_text() != RECORD:
         raise SystemExit(f"{' '.join(command)}: wrong output in {out}")
-    return wall
+    return wall, cpu
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -99,17 +112,27 @@ def main() -> None:
               f"{args.runs} rounds")
         for _, command, env, check in commands:  # warm-up: the OS's caches, __pycache__ with --bytecode
             time_once(command, env, check)
-        times: list[list[float]] = [[] for _ in commands]
+        walls: list[list[float]] = [[] for _ in commands]
+        cpus: list[list[float]] = [[] for _ in commands]
         for round_no in range(args.runs):
             shift = round_no % len(commands)
             for i in [*range(shift, len(commands)), *range(shift)]:
                 _, command, env, check = commands[i]
-                times[i].append(time_once(command, env, check))
+                wall, cpu = time_once(command, env, check)
+                walls[i].append(wall)
+                cpus[i].append(cpu)
 
+    labels = [label for label, *_ in commands]
+    report("wall", labels, walls)
+    report("CPU (user + system)", labels, cpus)
+
+
+def report(what: str, labels: list[str], times: list[list[float]]) -> None:
+    """Each command's median and IQR of ``times``, and what it takes over the floor (the first)."""
     floor = times[0]
-    width = max(len(label) for label, *_ in commands)
-    print(f"{'command':<{width}}  median ms  (IQR)          minus floor: medians  per round")
-    for (label, *_), values in zip(commands, times):
+    width = max(len(label) for label in labels)
+    print(f"{what + ':':<{width}}  median ms  (IQR)          minus floor: medians  per round")
+    for label, values in zip(labels, times):
         q1, median, q3 = quartiles(values)
         line = f"{label:<{width}}  {median * 1e3:9.1f}  ({q1 * 1e3:.1f}-{q3 * 1e3:.1f})"
         if values is not floor:
@@ -117,10 +140,10 @@ def main() -> None:
             paired = statistics.median(a - b for a, b in zip(values, floor))
             line = f"{line:<{width + 30}}  {diff * 1e3:20.1f}  {paired * 1e3:9.1f}"
         print(line)
-    if len(commands) == 3:
+    if len(labels) == 3:
         over = [statistics.median(a - b for a, b in zip(v, floor)) for v in times[1:]]
-        print(f"{commands[2][0]} / {commands[1][0]}: {statistics.median(times[2]) / statistics.median(times[1]):.2f}x "
-              f"the wall time, {over[1] / over[0]:.2f}x the time over the floor")
+        print(f"{labels[2]} / {labels[1]}: {statistics.median(times[2]) / statistics.median(times[1]):.2f}x "
+              f"the {what}, {over[1] / over[0]:.2f}x over the floor")
 
 
 if __name__ == "__main__":

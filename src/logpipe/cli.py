@@ -39,12 +39,12 @@ from logpipe.exceptions import ConfigError, LogpipeError
 from logpipe.infrastructure.registry import (
     SINKS,
     SOURCES,
+    Spec,
     open_sink,
     open_source,
     parse_sink,
     parse_source,
 )
-from logpipe.infrastructure.sinks import StdoutSink
 
 __all__ = ["build_parser", "format_config", "main"]
 
@@ -220,14 +220,15 @@ def _run(args: argparse.Namespace) -> int:
     from logpipe.application.console import Console
     from logpipe.application.metrics import Metrics
     from logpipe.application.pipeline import Pipeline
-    from logpipe.infrastructure.exporters import check_report_path, write_report_json
     from logpipe.infrastructure.sources import SourceContext
     from logpipe.infrastructure.ui import TerminalUI
 
     if config.metrics_addr is not None:  # prometheus_client: imported only when asked for
         from logpipe.infrastructure.exporters import prometheus
 
-    if config.report_json is not None:
+    if config.report_json is not None:  # its exporter: imported only when asked for
+        from logpipe.infrastructure.exporters import check_report_path
+
         check_report_path(config.report_json)  # fail now, not after the run
     signal_checkpoint()  # a signal during the imports above ends the command here
 
@@ -238,9 +239,12 @@ def _run(args: argparse.Namespace) -> int:
     dead_letter = context.dead_letter
     source = open_source(config.source, label=source_label, settings=context)
     sink = open_sink(config.sink, label=sink_label, settings=config)
-    # Records own stdout when they go there; status lines move to stderr.
-    # --ui (and a finite input's progress bar) take that terminal if it is one.
-    display = TerminalUI.for_run(config, source, records_on_stdout=isinstance(sink, StdoutSink))
+    # Records own stdout when they go there (--sink stdout, read off the
+    # spec: other runs never import the stdout sink); status lines move to
+    # stderr. --ui (and a finite input's progress bar) take that terminal if
+    # it is one.
+    records_on_stdout = Spec.parse(config.sink).scheme == "stdout"
+    display = TerminalUI.for_run(config, source, records_on_stdout=records_on_stdout)
     # The entry point's handler, or (main() called in-process) one installed
     # now; from here on a signal is remembered until the pipeline exists.
     handler, previous = SignalHandler.install()
@@ -276,6 +280,8 @@ def _run(args: argparse.Namespace) -> int:
         dead_letter.close()
         SignalHandler.uninstall(previous)
     if config.report_json is not None:
+        from logpipe.infrastructure.exporters import write_report_json
+
         write_report_json(report, config.report_json)
     if dead_letter.count:
         print(f"{dead_letter.count} rejected lines written to {dead_letter.path}", file=sys.stderr)

@@ -7,6 +7,10 @@ real entry point (``logpipe._entry.main``, as the console script does) in a
 fresh interpreter and reads the names in ``sys.modules`` once it returns.
 The second group shows that the same probe does see each module when its
 feature is used, so the first group cannot pass for want of looking.
+
+The same goes for lighter standard modules and for logpipe's own: a file
+run loads neither the other sinks and sources nor the checkpoint store.
+The last group checks the entry point's use of the garbage collector.
 """
 
 from __future__ import annotations
@@ -28,10 +32,43 @@ HEAVY = ("asyncio", "nats", "numpy", "prometheus_client", "rich")
 # urllib.parse and ipaddress, the state file's hashlib, the TOML loader,
 # difflib (error hints), tempfile and shutil (the JSON report; argparse's
 # default help width).
-LIGHT = ("difflib", "hashlib", "ipaddress", "select", "shutil", "socket", "tempfile", "tomllib", "urllib")
+# Then decimal (a duration other than 0: ~1.5 ms) and random (the jitter of
+# a retried write: ~1 ms).
+LIGHT = (
+    "decimal", "difflib", "hashlib", "ipaddress", "random", "select", "shutil", "socket", "tempfile",
+    "tomllib", "urllib",
+)  # fmt: skip
+
+# logpipe's own modules that a file run to a file has no use for: the other
+# sinks (the null and stdout sinks' modules cost ~0.5-1 ms each, mostly their
+# frozen dataclasses), the checkpoint store (--state-dir), the other sources
+# (the generator's spec and producer, with its compiled encoder, too), the
+# exporters (--report-json, --metrics-addr), the views drawn with rich, the
+# logging handler.
+NOT_FOR_A_FILE_RUN = (
+    "logpipe.application.producer",
+    "logpipe._encoder",
+    "logpipe.infrastructure.sinks.null",
+    "logpipe.infrastructure.sinks.stdout",
+    "logpipe.infrastructure.sinks.nats",
+    "logpipe.infrastructure.sinks.nats_config",
+    "logpipe.infrastructure.sources.checkpoint_store",
+    "logpipe.infrastructure.sources.generator",
+    "logpipe.infrastructure.sources.stdin",
+    "logpipe.infrastructure.sources.tcp",
+    "logpipe.infrastructure.sources.nats",
+    "logpipe.infrastructure.sources.nats_config",
+    "logpipe.infrastructure.exporters",
+    "logpipe.infrastructure.exporters.prometheus",
+    "logpipe.infrastructure.exporters.report_json",
+    "logpipe.infrastructure.ui.live",
+    "logpipe.infrastructure.ui.progress",
+    "logpipe.logging",
+)
 
 # Runs `logpipe ARGS...` in-process through the entry point, then writes the
-# imported top-level module names to MODULES_FILE.
+# names of the imported modules (a package's and its submodules') to
+# MODULES_FILE.
 _PROBE = """
 import json, sys
 modules_file, args = sys.argv[1], json.loads(sys.argv[2])
@@ -39,13 +76,16 @@ sys.argv = ["logpipe", *args]
 from logpipe._entry import main
 code = main()
 with open(modules_file, "w") as out:
-    json.dump(sorted({name.partition(".")[0] for name in sys.modules}), out)
+    json.dump(sorted(sys.modules), out)
 sys.exit(code)
 """
 
 
 def _imported(tmp_path: Path, args: list[str], *, tty: bool = False) -> tuple[int, set[str], str]:
-    """Run ``logpipe ARGS``; return its exit code, the top-level modules it imported, its stderr.
+    """Run ``logpipe ARGS``; return its exit code, the modules it imported, its stderr.
+
+    The modules are full names (``logpipe.infrastructure.sinks.file``); a
+    package is there with its submodules (``urllib`` with ``urllib.parse``).
 
     With ``tty`` its stdout is a pseudo-terminal (TERM=xterm), so the
     terminal UI may draw.
@@ -118,12 +158,20 @@ def test_a_file_run_imports_none_of_the_light_modules_it_does_not_use(tmp_path: 
     assert sorted(modules.intersection(LIGHT)) == []
 
 
+def test_a_file_run_imports_none_of_the_other_components(tmp_path: Path, one_line: Path) -> None:
+    code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path))
+    assert code == 0, err
+    assert "logpipe.infrastructure.sinks.file" in modules  # the probe sees logpipe's modules
+    assert sorted(modules.intersection(NOT_FOR_A_FILE_RUN)) == []
+
+
 def test_a_file_run_with_a_report_imports_none_of_them(tmp_path: Path, one_line: Path) -> None:
     report = tmp_path / "report.json"
     code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path, "--report-json", str(report)))
     assert code == 0, err
     assert json.loads(report.read_text())
     assert sorted(modules.intersection(HEAVY)) == []
+    assert "logpipe.infrastructure.exporters.report_json" in modules
 
 
 def test_a_nats_spec_is_parsed_without_asyncio(tmp_path: Path) -> None:
@@ -173,22 +221,66 @@ def test_a_nats_source_imports_asyncio_and_nats(tmp_path: Path) -> None:
 
 
 def test_the_light_modules_are_imported_by_the_features_that_use_them(tmp_path: Path, one_line: Path) -> None:
-    """--config loads tomllib, --report-json tempfile, --state-dir hashlib, a TCP source socket."""
+    """--config loads tomllib, --report-json tempfile, --state-dir hashlib and the checkpoint
+    store, a duration other than 0 decimal, a TCP source socket."""
     config = tmp_path / "logpipe.toml"
     config.write_text("batch_size = 10\n")
-    extra = ["--config", str(config), "--report-json", str(tmp_path / "r.json"), "--state-dir", str(tmp_path)]
+    extra = [
+        "--config", str(config), "--report-json", str(tmp_path / "r.json"), "--state-dir", str(tmp_path),
+        "--batch-timeout", "100ms",
+    ]  # fmt: skip
     code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path, *extra))
     assert code == 0, err
-    assert {"tomllib", "tempfile", "hashlib"} <= modules
+    assert {"tomllib", "tempfile", "hashlib", "decimal", "logpipe.infrastructure.sources.checkpoint_store"} <= modules
     code, modules, err = _imported(tmp_path, ["run", "--source", "tcp://127.0.0.1:1", "--dry-run"])
     assert code == 0, err
     assert "socket" in modules
 
 
+@pytest.mark.parametrize("sink", ["null", "stdout"])
+def test_the_null_and_stdout_sinks_are_imported_when_named(tmp_path: Path, one_line: Path, sink: str) -> None:
+    code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path, sink=sink))
+    assert code == 0, err
+    assert f"logpipe.infrastructure.sinks.{sink}" in modules
+
+
+# Runs a pipeline whose sink fails its first write, and prints whether random
+# (the retry's jitter) was imported before the run and after it.
+_FAILING_WRITE = """
+import sys
+from logpipe.application.pipeline import Pipeline
+from logpipe.domain.config import PipelineConfig
+
+class OneRecord:
+    name = "one"
+    def run(self, ring, stop):
+        ring.put(b'{"msg": "hello"}')
+
+class FailsOnce:
+    writes = 0
+    def write_batch(self, batch):
+        self.writes += 1
+        if self.writes == 1:
+            raise OSError("disk full, once")
+    def flush(self): pass
+    def close(self): pass
+
+before = "random" in sys.modules
+report = Pipeline(PipelineConfig(sink="null"), FailsOnce(), source=OneRecord()).run()
+print(before, "random" in sys.modules, report.lost)
+"""
+
+
+def test_random_is_imported_by_a_failed_write() -> None:
+    done = subprocess.run([sys.executable, "-c", _FAILING_WRITE], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-3:] == ["False", "True", "0"]
+
+
 def test_the_generator_imports_numpy(tmp_path: Path) -> None:
     code, modules, err = _imported(tmp_path, ["run", "--count", "10", "--rate", "0", "--sink", "null"])
     assert code == 0, err
-    assert "numpy" in modules
+    assert {"numpy", "logpipe.infrastructure.sources.generator", "logpipe.application.producer"} <= modules
     assert sorted(modules.intersection(HEAVY) - {"numpy"}) == []
 
 
@@ -210,3 +302,36 @@ def test_ui_off_a_terminal_does_not_import_rich(tmp_path: Path, one_line: Path) 
     assert code == 0, err
     assert "not a terminal" in err
     assert "rich" not in modules
+
+
+# --- the garbage collector -----------------------------------------------------------
+
+# Reports, from inside the run and after main() returned, whether the
+# collector is on and how many objects are frozen.
+_GC_PROBE = """
+import gc, json, sys
+sys.argv = ["logpipe", *json.loads(sys.argv[1])]
+from logpipe.application.pipeline import Pipeline
+seen = []
+run = Pipeline.run
+def watched(self):
+    seen.append((gc.isenabled(), gc.get_freeze_count()))
+    return run(self)
+Pipeline.run = watched
+from logpipe._entry import main
+code = main()
+seen.append((gc.isenabled(), gc.get_freeze_count()))
+print(json.dumps(seen))
+sys.exit(code)
+"""
+
+
+def test_the_collector_runs_during_the_run_and_is_frozen_at_the_end(tmp_path: Path, one_line: Path) -> None:
+    """The entry point pauses it only while importing the command (what the imports made is
+    frozen), then freezes everything once the command is over."""
+    args = json.dumps(_file_run(one_line, tmp_path))
+    done = subprocess.run([sys.executable, "-c", _GC_PROBE, args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (running, during), (after_on, after) = json.loads(done.stdout.splitlines()[-1])
+    assert running and after_on  # the collector is on during the run, and left on
+    assert 0 < during < after  # the imports' objects frozen, then everything

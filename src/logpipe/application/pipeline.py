@@ -30,7 +30,6 @@ from logpipe.application.checkpoint import FlushTracker
 from logpipe.application.console import Console
 from logpipe.application.metrics import Ledger, Metrics, MetricsReporter, Snapshot
 from logpipe.application.pool import WorkerPool
-from logpipe.application.producer import GeneratorSource
 from logpipe.application.worker import Worker
 from logpipe.domain.clock import Clock, SystemClock
 from logpipe.domain.config import PipelineConfig
@@ -158,14 +157,18 @@ class Pipeline:
             in_batches=self.pool.pending,
             collecting=lambda: sum(worker.collecting for worker in self.pool.workers),
         )
-        self.source = source if source is not None else GeneratorSource(
-            rate=config.rate,
-            count=config.count,
-            message=config.message,
-            level=config.level,
-            metrics=self.metrics,
-            clock=self.clock,
-        )
+        if source is None:
+            from logpipe.application.producer import GeneratorSource  # only a generator run loads it
+
+            source = GeneratorSource(
+                rate=config.rate,
+                count=config.count,
+                message=config.message,
+                level=config.level,
+                metrics=self.metrics,
+                clock=self.clock,
+            )
+        self.source = source
         self.scaler = AutoScaler(
             self.ring,
             self.pool,

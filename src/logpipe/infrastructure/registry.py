@@ -25,7 +25,9 @@ registered *by name* instead:
 so their modules are imported only when a spec names their scheme. A run
 from a file never loads the TCP source (socket, select), the NATS specs'
 parsers (urllib.parse, ipaddress) or the stdin source, which took ~15 ms
-of every start-up when the registry imported them all. Listing the known
+of every start-up when the registry imported them all, nor the
+generator's config class (a frozen dataclass: ~1 ms to define;
+``GeneratorSourceConfig`` here loads it too). Listing the known
 schemes, and every error about an unknown or malformed spec, needs only
 the names. The first use of a lazy scheme checks that its class says the
 same scheme, usage and takes_target as its registration
@@ -40,11 +42,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
+from logpipe._lazy import lazy_names
 from logpipe.domain.config import PipelineConfig
 from logpipe.domain.ports import Sink, Source
 from logpipe.exceptions import ConfigError, LogpipeError
+
+if TYPE_CHECKING:
+    from logpipe.infrastructure.sources.generator import GeneratorSourceConfig
 
 __all__ = [
     "ComponentConfig",
@@ -294,33 +300,10 @@ def open_sink(
 
 # --- sources ---------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class GeneratorSourceConfig:
-    """Spec ``generator``: the pipeline's own producer of synthetic logs.
-
-    It is built into the application layer, so :meth:`build` returns None,
-    which ``Pipeline(source=None)`` takes to mean "run the generator".
-    """
-
-    scheme: ClassVar[str] = "generator"
-    usage: ClassVar[str] = "generator"
-    takes_target: ClassVar[bool] = False
-
-    @classmethod
-    def from_target(cls, target: str | None, settings: object = None) -> GeneratorSourceConfig:
-        """The config for spec ``generator``."""
-        return cls()
-
-    def build(self, settings: object = None) -> None:
-        """None: the pipeline's built-in generator."""
-        return None
-
-
 _SOURCES_PACKAGE = "logpipe.infrastructure.sources"
 SOURCES: Registry[Source | None] = Registry("source", "--source")
 SOURCES.register_lazy("file", "file:PATH", True, f"{_SOURCES_PACKAGE}.file:FileSourceConfig")
-SOURCES.register(GeneratorSourceConfig)
+SOURCES.register_lazy("generator", "generator", False, f"{_SOURCES_PACKAGE}.generator:GeneratorSourceConfig")
 SOURCES.register_lazy(
     "nats",
     "nats://HOST:PORT/SUBJECT?stream=NAME&durable=NAME",
@@ -329,6 +312,8 @@ SOURCES.register_lazy(
 )
 SOURCES.register_lazy("stdin", "stdin", False, f"{_SOURCES_PACKAGE}.stdin:StdinSourceConfig")
 SOURCES.register_lazy("tcp", "tcp://HOST:PORT", True, f"{_SOURCES_PACKAGE}.tcp:TcpSourceConfig")
+
+__getattr__ = lazy_names(__name__, {"GeneratorSourceConfig": f"{_SOURCES_PACKAGE}.generator"})
 
 
 def parse_source(

@@ -43,12 +43,16 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from logpipe.domain.ports import Ring, StopFlag
 from logpipe.infrastructure.sources._lines import CHUNK_SIZE, LineInput
-from logpipe.infrastructure.sources.checkpoint_store import Checkpoint, CheckpointStore
 from logpipe.infrastructure.sources.context import SourceContext
+
+# Only a run with --state-dir keeps checkpoints: it imports their module
+# when it makes its store.
+if TYPE_CHECKING:
+    from logpipe.infrastructure.sources.checkpoint_store import Checkpoint, CheckpointStore
 
 __all__ = ["FileSource", "FileSourceConfig"]
 
@@ -104,7 +108,11 @@ class FileSource:
         self.context = context
         self.poll_interval = poll_interval
         self.rotate_wait = rotate_wait
-        self.store = CheckpointStore(context.state_dir, path) if context.state_dir else None
+        self.store: CheckpointStore | None = None
+        if context.state_dir:
+            from logpipe.infrastructure.sources.checkpoint_store import CheckpointStore
+
+            self.store = CheckpointStore(context.state_dir, path)
         self.rotations = 0
         self.truncations = 0
         self.resumed_from = 0
@@ -323,6 +331,8 @@ class FileSource:
         """
         if self.store is None:
             return
+        from logpipe.infrastructure.sources.checkpoint_store import Checkpoint
+
         with self._commit_lock:
             best: _Mark | None = None
             with self._marks_lock:
