@@ -145,8 +145,6 @@ from libc.string cimport memcpy, memset
 import os
 import threading
 
-from orjson import dumps as orjson_dumps
-
 from logpipe.exceptions import Closed, Empty, Full
 
 cdef extern from "stdlib.h" nogil:
@@ -1704,7 +1702,12 @@ cdef class RingBuffer:
         taken, as put_many; an object orjson cannot serialise raises
         TypeError before anything is put.
         """
-        return self._put_many([orjson_dumps(obj) for obj in objects], block, timeout)
+        # Imported here, not with the module: orjson's own import loads
+        # datetime, uuid, platform and json (~10-15 ms), which only this
+        # method needs (tests/cli/test_cli_startup_imports.py).
+        from orjson import dumps
+
+        return self._put_many([dumps(obj) for obj in objects], block, timeout)
 
     cdef Py_ssize_t _put_many(self, object items, bint block, object timeout) except -1:
         # Under the GIL a list cannot change while we gather from it, except

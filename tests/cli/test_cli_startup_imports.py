@@ -32,11 +32,13 @@ HEAVY = ("asyncio", "nats", "numpy", "prometheus_client", "rich")
 # urllib.parse and ipaddress, the state file's hashlib, the TOML loader,
 # difflib (error hints), tempfile and shutil (the JSON report; argparse's
 # default help width).
-# Then decimal (a duration other than 0: ~1.5 ms) and random (the jitter of
-# a retried write: ~1 ms).
+# Then decimal (a duration other than 0: ~1.5 ms), random (the jitter of
+# a retried write: ~1 ms), and orjson with what its import loads (datetime,
+# uuid, platform: ~10-15 ms), which only the dead letter (a rejected line),
+# RingBuffer.put_objects and the generator use.
 LIGHT = (
-    "decimal", "difflib", "hashlib", "ipaddress", "random", "select", "shutil", "socket", "tempfile",
-    "tomllib", "urllib",
+    "datetime", "decimal", "difflib", "hashlib", "ipaddress", "orjson", "platform", "random", "select",
+    "shutil", "socket", "tempfile", "tomllib", "urllib", "uuid",
 )  # fmt: skip
 
 # logpipe's own modules that a file run to a file has no use for: the other
@@ -235,6 +237,28 @@ def test_the_light_modules_are_imported_by_the_features_that_use_them(tmp_path: 
     code, modules, err = _imported(tmp_path, ["run", "--source", "tcp://127.0.0.1:1", "--dry-run"])
     assert code == 0, err
     assert "socket" in modules
+
+
+def test_orjson_is_imported_by_the_first_rejected_line(tmp_path: Path) -> None:
+    """A file run whose only line is not JSON writes it to the dead letter, which loads orjson."""
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text("not json\n")
+    extra = ["--format", "json", "--state-dir", str(tmp_path)]
+    code, modules, err = _imported(tmp_path, _file_run(bad, tmp_path, *extra))
+    assert code == 0, err
+    assert "orjson" in modules
+    assert b"not json" in (tmp_path / "dead-letter.ndjson").read_bytes()
+
+
+def test_put_objects_imports_orjson() -> None:
+    """RingBuffer.put_objects loads orjson on its first call, not with the ring."""
+    probe = (
+        "import sys; from logpipe import RingBuffer; ring = RingBuffer(4); before = 'orjson' in sys.modules; "
+        "ring.put_objects([{'a': 1}]); print(before, 'orjson' in sys.modules, ring.get())"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", """b'{"a":1}'"""]
 
 
 @pytest.mark.parametrize("sink", ["null", "stdout"])
