@@ -245,7 +245,10 @@ def test_block_mode_never_holds_a_pipeline_thread(tmp_path: Path, make_logger) -
     reading = threading.Thread(target=drain, args=(reader, got))
     try:
         app.start()
-        assert wait_until(lambda: len(handler.ring) == 4, timeout=JOIN_TIMEOUT)
+        # Stalled for good: the worker holds a batch (its write blocks on the full pipe) and the
+        # ring is full. (A ring seen full before the worker took its first batch would make room
+        # for some of the records below: a worker thread that starts late on a loaded machine.)
+        assert wait_until(lambda: handler.metrics.ledger().in_batches > 0 and len(handler.ring) == 4, timeout=JOIN_TIMEOUT)
         own.start()
         own.join(JOIN_TIMEOUT)
         assert not own.is_alive(), "a logpipe thread was held by a full ring"
