@@ -58,7 +58,6 @@ import filecmp
 import os
 import queue
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,6 +65,8 @@ import threading
 import time
 
 import orjson
+from _rsyslog import AVAILABLE as rsyslog_available
+from _rsyslog import Rsyslog
 
 
 def production_line(seq: int, rng: random.Random) -> bytes:
@@ -73,9 +74,6 @@ def production_line(seq: int, rng: random.Random) -> bytes:
     size = rng.randint(2048, 8192) if rng.random() < 0.01 else rng.randint(60, 300)
     head = b'{"msg": "request handled", "level": "INFO", "seq": %d, "text": "' % seq
     return head + b"x" * max(size - len(head) - 2, 0) + b'"}\n'
-
-
-RSYSLOG = shutil.which("rsyslogd") is not None
 
 
 def make_input(path: str, lines: int, mix: str = "uniform") -> None:
@@ -135,40 +133,16 @@ def read_write_copy(src: str, dst: str) -> float:
 
 def rsyslog_copy(src: str, dst: str, fmt: str) -> float:
     """rsyslogd (imfile -> [mmjsonparse] -> omfile) until ``dst`` is as long as ``src``."""
-    work = tempfile.mkdtemp(dir=os.path.dirname(dst))
-    conf = os.path.join(work, "rsyslog.conf")
-    parse = 'action(type="mmjsonparse" cookie="")\n' if fmt == "json" else ""
-    with open(conf, "w") as f:
-        # The copy runs in a ruleset of its own: rsyslogd's own messages
-        # (start-up notes, warnings) go to the default one, not into OUT.
-        f.write(
-            f'global(workDirectory="{work}" maxMessageSize="64k")\n'
-            'module(load="imfile")\n'
-            + ('module(load="mmjsonparse")\n' if fmt == "json" else "")
-            + 'template(name="raw" type="string" string="%rawmsg%\\n")\n'
-            f'input(type="imfile" File="{src}" Tag="in" freshStartTail="off" addMetadata="off" ruleset="copy")\n'
-            'ruleset(name="copy") {\n'
-            f"{parse}"
-            f'action(type="omfile" file="{dst}" template="raw" ioBufferSize="256k")\n'
-            "}\n"
-        )
     size = os.path.getsize(src)
+    params = f'File="{src}" Tag="in" freshStartTail="off" addMetadata="off"'
     start = time.perf_counter()
-    daemon = subprocess.Popen(["rsyslogd", "-n", "-f", conf, "-i", os.path.join(work, "pid")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with Rsyslog(os.path.dirname(dst), "imfile", params, dst, json=fmt == "json") as daemon:
         while not os.path.exists(dst) or os.path.getsize(dst) < size:
-            if daemon.poll() is not None:
-                raise SystemExit(f"rsyslogd exited ({daemon.returncode}): {daemon.stderr.read().decode()[-500:]}")
+            daemon.check_running()
             if time.perf_counter() - start > 600:
                 raise SystemExit(f"rsyslogd wrote {os.path.getsize(dst)} of {size} bytes in 600 s")
             time.sleep(0.002)
-        took = time.perf_counter() - start
-    finally:
-        daemon.terminate()
-        daemon.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
-    return took
+        return time.perf_counter() - start
 
 
 def naive_copy(src: str, dst: str, fmt: str, channel_size: int) -> float:
@@ -226,7 +200,7 @@ def main() -> None:
               f"{'vs naive':>9} {'rsyslog lines/s':>16} {'vs rsyslog':>11}")
         for fmt in args.formats.split(","):
             names = ("cat", "cat_sync", "dd", "ours") + (() if args.skip_naive else ("naive",)) + (
-                ("rsyslog",) if RSYSLOG else ())
+                ("rsyslog",) if rsyslog_available else ())
             runs: dict[str, list[float]] = {name: [] for name in (*names, "ours_inside")}
             for index in range(args.repeat):  # interleaved, so drift hits every side alike
                 outs = {name: os.path.join(tmp, f"{name}-{fmt}-{index}") for name in names}
@@ -263,7 +237,7 @@ def main() -> None:
             print(f"{fmt:<7} {args.lines / cat:>12,.0f} {args.lines / cat_sync:>12,.0f} {args.lines / dd:>12,.0f} "
                   f"{args.lines / ours:>16,.0f} {cat / ours:>6.2f}x {cat_sync / ours:>12.2f}x {dd / ours:>5.2f}x "
                   f"{args.lines / inside:>14,.0f} {naive} {rsyslog}")
-        if not RSYSLOG:
+        if not rsyslog_available:
             print("(rsyslogd not found: no C engine row; Debian: apt-get install rsyslog)")
 
 

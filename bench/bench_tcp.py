@@ -54,6 +54,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from _rsyslog import AVAILABLE as rsyslog_available
+from _rsyslog import Rsyslog
+
 from logpipe import Closed, RingBuffer
 from logpipe.application.console import Console
 from logpipe.application.metrics import Metrics
@@ -306,34 +309,14 @@ def recv_write(payloads: list[bytes], out: str) -> float:
 
 def rsyslog(payloads: list[bytes], fmt: str, out: str, workdir: str) -> float:
     """rsyslogd: imtcp -> [mmjsonparse] -> omfile, listening before the clock starts."""
-    import shutil
-    import subprocess
-
     with socket.socket() as probe:  # a free port for imtcp
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    work = tempfile.mkdtemp(dir=workdir)
-    conf = os.path.join(work, "rsyslog.conf")
-    with open(conf, "w") as f:
-        # The copy runs in a ruleset of its own: rsyslogd's own messages go
-        # to the default one, not into OUT.
-        f.write(
-            f'global(workDirectory="{work}" maxMessageSize="64k")\n'
-            'module(load="imtcp" maxSessions="1024")\n'
-            + ('module(load="mmjsonparse")\n' if fmt == "json" else "")
-            + 'template(name="raw" type="string" string="%rawmsg%\\n")\n'
-            f'input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="copy")\n'
-            'ruleset(name="copy") {\n'
-            + ('action(type="mmjsonparse" cookie="")\n' if fmt == "json" else "")
-            + f'action(type="omfile" file="{out}" template="raw" ioBufferSize="256k")\n'
-            "}\n"
-        )
-    daemon = subprocess.Popen(["rsyslogd", "-n", "-f", conf, "-i", os.path.join(work, "pid")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    params = f'address="127.0.0.1" port="{port}"'
+    with Rsyslog(workdir, "imtcp", params, out, json=fmt == "json") as daemon:
+
         def listening() -> bool:
-            if daemon.poll() is not None:
-                raise SystemExit(f"rsyslogd exited ({daemon.returncode}): {daemon.stderr.read().decode()[-500:]}")
+            daemon.check_running()
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return True
@@ -346,12 +329,7 @@ def rsyslog(payloads: list[bytes], fmt: str, out: str, workdir: str) -> float:
         for thread in send_all(("127.0.0.1", port), payloads):
             thread.join(TIMEOUT)
         wait_for(lambda: os.path.exists(out) and os.path.getsize(out) >= nbytes, "rsyslogd to write every line")
-        elapsed = time.perf_counter() - started
-    finally:
-        daemon.terminate()
-        daemon.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
-    return elapsed
+        return time.perf_counter() - started
 
 
 # --- main ----------------------------------------------------------------------------
@@ -378,8 +356,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'pipeline':<28}{'seconds':>9}{'lines/s':>14}{'MB/s':>9}{'ratio':>9}{'vs cat':>8}"
           f"{'vs recv+write':>15}{'vs rsyslog':>12}")
-    import shutil
-
     with tempfile.TemporaryDirectory(prefix="bench-tcp-") as workdir:
         cat = cat_reference(payloads, workdir)
         print(f"{'cat FILE > OUT':<28}{cat:>9.2f}{args.lines / cat:>14,.0f}{nbytes / cat / 1e6:>9.0f}")
@@ -391,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{nbytes / physical / 1e6:>9.0f}")
         for fmt in formats:
             engine = None
-            if shutil.which("rsyslogd"):
+            if rsyslog_available:
                 out = os.path.join(workdir, f"rsyslog-{fmt}.ndjson")
                 engine = rsyslog(payloads, fmt, out, workdir)
                 check_output(out, nbytes, f"rsyslog {fmt}")
