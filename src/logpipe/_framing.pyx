@@ -118,7 +118,7 @@ from logpipe._ringbuf cimport (
     lp_store_release, lp_wait_writable,
 )
 
-__all__ = ["KEPT_BYTES", "MAX_DEPTH", "REJECTED_LIMIT", "SIMD", "LineFramer", "validate_json"]
+__all__ = ["FAST_PATH", "KEPT_BYTES", "MAX_DEPTH", "REJECTED_LIMIT", "SIMD", "LineFramer", "validate_json"]
 
 cdef enum:
     KEEP = 4096            # bytes kept of a rejected line
@@ -683,6 +683,82 @@ cdef int json_check(const uint8_t *s, Py_ssize_t n, Py_ssize_t *where) noexcept 
             i += 1
 
 
+# --------------------------------------------------------------------------
+# The fast path (_json_fast.h): "certainly valid" or "not sure"
+# --------------------------------------------------------------------------
+
+cdef extern from "_json_fast.h" nogil:
+    ctypedef int (*lp_fast_fn)(const uint8_t *s, size_t n)
+    enum:
+        LP_FAST_OFF
+        LP_FAST_SSE2
+        LP_FAST_AVX2
+    bint lp_fast_available(int variant)
+    lp_fast_fn lp_fast_function(int variant)
+
+# The active fast path (NULL: none, every line goes to json_check alone).
+cdef lp_fast_fn fast_json = NULL
+cdef int fast_variant = LP_FAST_OFF
+
+cdef dict FAST_NAMES = {"off": LP_FAST_OFF, "sse2": LP_FAST_SSE2, "avx2": LP_FAST_AVX2}
+
+
+cdef inline int check_json(const uint8_t *s, Py_ssize_t n, Py_ssize_t *where) noexcept nogil:
+    """json_check's verdict, by the fast path when it is sure (then J_OK)."""
+    if fast_json != NULL and fast_json(s, <size_t>n):
+        return J_OK
+    return json_check(s, n, where)
+
+
+cdef object select_fast_path(str name):
+    """Make ``name`` ("avx2", "sse2" or "off") the active fast path; return the previous one's name."""
+    global fast_json, fast_variant
+    cdef int variant
+    cdef lp_fast_fn fn = NULL
+    if name not in FAST_NAMES:
+        raise ValueError(f"fast path must be one of {', '.join(FAST_NAMES)}, got {name!r}")
+    variant = FAST_NAMES[name]
+    if variant != LP_FAST_OFF:
+        fn = lp_fast_function(variant)
+        if fn == NULL:
+            raise ValueError(f"the {name} fast path is not available in this build or on this CPU")
+    previous = next(k for k, v in FAST_NAMES.items() if v == fast_variant)
+    fast_json = fn
+    fast_variant = variant
+    return previous
+
+
+#: The variants of the fast path this build and CPU can run, fastest first.
+_FAST_VARIANTS = tuple(name for name in ("avx2", "sse2") if lp_fast_available(FAST_NAMES[name]))
+select_fast_path(_FAST_VARIANTS[0] if _FAST_VARIANTS else "off")
+#: The JSON validator's fast path chosen at import: "avx2" (AVX2, BMI1/2,
+#: PCLMUL: picked at run time), "sse2" (any x86-64), or None (a
+#: ``LOGPIPE_PORTABLE=1`` build or another CPU: json_check checks every line).
+FAST_PATH = _FAST_VARIANTS[0] if _FAST_VARIANTS else None
+
+
+def _use_fast_path(name):
+    """(Tests and benches.) Make ``name`` ("avx2", "sse2" or "off") the active fast path; return the previous one.
+
+    ValueError if this build or CPU lacks it. Not thread-safe with
+    respect to itself; lines validated meanwhile use either path.
+    """
+    return select_fast_path(name)
+
+
+def _fast_check(data):
+    """(Tests.) True if the active fast path is sure ``data`` is valid JSON, None if it is not sure."""
+    cdef Py_buffer view
+    cdef int ok = 0
+    get_buffer(data, &view)
+    try:
+        if fast_json != NULL:
+            ok = fast_json(<const uint8_t *>view.buf, <size_t>view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return True if ok else None
+
+
 cdef str reason_text(int code, Py_ssize_t where, uint8_t byte):
     if code == J_TOO_LONG:
         return "too long"
@@ -724,9 +800,9 @@ def validate_json(data):
     try:
         if view.len > 65536:
             with nogil:
-                code = json_check(<const uint8_t *>view.buf, view.len, &where)
+                code = check_json(<const uint8_t *>view.buf, view.len, &where)
         else:
-            code = json_check(<const uint8_t *>view.buf, view.len, &where)
+            code = check_json(<const uint8_t *>view.buf, view.len, &where)
         if code == J_OK:
             return None
         return reason_text(code, where, (<const uint8_t *>view.buf)[where] if where < view.len else 0)
@@ -1039,7 +1115,7 @@ cdef class LineFramer:
             self.account(adv)
             return
         if self.validate:
-            code = json_check(<const uint8_t *>p, length, &where)
+            code = check_json(<const uint8_t *>p, length, &where)
             if code != J_OK:
                 self.reject(code, p, length, length, where)
                 self.account(adv)
