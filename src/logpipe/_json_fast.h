@@ -170,22 +170,20 @@ LP_FAST_INLINE void lp_fast_classify_sse2(const uint8_t *p, int size, lp_fast_ma
     m->digit = dg; m->zero = z;
 }
 
-/* The classes of the 32 bytes v, as 32-bit masks. */
+/* The classes of the 32 bytes v, as 32-bit masks, but for bslash and ctl
+   (rare: see lp_fast_classify_avx2). */
 typedef struct {
-    uint32_t quote, bslash, op, space, ctl, colon, odd, digit, zero;
+    uint32_t quote, op, space, colon, odd, digit, zero;
 } lp_fast_masks32;
 
 LP_FAST_AVX2_TARGET LP_FAST_INLINE lp_fast_masks32 lp_fast_classify32_avx2(__m256i v, const lp_fast_consts *K) {
     const __m256i space = LP_FAST_V32(space);
     lp_fast_masks32 m;
     m.quote = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, LP_FAST_V32(quote)));
-    m.bslash = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, LP_FAST_V32(bslash)));
     /* Bytes >= 0x80 look up 0 (the shuffle's rule). Matches: {}[]:, and 0x0c, 0x1a. */
     m.op = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_shuffle_epi8(LP_FAST_V32(ops), v),
                                                              _mm256_or_si256(v, space)));
     m.space = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, space));
-    /* v - 0x20 with signed saturation is negative exactly for v < 0x20 or v >= 0x80 */
-    m.ctl = (uint32_t)_mm256_movemask_epi8(_mm256_subs_epi8(v, space));
     m.colon = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, LP_FAST_V32(colon)));
     m.odd = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(v, 7));     /* bit 0 to the top */
     /* v - '0' - 128 below -118 (signed) exactly for the ten digits */
@@ -195,31 +193,42 @@ LP_FAST_AVX2_TARGET LP_FAST_INLINE lp_fast_masks32 lp_fast_classify32_avx2(__m25
     return m;
 }
 
-/* Classify p[:size] (size 32 or 64; the masks' other bits are 0). */
+/* Classify p[:size] (size 32 or 64; the masks' other bits are 0). Backslashes
+   and control bytes are rare: one test finds whether there are any, and
+   only then are their masks made. */
 LP_FAST_AVX2_TARGET LP_FAST_INLINE void lp_fast_classify_avx2(const uint8_t *p, int size, lp_fast_masks *m,
                                                             const lp_fast_consts *K) {
-    lp_fast_masks32 lo = lp_fast_classify32_avx2(_mm256_loadu_si256((const __m256i *)p), K);
+    __m256i lo = _mm256_loadu_si256((const __m256i *)p);
+    lp_fast_masks32 a = lp_fast_classify32_avx2(lo, K);
+    /* v - 0x20 with signed saturation is negative exactly for v < 0x20 or v >= 0x80 */
+    __m256i bs_lo = _mm256_cmpeq_epi8(lo, LP_FAST_V32(bslash)), ctl_lo = _mm256_subs_epi8(lo, LP_FAST_V32(space));
     if (size == 64) {
-        lp_fast_masks32 hi = lp_fast_classify32_avx2(_mm256_loadu_si256((const __m256i *)(p + 32)), K);
-        m->quote = lo.quote | (uint64_t)hi.quote << 32;
-        m->bslash = lo.bslash | (uint64_t)hi.bslash << 32;
-        m->op = lo.op | (uint64_t)hi.op << 32;
-        m->space = lo.space | (uint64_t)hi.space << 32;
-        m->ctl = lo.ctl | (uint64_t)hi.ctl << 32;
-        m->colon = lo.colon | (uint64_t)hi.colon << 32;
-        m->odd = lo.odd | (uint64_t)hi.odd << 32;
-        m->digit = lo.digit | (uint64_t)hi.digit << 32;
-        m->zero = lo.zero | (uint64_t)hi.zero << 32;
+        __m256i hi = _mm256_loadu_si256((const __m256i *)(p + 32));
+        lp_fast_masks32 b = lp_fast_classify32_avx2(hi, K);
+        __m256i bs_hi = _mm256_cmpeq_epi8(hi, LP_FAST_V32(bslash)), ctl_hi = _mm256_subs_epi8(hi, LP_FAST_V32(space));
+        m->quote = a.quote | (uint64_t)b.quote << 32;
+        m->op = a.op | (uint64_t)b.op << 32;
+        m->space = a.space | (uint64_t)b.space << 32;
+        m->colon = a.colon | (uint64_t)b.colon << 32;
+        m->odd = a.odd | (uint64_t)b.odd << 32;
+        m->digit = a.digit | (uint64_t)b.digit << 32;
+        m->zero = a.zero | (uint64_t)b.zero << 32;
+        if (_mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(bs_lo, ctl_lo), _mm256_or_si256(bs_hi, ctl_hi)))) {
+            m->bslash = (uint32_t)_mm256_movemask_epi8(bs_lo) | (uint64_t)(uint32_t)_mm256_movemask_epi8(bs_hi) << 32;
+            m->ctl = (uint32_t)_mm256_movemask_epi8(ctl_lo) | (uint64_t)(uint32_t)_mm256_movemask_epi8(ctl_hi) << 32;
+        } else {
+            m->bslash = m->ctl = 0;
+        }
     } else {
-        m->quote = lo.quote;
-        m->bslash = lo.bslash;
-        m->op = lo.op;
-        m->space = lo.space;
-        m->ctl = lo.ctl;
-        m->colon = lo.colon;
-        m->odd = lo.odd;
-        m->digit = lo.digit;
-        m->zero = lo.zero;
+        m->quote = a.quote;
+        m->op = a.op;
+        m->space = a.space;
+        m->colon = a.colon;
+        m->odd = a.odd;
+        m->digit = a.digit;
+        m->zero = a.zero;
+        m->bslash = (uint32_t)_mm256_movemask_epi8(bs_lo);
+        m->ctl = (uint32_t)_mm256_movemask_epi8(ctl_lo);
     }
 }
 
@@ -384,8 +393,17 @@ LP_FAST_INLINE int lp_fast_block(lp_fast_run *r, lp_fast_masks m, uint64_t valid
 LP_FAST_INLINE int lp_fast_stage1(const uint8_t *s, size_t n, size_t off, lp_fast_carry *carry, lp_fast_out *o,
                                   const lp_fast_consts *K, lp_fast_classify_fn classify, lp_fast_pxor_fn pxor,
                                   lp_fast_count_fn count_bits) {
-    lp_fast_run r = {carry->in_str, carry->esc, carry->prev_sc, carry->par_tok, carry->par_op,
-                     o->flat_err, 0, 0, o->brackets};
+    /* off == 0: the first chunk, from the zero state (a constant where inlined) */
+    lp_fast_run r = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (off) {
+        r.in_str = carry->in_str;
+        r.esc = carry->esc;
+        r.prev_sc = carry->prev_sc;
+        r.par_tok = carry->par_tok;
+        r.par_op = carry->par_op;
+        r.flat_err = o->flat_err;
+        r.brackets = o->brackets;
+    }
     lp_fast_masks m;
     int count = 0;
     /* whole blocks */
@@ -477,6 +495,11 @@ LP_FAST_INLINE const uint8_t *lp_fast_digits(const uint8_t *p, const uint8_t *be
     return p;
 }
 
+/* The scalar run at p, first byte c: lp_fast_scalar's answer, quicker for
+   an integer of up to 15 digits (any other goes to lp_fast_scalar). */
+LP_FAST_INLINE int lp_fast_scalar_quick(const uint8_t *p, const uint8_t *begin, const uint8_t *end, uint8_t c,
+                                        const lp_fast_consts *K);
+
 /* The scalar run at p (first byte c, outside strings): 1 if it is exactly a
    number json_check accepts or true/false/null, followed by a delimiter or
    the end. Numbers: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]{1,2})? with at
@@ -550,6 +573,23 @@ LP_FAST_INLINE int lp_fast_scalar(const uint8_t *p, const uint8_t *begin, const 
     return p == end || LP_FAST_DELIM[*p];
 }
 
+LP_FAST_INLINE int lp_fast_scalar_quick(const uint8_t *p, const uint8_t *begin, const uint8_t *end, uint8_t c,
+                                        const lp_fast_consts *K) {
+    if ((uint8_t)(c - '1') < 9) {
+        unsigned other = 0;     /* bit k: p[k] is no digit (or the end) */
+        if (end - p >= 16)
+            other = lp_fast_nondigits16(p, K);
+        else if (end - begin >= 16)
+            other = (lp_fast_nondigits16(end - 16, K) >> (16 - (end - p))) | (1u << (end - p));
+        if (other) {
+            const uint8_t *q = p + __builtin_ctz(other);
+            if (q == end || LP_FAST_DELIM[*q])
+                return 1;
+        }
+    }
+    return lp_fast_scalar(p, begin, end, c, K);
+}
+
 typedef int (*lp_fast_stage1_fn)(const uint8_t *s, size_t n, size_t off, lp_fast_carry *carry, lp_fast_out *o,
                                  const lp_fast_consts *K);
 
@@ -570,7 +610,7 @@ LP_FAST_INLINE int lp_fast_flat(const uint8_t *s, size_t n, const lp_fast_out *o
     for (int i = first; i <= last; i++) {
         for (uint64_t sc = o->scalars[i]; sc; sc &= sc - 1) {
             const uint8_t *p = s + 64 * i + __builtin_ctzll(sc);
-            if (!lp_fast_scalar(p, s, end, *p, K))
+            if (!lp_fast_scalar_quick(p, s, end, *p, K))
                 return 0;
         }
     }
@@ -582,7 +622,7 @@ LP_FAST_INLINE int lp_fast_flat(const uint8_t *s, size_t n, const lp_fast_out *o
 LP_FAST_INLINE int lp_fast_body(const uint8_t *s, size_t n, lp_fast_stage1_fn stage1_first,
                                 lp_fast_stage1_fn stage1_more) {
     const lp_fast_consts *const K = lp_fast_consts_ptr();
-    lp_fast_carry carry = {0, 0, 0, 0, 0};
+    lp_fast_carry carry;        /* written by stage 1 when a chunk is not the last */
     lp_fast_out o;
     const uint8_t *const end = s + n;
     const uint8_t *blk = s;     /* the block of o.tokens[bi] */
@@ -595,8 +635,6 @@ LP_FAST_INLINE int lp_fast_body(const uint8_t *s, size_t n, lp_fast_stage1_fn st
     uint8_t c;
     if (n == 0)
         return 0;
-    o.flat_err = 0;
-    o.brackets = 0;
     count = stage1_first(s, n, 0, &carry, &o, K);
     if (count < 0)
         return 0;
@@ -636,7 +674,7 @@ value_token:
         goto object;
     if (c == '[')
         goto array;
-    if (!lp_fast_scalar(p, s, end, c, K))
+    if (!lp_fast_scalar_quick(p, s, end, c, K))
         return 0;
     goto after_value;
 object:

@@ -374,9 +374,18 @@ NUMBERS = [
 
 @pytest.mark.parametrize("number", NUMBERS, ids=lambda n: repr(n[:20]))
 def test_numbers_of_every_shape(number):
+    """Each number alone, in arrays and objects, and starting at every offset from 40 to 140 (across block ends)."""
     for doc in (number, b"[" + number + b"]", b'{"n":' + number + b"}", b'{"n": ' + number + b', "m": 1}',
-                b"[1, " + number + b"]", b" " * 60 + number, b'{"k": "' + b"x" * 50 + b'", "n": ' + number + b"}"):
+                b"[1, " + number + b"]", b" " * 60 + number):
         check(doc)
+    for offset in range(40, 141):
+        # '{"k": "' is 7 bytes, '", "n": ' 8 more
+        doc = b'{"k": "' + b"x" * (offset - 15) + b'", "n": ' + number + b', "m": ' + number + b"}"
+        assert doc.index(b'"n": ') + 5 == offset
+        sure = check(doc)
+        if exact(doc) is None and b"e" not in number.lower() and len(number) <= 200:
+            assert all(sure.values()), doc
+        check(b"[" + b" " * offset + number + b"," + number + b"]")
 
 
 LITERALS = [b"true", b"false", b"null", b"tru", b"nul", b"fals", b"t", b"f", b"n", b"truex", b"nulll", b"falsey",
