@@ -81,13 +81,77 @@ wording and offsets (ours name the first offending byte in input order;
 orjson checks UTF-8 over the whole input first), and validate_json takes
 bytes-like objects only, not str.
 
-Strings are scanned 16 bytes at a time (SSE2 where the compiler has it,
-every x86-64; two 8-byte SWAR words elsewhere, or in a ``LOGPIPE_PORTABLE=1``
-build, which CI tests: see :data:`SIMD`), and so are the digit runs
-of numbers; the rest is read a byte at a time. The scan of plain string
-bytes is inlined into the parser (a key or a short value is one 16-byte
-look); escapes, UTF-8 and the input's last 15 bytes go to the full string
-scanner. The line framer calls the validator on each line in place.
+Two paths give these verdicts: a fast path that answers "certainly valid"
+or "not sure", and the exact state machine (``json_check``), which decides
+every line the fast path is not sure of and gives every reason and offset.
+A line the fast path accepts is one json_check accepts (see "Why the fast
+path is sound" below), so the verdicts, reasons and offsets are json_check's
+whichever path ran. validate_json and the line framer both go this way, on
+each line in place.
+
+The exact path. Strings are scanned 16 bytes at a time (SSE2 where the
+compiler has it, every x86-64; two 8-byte SWAR words elsewhere, or in a
+``LOGPIPE_PORTABLE=1`` build, which CI tests: see :data:`SIMD`), and so are
+the digit runs of numbers; the rest is read a byte at a time. The scan of
+plain string bytes is inlined into the parser (a key or a short value is one
+16-byte look); escapes, UTF-8 and the input's last 15 bytes go to the full
+string scanner.
+
+The fast path (``_json_fast.h``, next to this file). :data:`FAST_PATH` says
+which variant runs: ``"avx2"`` (AVX2, BMI1/2, PCLMUL and POPCNT; those
+functions alone are compiled for them, with a target attribute, and chosen
+at import when the CPU has them, so the module still runs on any x86-64),
+``"sse2"`` (any x86-64), or None (a ``LOGPIPE_PORTABLE=1`` build or another
+CPU: json_check checks every line). Both variants compute the same answer.
+It works in two stages over 64-byte blocks:
+
+* Stage 1 classifies each block into bit masks (bit k for byte k): quotes,
+  backslashes, the operators ``{}[]:,``, spaces, control and non-ASCII bytes,
+  colons, digits, zeros and odd bytes. The last block is the line's last 32
+  or 64 bytes, shifted so that nothing past the line's end is read (a line
+  under 64 bytes is copied into a block padded with spaces). From the masks:
+  the escaped bytes (a run of backslashes escapes the byte after it when its
+  length is odd; runs and strings go on across blocks); the bytes inside
+  strings, by prefix XOR of the unescaped quotes (carry-less multiplication
+  by all ones in the AVX2 variant, shifts in SSE2), from an opening quote up
+  to its closing one; and the tokens: operators outside strings, opening
+  quotes, and the first byte of each run of scalar bytes (outside strings,
+  neither whitespace, operator nor quote). It is not sure, and stops, at any
+  byte >= 0x80 (UTF-8 is json_check's), a control byte inside a string or
+  outside one other than tab, LF and CR, an escape other than ``\\" \\\\
+  \\/ \\b \\f \\n \\r \\t`` and ``\\uXXXX`` (four hex digits, not a surrogate),
+  or a string still open at the end.
+* Stage 2 walks the tokens in order with the JSON grammar: a stack of
+  container kinds, 63 deep at most (deeper: not sure), and each scalar run
+  parsed in place: it must be exactly a number of RFC 8259 with at most 200
+  integer digits and at most 2 exponent digits (below 1e299, so no double
+  overflows) or ``true``, ``false``, ``null``, followed by whitespace, an
+  operator, a quote or the end.
+
+A flat object (no container inside: most log lines) needs no walk. Its
+tokens must read ``{ K : V , K : V ... }``, and stage 1 checks that with
+masks: operators exactly at the even token ranks (prefix XOR of the token
+mask), colons exactly at the odd operator ranks (prefix XOR of the operator
+mask), no scalar where a key goes, exactly two ``{}[]`` tokens, the first
+token ``{`` and the last ``}``. (Alternation forces every key and value
+between two operators; the colon ranks make the operators ``{ : , : ...
+: }``; the bracket count leaves commas between the first and the last.) Its
+scalars are vouched for by masks too when all are plain integers (every
+scalar byte a digit, no run starting with 0 going on, none spanning a whole
+block); otherwise each is parsed as in stage 2.
+
+Why the fast path is sound. Outside strings, each byte of a line it accepts
+is whitespace, an operator token or part of a scalar run that begins with a
+scalar token; the rest are strings, each from an opening quote token to its
+closing quote. Stage 1 vouches for string contents (printable ASCII and valid
+escapes, as json_check reads them) and that every string closes; stage 2 or
+the flat check vouches that the tokens form exactly one JSON value and that
+each scalar run is exactly a valid number or literal. So the line is one JSON
+value by RFC 8259, and none of json_check's further rules can reject it:
+there is no non-ASCII byte (so no invalid UTF-8), no surrogate escape, no
+nesting deeper than 63, no number that could overflow a double. The tests
+check this against json_check and orjson for each variant
+(tests/framing/test_framing_fast.py), including at every block boundary.
 
 Reasons (``offset`` is the byte offset in the line or buffer)::
 

@@ -52,6 +52,7 @@ typedef int (*lp_fast_fn)(const uint8_t *s, size_t n);
 #include <immintrin.h>
 
 #define LP_FAST_INLINE static inline __attribute__((always_inline))
+#define LP_FAST_RARE(x) __builtin_expect(!!(x), 0)
 #define LP_FAST_AVX2_TARGET __attribute__((target("avx2,bmi,bmi2,pclmul,popcnt")))
 #define LP_EVEN_BITS 0x5555555555555555ULL
 #define LP_ODD_BITS 0xAAAAAAAAAAAAAAAAULL
@@ -134,6 +135,7 @@ typedef struct {
 typedef struct {
     uint64_t tokens[LP_FAST_CHUNK];     /* token masks, a block each */
     uint64_t scalars[LP_FAST_CHUNK];    /* their scalar starts */
+    uint64_t runs[LP_FAST_CHUNK];       /* their scalar bytes */
     uint64_t flat_err;  /* the flat object check so far (all chunks): not 0, not a flat object */
     unsigned brackets;  /* {}[] tokens so far (all chunks; at least, and at least 3 if more) */
     uint64_t unplain;   /* not 0: a scalar run of the last chunk may not be a plain integer */
@@ -170,6 +172,26 @@ LP_FAST_INLINE void lp_fast_classify_sse2(const uint8_t *p, int size, lp_fast_ma
     m->digit = dg; m->zero = z;
 }
 
+/* The SSE2 variant's string classes of a 64-byte block: quote, bslash, ctl. */
+LP_FAST_INLINE void lp_fast_classify_str_sse2(const uint8_t *p, lp_fast_masks *m, const lp_fast_consts *K) {
+    uint64_t q = 0, b = 0, ctl = 0;
+    for (int k = 0; k < 64; k += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + k));
+        q |= lp_fast_mask16(_mm_cmpeq_epi8(v, LP_FAST_V16(quote)), k);
+        b |= lp_fast_mask16(_mm_cmpeq_epi8(v, LP_FAST_V16(bslash)), k);
+        ctl |= lp_fast_mask16(_mm_subs_epi8(v, LP_FAST_V16(space)), k);
+    }
+    m->quote = q; m->bslash = b; m->ctl = ctl;
+}
+
+/* The SSE2 variant's other classes of a 64-byte block. */
+LP_FAST_INLINE void lp_fast_classify_rest_sse2(const uint8_t *p, lp_fast_masks *m, const lp_fast_consts *K) {
+    lp_fast_masks all;
+    lp_fast_classify_sse2(p, 64, &all, K);
+    m->op = all.op; m->space = all.space; m->colon = all.colon; m->odd = all.odd;
+    m->digit = all.digit; m->zero = all.zero;
+}
+
 /* The classes of the 32 bytes v, as 32-bit masks, but for bslash and ctl
    (rare: see lp_fast_classify_avx2). */
 typedef struct {
@@ -191,6 +213,37 @@ LP_FAST_AVX2_TARGET LP_FAST_INLINE lp_fast_masks32 lp_fast_classify32_avx2(__m25
                                                                _mm256_sub_epi8(v, LP_FAST_V32(digit_bias))));
     m.zero = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, LP_FAST_V32(zero)));
     return m;
+}
+
+/* The string classes of the 64 bytes at p: quote, bslash, ctl (the others
+   are left alone). Backslashes and control bytes are rare: one test finds
+   whether there are any, and only then are their masks made. */
+LP_FAST_AVX2_TARGET LP_FAST_INLINE void lp_fast_classify_str_avx2(const uint8_t *p, lp_fast_masks *m,
+                                                                const lp_fast_consts *K) {
+    __m256i lo = _mm256_loadu_si256((const __m256i *)p), hi = _mm256_loadu_si256((const __m256i *)(p + 32));
+    __m256i bs_lo = _mm256_cmpeq_epi8(lo, LP_FAST_V32(bslash)), ctl_lo = _mm256_subs_epi8(lo, LP_FAST_V32(space));
+    __m256i bs_hi = _mm256_cmpeq_epi8(hi, LP_FAST_V32(bslash)), ctl_hi = _mm256_subs_epi8(hi, LP_FAST_V32(space));
+    m->quote = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, LP_FAST_V32(quote)))
+               | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(hi, LP_FAST_V32(quote))) << 32;
+    if (_mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(bs_lo, ctl_lo), _mm256_or_si256(bs_hi, ctl_hi)))) {
+        m->bslash = (uint32_t)_mm256_movemask_epi8(bs_lo) | (uint64_t)(uint32_t)_mm256_movemask_epi8(bs_hi) << 32;
+        m->ctl = (uint32_t)_mm256_movemask_epi8(ctl_lo) | (uint64_t)(uint32_t)_mm256_movemask_epi8(ctl_hi) << 32;
+    } else {
+        m->bslash = m->ctl = 0;
+    }
+}
+
+/* The other classes of the 64 bytes at p (after lp_fast_classify_str_avx2). */
+LP_FAST_AVX2_TARGET LP_FAST_INLINE void lp_fast_classify_rest_avx2(const uint8_t *p, lp_fast_masks *m,
+                                                                 const lp_fast_consts *K) {
+    lp_fast_masks32 a = lp_fast_classify32_avx2(_mm256_loadu_si256((const __m256i *)p), K);
+    lp_fast_masks32 b = lp_fast_classify32_avx2(_mm256_loadu_si256((const __m256i *)(p + 32)), K);
+    m->op = a.op | (uint64_t)b.op << 32;
+    m->space = a.space | (uint64_t)b.space << 32;
+    m->colon = a.colon | (uint64_t)b.colon << 32;
+    m->odd = a.odd | (uint64_t)b.odd << 32;
+    m->digit = a.digit | (uint64_t)b.digit << 32;
+    m->zero = a.zero | (uint64_t)b.zero << 32;
 }
 
 /* Classify p[:size] (size 32 or 64; the masks' other bits are 0). Backslashes
@@ -291,6 +344,7 @@ static inline int lp_fast_u_escape(const uint8_t *s, size_t n, size_t i) {
 }
 
 typedef void (*lp_fast_classify_fn)(const uint8_t *p, int size, lp_fast_masks *m, const lp_fast_consts *K);
+typedef void (*lp_fast_classify64_fn)(const uint8_t *p, lp_fast_masks *m, const lp_fast_consts *K);
 typedef uint64_t (*lp_fast_pxor_fn)(uint64_t x, const lp_fast_consts *K);
 typedef unsigned (*lp_fast_count_fn)(uint64_t x);
 
@@ -302,23 +356,17 @@ typedef struct {
     unsigned brackets;
 } lp_fast_run;
 
-/* The mask work of one block, from its classes m (limited to the line:
-   valid has a bit for each byte of the line in the block; blk[k] is its byte
-   k; off its offset in s) to its tokens and scalar starts. Returns 0, or -1
-   to bail out. */
-LP_FAST_INLINE int lp_fast_block(lp_fast_run *r, lp_fast_masks m, uint64_t valid, const uint8_t *blk,
-                                 const uint8_t *s, size_t n, size_t off, uint64_t *tokens_out,
-                                 uint64_t *scalars_out, const lp_fast_consts *K, lp_fast_pxor_fn pxor,
-                                 lp_fast_count_fn count_bits) {
-    /* Escapes. A backslash that the previous block's last one escapes
-       starts no escape; every other run of backslashes escapes the byte
-       after it if its length is odd: a run starting on an even bit ends
-       on an odd one, and one starting on an odd bit on an even one.
-       Adding a run's first bit to the run carries to the bit after it. */
+/* The escaped bytes of a block whose backslashes are bslash (valid: the
+   bits of the line's bytes). A backslash that the previous block's last one
+   escapes starts no escape; every other run of backslashes escapes the byte
+   after it if its length is odd: a run starting on an even bit ends on an
+   odd one, and one starting on an odd bit on an even one. Adding a run's
+   first bit to the run carries to the bit after it. */
+LP_FAST_INLINE uint64_t lp_fast_escaped(lp_fast_run *r, uint64_t bslash, uint64_t valid) {
     uint64_t escaped = r->esc;
-    uint64_t bs = m.bslash & ~r->esc;
+    uint64_t bs = bslash & ~r->esc;
     r->esc = 0;
-    if (bs) {
+    if (LP_FAST_RARE(bs)) {
         uint64_t starts = bs & ~(bs << 1);
         uint64_t after_even = (bs + (starts & LP_EVEN_BITS)) & ~bs;
         uint64_t sum_odd;
@@ -327,6 +375,29 @@ LP_FAST_INLINE int lp_fast_block(lp_fast_run *r, lp_fast_masks m, uint64_t valid
         escaped |= (after_even & LP_ODD_BITS) | (sum_odd & ~bs & LP_EVEN_BITS);
         escaped &= valid;
     }
+    return escaped;
+}
+
+/* 0 if every escaped byte (bits of escaped; blk[k] is byte k, at offset off + k in s) makes a valid escape. */
+static inline int lp_fast_check_escapes(uint64_t escaped, const uint8_t *blk, const uint8_t *s, size_t n, size_t off) {
+    do {
+        unsigned k = (unsigned)__builtin_ctzll(escaped);
+        uint8_t c = blk[k];
+        if (!LP_FAST_ESC[c] && !(c == 'u' && lp_fast_u_escape(s, n, off + k)))
+            return -1;
+        escaped &= escaped - 1;
+    } while (escaped);
+    return 0;
+}
+
+/* The mask work of one block, from its classes m and escaped bytes (limited
+   to the line: valid has a bit for each byte of the line in the block;
+   blk[k] is its byte k; off its offset in s) to its tokens and scalar
+   starts. Returns 0, or -1 to bail out. */
+LP_FAST_INLINE int lp_fast_block(lp_fast_run *r, lp_fast_masks m, uint64_t escaped, uint64_t valid, const uint8_t *blk,
+                                 const uint8_t *s, size_t n, size_t off, uint64_t *tokens_out,
+                                 uint64_t *scalars_out, uint64_t *runs_out, const lp_fast_consts *K,
+                                 lp_fast_pxor_fn pxor, lp_fast_count_fn count_bits) {
 
     /* Strings: from an opening quote up to (not including) its closing one. */
     uint64_t quote = m.quote & ~escaped;
@@ -335,7 +406,7 @@ LP_FAST_INLINE int lp_fast_block(lp_fast_run *r, lp_fast_masks m, uint64_t valid
 
     /* Control and non-ASCII bytes: only tab, LF and CR, and only outside strings. */
     uint64_t space = m.space;
-    if (m.ctl) {
+    if (LP_FAST_RARE(m.ctl)) {
         uint64_t ctl = m.ctl;
         if (ctl & in_str)
             return -1;
@@ -348,13 +419,8 @@ LP_FAST_INLINE int lp_fast_block(lp_fast_run *r, lp_fast_masks m, uint64_t valid
         space |= m.ctl;
     }
     /* Escaped bytes (inside strings; outside them the scalar check bails). */
-    while (escaped) {
-        unsigned k = (unsigned)__builtin_ctzll(escaped);
-        uint8_t c = blk[k];
-        if (!LP_FAST_ESC[c] && !(c == 'u' && lp_fast_u_escape(s, n, off + k)))
-            return -1;
-        escaped &= escaped - 1;
-    }
+    if (LP_FAST_RARE(escaped) && lp_fast_check_escapes(escaped, blk, s, n, off))
+        return -1;
 
     uint64_t scalar = ~(space | m.op | quote | in_str);
     uint64_t scalar_starts = scalar & ~((scalar << 1) | r->prev_sc);
@@ -363,13 +429,16 @@ LP_FAST_INLINE int lp_fast_block(lp_fast_run *r, lp_fast_masks m, uint64_t valid
     uint64_t tokens = ops | (quote & in_str) | scalar_starts;
     *tokens_out = tokens;
     *scalars_out = scalar_starts;
+    *runs_out = scalar;
 
     /* Plain integers: every scalar byte a digit, no run "0" going on, no
        block all scalar (so a run spans at most two blocks: 128 digits). */
-    uint64_t zero_starts = scalar_starts & m.zero;
-    r->unplain |= (scalar & ~m.digit) | (zero_starts & (scalar >> 1)) | (r->zero_start & scalar)
-                  | (scalar == ~0ULL);
-    r->zero_start = zero_starts >> 63;
+    if (!r->unplain) {      /* once one is not, the flat path parses them all: no need to know more */
+        uint64_t zero_starts = scalar_starts & m.zero;
+        r->unplain = (scalar & ~m.digit) | (zero_starts & (scalar >> 1)) | (r->zero_start & scalar)
+                     | (scalar == ~0ULL);
+        r->zero_start = zero_starts >> 63;
+    }
 
     /* The flat object check: operators at even token ranks, colons at odd
        operator ranks, no scalar where a key goes (see the module docstring). */
@@ -391,8 +460,9 @@ LP_FAST_INLINE int lp_fast_block(lp_fast_run *r, lp_fast_masks m, uint64_t valid
    does not vouch for, or the input ends inside a string). The carries are
    written back only if the input goes on after the chunk. */
 LP_FAST_INLINE int lp_fast_stage1(const uint8_t *s, size_t n, size_t off, lp_fast_carry *carry, lp_fast_out *o,
-                                  const lp_fast_consts *K, lp_fast_classify_fn classify, lp_fast_pxor_fn pxor,
-                                  lp_fast_count_fn count_bits) {
+                                  const lp_fast_consts *K, lp_fast_classify_fn classify,
+                                  lp_fast_classify64_fn classify_str, lp_fast_classify64_fn classify_rest,
+                                  lp_fast_pxor_fn pxor, lp_fast_count_fn count_bits) {
     /* off == 0: the first chunk, from the zero state (a constant where inlined) */
     lp_fast_run r = {0, 0, 0, 0, 0, 0, 0, 0, 0};
     if (off) {
@@ -408,12 +478,24 @@ LP_FAST_INLINE int lp_fast_stage1(const uint8_t *s, size_t n, size_t off, lp_fas
     int count = 0;
     /* whole blocks */
     while (n - off >= 64) {
-        classify(s + off, 64, &m, K);
-        if (lp_fast_block(&r, m, ~0ULL, s + off, s, n, off, &o->tokens[count], &o->scalars[count],
-                          K, pxor, count_bits))
-            return -1;
+        classify_str(s + off, &m, K);
+        uint64_t escaped = lp_fast_escaped(&r, m.bslash, ~0ULL);
+        if (LP_FAST_RARE(!(m.quote & ~escaped) && r.in_str)) {
+            /* Inside one string from end to end (a long message, a stack
+               trace): no token, no scalar; only its escapes and control
+               bytes to look at. */
+            if (m.ctl || (escaped && lp_fast_check_escapes(escaped, s + off, s, n, off)))
+                return -1;
+            r.prev_sc = r.zero_start = 0;
+            o->tokens[count] = o->scalars[count] = o->runs[count] = 0;
+        } else {
+            classify_rest(s + off, &m, K);
+            if (lp_fast_block(&r, m, escaped, ~0ULL, s + off, s, n, off, &o->tokens[count], &o->scalars[count],
+                              &o->runs[count], K, pxor, count_bits))
+                return -1;
+        }
         off += 64;
-        if (++count == LP_FAST_CHUNK) {
+        if (LP_FAST_RARE(++count == LP_FAST_CHUNK)) {
             if (off >= n)
                 break;
             o->flat_err = r.flat_err;
@@ -456,8 +538,8 @@ LP_FAST_INLINE int lp_fast_stage1(const uint8_t *s, size_t n, size_t off, lp_fas
         m.odd >>= shift;
         m.digit >>= shift;
         m.zero >>= shift;
-        if (lp_fast_block(&r, m, valid, blk, s, n, off, &o->tokens[count], &o->scalars[count],
-                          K, pxor, count_bits))
+        if (lp_fast_block(&r, m, lp_fast_escaped(&r, m.bslash, valid), valid, blk, s, n, off,
+                          &o->tokens[count], &o->scalars[count], &o->runs[count], K, pxor, count_bits))
             return -1;
         count++;
     }
@@ -590,6 +672,66 @@ LP_FAST_INLINE int lp_fast_scalar_quick(const uint8_t *p, const uint8_t *begin, 
     return lp_fast_scalar(p, begin, end, c, K);
 }
 
+/* Bit j set if p[j] is no digit, for j < 32; p[:32] readable, or begin..end
+   holding at least 32 bytes (then the line's last 32 are read instead). */
+LP_FAST_INLINE uint32_t lp_fast_nondigits32(const uint8_t *p, const uint8_t *begin, const uint8_t *end,
+                                            const lp_fast_consts *K) {
+    if (end - p >= 32)
+        return lp_fast_nondigits16(p, K) | (uint32_t)lp_fast_nondigits16(p + 16, K) << 16;
+    uint32_t last = lp_fast_nondigits16(end - 32, K) | (uint32_t)lp_fast_nondigits16(end - 16, K) << 16;
+    return last >> (32 - (end - p));
+}
+
+/* 1 if the scalar run p[:len] (1 <= len < 64, followed by a delimiter or the
+   end) is one of the quick shapes, all valid: true, false, null, or
+   -?(0|[1-9][0-9]*)(.[0-9]+)? of up to 32 bytes. 0: not one of them
+   (lp_fast_scalar decides). */
+LP_FAST_INLINE int lp_fast_run_ok(const uint8_t *p, unsigned len, const uint8_t *begin, const uint8_t *end,
+                                  const lp_fast_consts *K) {
+    uint8_t c = *p;
+    if ((uint8_t)(c - '0') < 10 || c == '-') {
+        uint32_t other;                 /* bit j: p[j] is no digit, for j < len */
+        if (len <= 16) {
+            if (end - p >= 16)
+                other = lp_fast_nondigits16(p, K);
+            else if (end - begin >= 16)
+                other = lp_fast_nondigits16(end - 16, K) >> (16 - (end - p));
+            else
+                return 0;
+        } else if (len <= 32 && end - begin >= 32) {
+            other = lp_fast_nondigits32(p, begin, end, K);
+        } else {
+            return 0;
+        }
+        if (len < 32)
+            other &= (1u << len) - 1;
+        unsigned first = c == '-';      /* where the digits begin */
+        if (len <= first)
+            return 0;                   /* a '-' alone */
+        other &= ~(uint32_t)first;
+        if (other & (1u << first))
+            return 0;                   /* no digit after the '-' */
+        if (!other)                     /* -?[0-9]+ */
+            return p[first] != '0' || len == first + 1;
+        /* -?[0-9]+.[0-9]+: one non-digit, a point, neither first nor last */
+        unsigned dot = (unsigned)__builtin_ctz(other);
+        return other == (1u << dot) && p[dot] == '.' && dot + 1 < len && (p[first] != '0' || dot == first + 1);
+    }
+    uint32_t word, want_true, want_null, want_alse;
+    memcpy(&want_true, "true", 4);
+    memcpy(&want_null, "null", 4);
+    memcpy(&want_alse, "alse", 4);
+    if (len == 4) {
+        memcpy(&word, p, 4);
+        return word == want_true || word == want_null;
+    }
+    if (len == 5 && c == 'f') {
+        memcpy(&word, p + 1, 4);
+        return word == want_alse;
+    }
+    return 0;
+}
+
 typedef int (*lp_fast_stage1_fn)(const uint8_t *s, size_t n, size_t off, lp_fast_carry *carry, lp_fast_out *o,
                                  const lp_fast_consts *K);
 
@@ -609,9 +751,14 @@ LP_FAST_INLINE int lp_fast_flat(const uint8_t *s, size_t n, const lp_fast_out *o
         return 1;       /* every scalar is a plain integer */
     for (int i = first; i <= last; i++) {
         for (uint64_t sc = o->scalars[i]; sc; sc &= sc - 1) {
-            const uint8_t *p = s + 64 * i + __builtin_ctzll(sc);
-            if (!lp_fast_scalar_quick(p, s, end, *p, K))
-                return 0;
+            unsigned k = (unsigned)__builtin_ctzll(sc);
+            const uint8_t *p = s + 64 * i + k;
+            uint64_t after = ~(o->runs[i] >> k);   /* bit j: p[j] is past the run (if j < 64 - k) */
+            if (!(after & ((~0ULL) >> k)) || !lp_fast_run_ok(p, __builtin_ctzll(after), s, end, K)) {
+                /* a run going on into the next block, or not one of the quick shapes */
+                if (!lp_fast_scalar(p, s, end, *p, K))
+                    return 0;
+            }
         }
     }
     return 1;
@@ -730,7 +877,8 @@ not_sure:
                             const lp_fast_consts *K
 
 LP_FAST_INLINE int lp_fast_stage1_sse2(LP_FAST_STAGE1_ARGS) {
-    return lp_fast_stage1(s, n, off, carry, o, K, lp_fast_classify_sse2, lp_fast_pxor_shifts, lp_fast_count3);
+    return lp_fast_stage1(s, n, off, carry, o, K, lp_fast_classify_sse2, lp_fast_classify_str_sse2,
+                          lp_fast_classify_rest_sse2, lp_fast_pxor_shifts, lp_fast_count3);
 }
 
 static __attribute__((noinline)) int lp_fast_stage1_sse2_more(LP_FAST_STAGE1_ARGS) {
@@ -742,7 +890,8 @@ static int lp_fast_sse2(const uint8_t *s, size_t n) {
 }
 
 LP_FAST_AVX2_TARGET LP_FAST_INLINE int lp_fast_stage1_avx2(LP_FAST_STAGE1_ARGS) {
-    return lp_fast_stage1(s, n, off, carry, o, K, lp_fast_classify_avx2, lp_fast_pxor_clmul, lp_fast_popcount);
+    return lp_fast_stage1(s, n, off, carry, o, K, lp_fast_classify_avx2, lp_fast_classify_str_avx2,
+                          lp_fast_classify_rest_avx2, lp_fast_pxor_clmul, lp_fast_popcount);
 }
 
 LP_FAST_AVX2_TARGET static __attribute__((noinline)) int lp_fast_stage1_avx2_more(LP_FAST_STAGE1_ARGS) {

@@ -388,6 +388,18 @@ def test_numbers_of_every_shape(number):
         check(b"[" + b" " * offset + number + b"," + number + b"]")
 
 
+def test_every_short_scalar_run():
+    """Every run of up to 5 bytes from '-01.9e', as a value of a flat object (mask and quick checks) and alone."""
+    runs = [b""]
+    for _ in range(5):
+        runs = [run + bytes([c]) for run in runs for c in b"-01.9e"] + runs
+    assert len(set(runs)) == 1 + 6 + 36 + 216 + 1296 + 7776
+    for run in set(runs) - {b""}:
+        check(b'{"k": "' + b"x" * 40 + b'", "n": ' + run + b"}")
+        check(b'{"n": ' + run + b', "k": "' + b"y" * 60 + b'"}')
+        check(run)
+
+
 LITERALS = [b"true", b"false", b"null", b"tru", b"nul", b"fals", b"t", b"f", b"n", b"truex", b"nulll", b"falsey",
             b"True", b"NULL", b"nan", b"NaN", b"Infinity", b"-Infinity", b"truefalse", b"true1", b"null\"x\""]
 
