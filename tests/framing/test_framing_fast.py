@@ -357,6 +357,9 @@ def test_deep_nesting():
             (b"[" * depth + b"]" * (depth + 1), depth),
             (b'{"k":[' * depth + b"0" + b"]}" * depth, 2 * depth),
             (b'{"k":' * depth + b"1" + b"]" * depth, depth),
+            (b'{"k":' * depth + b"1" + b"}" * (depth - 1), depth),
+            (b'{"k":' * depth + b"1" + b"}" * (depth + 1), depth),
+            (b'{"k":[' * depth + b"0" + b"]}" * (depth - 1) + b"]", 2 * depth),
             (b"[" * depth + b'"' + b"s" * depth + b'"' + b"]" * depth, depth),
         ):
             sure = check(doc)
@@ -436,6 +439,7 @@ FLAT_NEAR_MISSES = [
     b'{"a":1},', b'{"a":1}]', b'{"a":true false}', b'{"a":1,"b":2]', b'{"a" :1 ,"b" :2 ,}', b'{"a":1,"b":2 ,"c" :}',
     b'{ "a" : 1 , "b" : 2 }', b'{"a":"x","b":-1.5e+10,"c":null}', b'{"":""}', b'{"a":{"b":1}}', b'{"a":[]}',
     b'{"a":1,"a":1}', b'{"a":1 , "b":2}', b'{"a":1,"b":2}x', b'x{"a":1}', b'{"a":01}', b'{"a":-}', b'{"a":1.}',
+    b'{"a":1{"b":2}', b'{"a":1}"b":2}', b'{"a":1["b":2}', b'{"a":1]"b":2}', b'["a":1,"b":2}', b'{"a":1,"b":2]',
 ]
 
 
@@ -448,6 +452,24 @@ def test_flat_objects_and_near_misses(doc):
             sure = check(variant)
             if exact(variant) is None:
                 assert all(sure.values()), variant
+
+
+def test_flat_objects_with_one_operator_replaced():
+    """Flat objects of 1-4 pairs with any one of their operators replaced by any other (or a quote, or
+    nothing), at several offsets: the flat check must catch every one that is not JSON."""
+    for pairs in range(1, 5):
+        parts = [b"{"]
+        for k in range(pairs):
+            parts += [b'"k%d"' % k, b":", (b"1", b'"v"', b"true", b"-2.5")[k % 4]]
+            parts.append(b"," if k < pairs - 1 else b"}")
+        operators = [i for i, part in enumerate(parts) if part in (b"{", b"}", b":", b",")]
+        for i in operators:
+            for other in (b"{", b"}", b"[", b"]", b":", b",", b'"', b"", b"{}", b"[]", b",,"):
+                doc = b"".join(parts[:i] + [other] + parts[i + 1 :])
+                for pad in (0, 5, 60, 63):
+                    check(b" " * pad + doc)
+                    check(b'{"pad": "' + b"p" * pad + b'", "x": ' + doc + b"}")
+        assert all(check(b"".join(parts)).values())
 
 
 def test_the_tables_of_test_framing_json():
