@@ -64,11 +64,13 @@ def make_mix_file(path: Path, lines: int) -> tuple[int, int]:
 
     mix = mix_lines()
     bad = [validate_json(line) is not None for line in mix]
-    with open(path, "wb") as f:
-        for start in range(0, lines, len(mix)):
-            f.write(b"".join(line + b"\n" for line in mix[: lines - start]))
-    invalid = sum(bad) * (lines // len(mix)) + sum(bad[: lines % len(mix)])
-    return path.stat().st_size, invalid
+    full, rest = divmod(lines, len(mix))
+    size = full * sum(len(line) + 1 for line in mix) + sum(len(line) + 1 for line in mix[:rest])
+    if not path.exists() or path.stat().st_size != size:  # else: the same lines, from an earlier run
+        with open(path, "wb") as f:
+            for start in range(0, lines, len(mix)):
+                f.write(b"".join(line + b"\n" for line in mix[: lines - start]))
+    return size, sum(bad) * full + sum(bad[:rest])
 
 
 def make_file(path: Path, lines: int) -> int:

@@ -106,8 +106,11 @@ CPU: json_check checks every line). Both variants compute the same answer.
 It works in two stages over 64-byte blocks:
 
 * Stage 1 classifies each block into bit masks (bit k for byte k): quotes,
-  backslashes, the operators ``{}[]:,``, spaces, control and non-ASCII bytes,
-  colons, digits, zeros and odd bytes. The last block is the line's last 32
+  backslashes, control and non-ASCII bytes (these two made only when the
+  block has any), the operators ``{}[]:,``, spaces, colons, bytes with bit 0
+  set (which tells ``{}[]`` from ``:,``), digits and zeros. A block that lies
+  wholly inside one string (no unescaped quote: a long message, a stack
+  trace) stops after the first three. The last block is the line's last 32
   or 64 bytes, shifted so that nothing past the line's end is read (a line
   under 64 bytes is copied into a block padded with spaces). From the masks:
   the escaped bytes (a run of backslashes escapes the byte after it when its
@@ -138,7 +141,9 @@ between two operators; the colon ranks make the operators ``{ : , : ...
 : }``; the bracket count leaves commas between the first and the last.) Its
 scalars are vouched for by masks too when all are plain integers (every
 scalar byte a digit, no run starting with 0 going on, none spanning a whole
-block); otherwise each is parsed as in stage 2.
+block); otherwise each is checked on its own, its length known from the
+masks: true, false, null, or an integer with an optional fraction of up to
+32 bytes by one or two 16-byte digit scans, anything else as in stage 2.
 
 Why the fast path is sound. Outside strings, each byte of a line it accepts
 is whitespace, an operator token or part of a scalar run that begins with a
