@@ -801,7 +801,7 @@ cdef object select_fast_path(str name):
 _FAST_VARIANTS = tuple(name for name in ("avx2", "sse2") if lp_fast_available(FAST_NAMES[name]))
 select_fast_path(_FAST_VARIANTS[0] if _FAST_VARIANTS else "off")
 #: The JSON validator's fast path chosen at import: "avx2" (AVX2, BMI1/2,
-#: PCLMUL: picked at run time), "sse2" (any x86-64), or None (a
+#: PCLMUL and POPCNT: picked at run time), "sse2" (any x86-64), or None (a
 #: ``LOGPIPE_PORTABLE=1`` build or another CPU: json_check checks every line).
 FAST_PATH = _FAST_VARIANTS[0] if _FAST_VARIANTS else None
 

@@ -1,35 +1,30 @@
 /* The JSON validator's fast path: "certainly valid" or "not sure", in two
- * stages over 64-byte blocks (see "The JSON validator" in the module
- * docstring of _framing.pyx for the algorithm and why it is sound).
+ * stages over 64-byte blocks. The module docstring of _framing.pyx ("The JSON
+ * validator") describes the algorithm and why accepting is sound; this is a
+ * map of the code.
  *
  *   lp_fast_function(LP_FAST_AVX2 or LP_FAST_SSE2): the checker, or NULL if
  *   this build or CPU lacks it. A checker returns 1 when s[:n] is certainly
  *   one JSON value that json_check accepts, 0 when it is not sure (invalid,
- *   or valid in a way the fast path leaves to json_check: non-ASCII bytes,
- *   raw tabs or CRs inside the line... see the docstring).
+ *   or valid in a way it leaves to json_check: non-ASCII bytes, surrogate
+ *   escapes, nesting deeper than 63, exponents of 3 digits...).
  *
- * Stage 1 (lp_fast_stage1) classifies a block into bit masks (bit k: byte k):
- * quotes, backslashes, the operators {}[]:, spaces, and "control or
- * non-ASCII" bytes. From these it derives the escaped bytes (a backslash run
- * of odd length escapes the byte after it; a run may continue from the
- * previous block), the bytes inside strings (prefix XOR of the unescaped
- * quotes, continued from the previous block), and the tokens: operators
- * outside strings, opening quotes, and the first byte of each run of scalar
- * bytes (outside strings and neither whitespace, operator nor quote). It
- * bails out on anything it does not vouch for: a control or non-ASCII byte
- * inside a string, a control byte outside one other than tab/LF/CR, any
- * non-ASCII byte, an escape other than \" \\ \/ \b \f \n \r \t or a \u with
- * four hex digits that is not a surrogate.
+ *   lp_fast_stage1 (stage 1): up to 16 blocks at a time; lp_fast_classify_*
+ *   make each block's masks, lp_fast_block turns them into tokens, scalar
+ *   starts and scalar runs and goes on with the flat object and plain
+ *   integer checks; a block wholly inside one string takes a short cut.
  *
- * Stage 2 (lp_fast_body) walks the tokens in order with the JSON grammar
- * (a stack of container kinds, 63 deep at most) and parses every scalar run in
- * place: it must be exactly a number (RFC 8259 grammar, at most 200 integer
- * digits and 2 exponent digits, so it cannot overflow a double) or true,
- * false or null, followed by whitespace, an operator, a quote or the end.
+ *   lp_fast_body (stage 2): a flat object passed by stage 1 goes to
+ *   lp_fast_flat (first and last token, scalars by lp_fast_run_ok or
+ *   lp_fast_scalar); any other line is walked token by token with the
+ *   grammar (gotos, a 64-bit stack of container kinds).
  *
- * Only x86-64 with GCC or Clang builds it (SSE2 is always there; AVX2 with
- * BMI1/2 and PCLMUL is chosen at run time); LP_PORTABLE builds and other
- * CPUs get no fast path (lp_fast_function returns NULL).
+ * The two variants are the same code (always-inline functions taking the
+ * block classifier, the prefix XOR and the bit count as constants): SSE2 (any
+ * x86-64) and AVX2 (with BMI1/2, PCLMUL and POPCNT, compiled for them by a
+ * target attribute and chosen at run time). Only x86-64 with GCC or Clang
+ * builds them; LP_PORTABLE builds and other CPUs get no fast path
+ * (lp_fast_function returns NULL).
  */
 #ifndef LP_JSON_FAST_H
 #define LP_JSON_FAST_H
