@@ -1,11 +1,15 @@
 """Line framing throughput: logpipe's LineFramer against a pure-Python pipeline, side by side.
 
-    .venv/bin/python bench/bench_framing.py [--lines 2000000] [--repeat 3] [--file PATH]
+    .venv/bin/python bench/bench_framing.py [--lines 2000000] [--repeat 3] [--file PATH] [--mix] [--cases framer]
 
 It writes a JSON log file of ``--lines`` lines (~85 bytes each; reused if the
 file already exists with the right size), then reads it in 64 KiB chunks and
 moves every line to a consumer thread, four ways, each with and without JSON
-validation:
+validation. ``--mix`` writes bench/ring_cost.py's production-like mix
+(``mix_lines``: 2,000 seeded lines of 282 bytes on average, 0.8% of them
+invalid) over and over instead; validating pipelines then pass the valid
+lines only. ``--cases framer`` times the LineFramer rows alone (to compare
+two builds, run it with each one's interpreter in turn):
 
 - ``LineFramer``: ``framer.feed(chunk)`` splits, validates (nogil) and pushes
   into a RingBuffer; the consumer takes ``ring.get_batch(4096)``.
@@ -27,10 +31,12 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -40,6 +46,31 @@ from logpipe._framing import LineFramer
 
 CHUNK = 64 * 1024
 LEVELS = [b"INFO", b"WARN", b"DEBUG", b"ERROR"]
+
+
+def mix_lines() -> list[bytes]:
+    """bench/ring_cost.py's production-like mix (one definition for both benches)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ring_cost import MIX
+
+    namespace: dict = {}
+    exec(MIX, namespace)
+    return namespace["mix_lines"]()
+
+
+def make_mix_file(path: Path, lines: int) -> tuple[int, int]:
+    """Write ``lines`` lines of the mix, round and round; return the file size and how many lines are invalid."""
+    from logpipe._framing import validate_json
+
+    mix = mix_lines()
+    bad = [validate_json(line) is not None for line in mix]
+    full, rest = divmod(lines, len(mix))
+    size = full * sum(len(line) + 1 for line in mix) + sum(len(line) + 1 for line in mix[:rest])
+    if not path.exists() or path.stat().st_size != size:  # else: the same lines, from an earlier run
+        with open(path, "wb") as f:
+            for start in range(0, lines, len(mix)):
+                f.write(b"".join(line + b"\n" for line in mix[: lines - start]))
+    return size, sum(bad) * full + sum(bad[:rest])
 
 
 def make_file(path: Path, lines: int) -> int:
@@ -67,7 +98,7 @@ def read_chunks(path: Path):
             yield view[:n]
 
 
-def run_framer(path: Path, validate: bool) -> int:
+def run_framer(path: Path, validate: bool, mix: bool = False) -> int:
     ring = RingBuffer(65536)
     framer = LineFramer(ring, max_line=ring.max_record_size, validate_json=validate)
     taken = [0]
@@ -90,7 +121,7 @@ def run_framer(path: Path, validate: bool) -> int:
     finally:
         ring.close()
         consumer.join()
-    assert framer.invalid == 0 and framer.take_rejected() == []
+    assert mix or (framer.invalid == 0 and framer.take_rejected() == [])
     return taken[0]
 
 
@@ -175,7 +206,7 @@ def best_time(fn: Callable[[Path, bool], int], path: Path, validate: bool, lines
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
-        taken = fn(path, validate)
+        taken = fn(path, validate)  # lines: the records expected
         elapsed = time.perf_counter() - start
         if taken != lines:
             raise SystemExit(f"{fn.__name__}: consumer saw {taken} records, expected {lines}")
@@ -189,7 +220,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; the best is reported (default 3)")
     parser.add_argument("--file", type=Path, default=None,
                         help="where to keep the test file (default: a temp dir; removed afterwards)")
+    parser.add_argument("--mix", action="store_true", help="production-like lines (ring_cost.py's mix) instead")
+    parser.add_argument("--cases", choices=["all", "framer"], default="all",
+                        help="framer: the LineFramer rows only (default: all)")
     args = parser.parse_args()
+    cases = CASES if args.cases == "all" else CASES[:1]
 
     tmp = None
     if args.file is None:
@@ -198,23 +233,30 @@ def main() -> None:
     else:
         path = args.file
     try:
-        if not path.exists() or sum(1 for _ in open(path, "rb")) != args.lines:
+        invalid = 0
+        if args.mix:
+            size, invalid = make_mix_file(path, args.lines)
+        elif not path.exists() or sum(1 for _ in open(path, "rb")) != args.lines:
             size = make_file(path, args.lines)
         else:
             size = path.stat().st_size
-        print(f"{args.lines:,} lines, {size / 1e6:.1f} MB, {size / args.lines:.1f} bytes/line; "
-              f"64 KiB reads; best of {args.repeat}; cpus: {os.cpu_count()}\n")
+        print(f"{args.lines:,} lines{' (the mix, %d invalid)' % invalid if args.mix else ''}, {size / 1e6:.1f} MB, "
+              f"{size / args.lines:.1f} bytes/line; 64 KiB reads; best of {args.repeat}; cpus: {os.cpu_count()}\n")
         header = f"| {'mode':<4} | {'pipeline':<31} | {'lines/s':>11} | {'MB/s':>7} | {'seconds':>7} | {'vs per line':>11} |"
         print(header)
         print("|" + "|".join("-" * (len(col) + 0) for col in header.split("|")[1:-1]) + "|")
         for validate in (False, True):
             mode = "json" if validate else "raw"
-            times = {name: best_time(fn, path, validate, args.lines, args.repeat) for name, fn in CASES}
-            base = times[CASES[1][0]]
-            for name, _ in CASES:
+            expected = args.lines - invalid if validate else args.lines
+            times = {name: best_time(partial(fn, mix=args.mix) if fn is run_framer else fn, path, validate, expected,
+                                     args.repeat)
+                     for name, fn in cases}
+            base = times[cases[1][0]] if len(cases) > 1 else None
+            for name, _ in cases:
                 t = times[name]
+                ratio = f"{base / t:>10.1f}x" if base else f"{'-':>11}"
                 print(f"| {mode:<4} | {name:<31} | {args.lines / t:>11,.0f} | {size / t / 1e6:>7.1f} | "
-                      f"{t:>7.3f} | {base / t:>10.1f}x |")
+                      f"{t:>7.3f} | {ratio} |")
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -9,7 +9,14 @@ asked to do, the same for the same build and input whatever else runs.
 The two ``framer`` paths feed bench_file.py's ~88-byte JSON lines to a
 LineFramer (64 KiB a call) and drain the ring with ``get_batch``: raw is
 the framing and the ring, json adds the validator, so their difference is
-what validation costs a line.
+what validation costs a line. ``framer json mix`` feeds production-like
+lines instead (``mix_lines``: a fixed, seeded mix of 2,000 lines, about
+88% flat objects of 100-300 bytes with string, number and bool fields, 8%
+of them with escaped quotes; 4% nested objects and arrays; 2% stack traces
+of 1-8 KiB with \\n and \\t escapes; 2% with non-ASCII UTF-8 text; 1%
+invalid), whole lines up to 64 KiB a call, rejections taken after each.
+Each line of the mix costs what its bytes cost, so compare the mix with
+itself across builds, not with the uniform lines.
 
 They are not time (a cache miss costs no instruction), so they measure the
 work a path does, not what the cross-core traffic costs: read them next to
@@ -37,7 +44,84 @@ import subprocess
 import sys
 import tempfile
 
-LOOP = r"""
+MIX = r"""
+import json
+import random
+
+
+def mix_lines(count=2000, seed=20240405):
+    # A fixed mix of production-like JSON log lines (bytes, no newlines): the same for every interpreter.
+    rnd = random.Random(seed)
+    words = ["request", "handled", "user", "session", "cache", "miss", "hit", "upstream", "timeout", "retry",
+             "connection", "pool", "db", "query", "took", "ms", "status", "GET", "POST", "/api/v1/orders",
+             "/healthz", "worker", "shard", "commit", "offset"]
+    levels = ["INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"]
+
+    def text(lo, hi):
+        return " ".join(rnd.choice(words) for _ in range(rnd.randint(lo, hi)))
+
+    def flat(i, size):
+        record = {"ts": 1712345678123456 + i * 1371, "level": rnd.choice(levels), "logger": "app." + rnd.choice(words),
+                  "msg": text(3, 9)}
+        extras = [("request_id", lambda: "%016x" % rnd.getrandbits(64)), ("status", lambda: rnd.choice([200, 201, 404, 500])),
+                  ("latency_ms", lambda: round(rnd.uniform(0.1, 900.0), 2)), ("ok", lambda: rnd.random() < 0.9),
+                  ("user", lambda: rnd.choice([None, "u%06d" % rnd.randint(0, 999999)])), ("bytes", lambda: rnd.randint(0, 10**7)),
+                  ("path", lambda: rnd.choice(words[-6:])), ("shard", lambda: rnd.randint(0, 63)), ("attempt", lambda: rnd.randint(1, 5)),
+                  ("region", lambda: rnd.choice(["eu-west-1", "us-east-2", "ap-south-1"])), ("seq", lambda: i)]
+        rnd.shuffle(extras)
+        for key, value in extras:
+            if len(json.dumps(record)) >= size:
+                break
+            record[key] = value()
+        return record
+
+    def stack(size):
+        frames = []
+        while sum(map(len, frames)) < size:
+            if rnd.random() < 0.5:
+                frames.append('  File "/srv/app/%s.py", line %d, in %s\n    %s = self.%s(request)\n'
+                              % (rnd.choice(words[:8]), rnd.randint(1, 900), rnd.choice(words), rnd.choice(words[:5]), rnd.choice(words[:5])))
+            else:
+                frames.append("\tat com.example.%s.%s(%s.java:%d)\n" % (rnd.choice(words[:8]).title(), rnd.choice(words[:8]),
+                                                                      rnd.choice(words[:8]).title(), rnd.randint(1, 900)))
+        return "Traceback (most recent call last):\n" + "".join(frames) + 'ValueError: bad "input"'
+
+    out = []
+    for i in range(count):
+        r = rnd.random()
+        spaced = rnd.random() < 0.5
+        dumps = (lambda o, **kw: json.dumps(o, **kw)) if spaced else (lambda o, **kw: json.dumps(o, separators=(",", ":"), **kw))
+        if r < 0.01:        # invalid: cut short, a trailing comma, a bare word, single quotes, a raw tab in a string
+            line = dumps(flat(i, rnd.randint(100, 300))).encode()
+            line = rnd.choice([line[: rnd.randint(1, len(line) - 1)], line[:-1] + b",}", line.replace(b'"ok"', b"ok", 1) + b" x",
+                               line.replace(b'"', b"'"), line.replace(b" ", b"\t", 1).replace(b'"msg": "', b'"msg": "\t', 1)])
+        elif r < 0.03:      # non-ASCII text, as raw UTF-8
+            record = flat(i, rnd.randint(100, 300))
+            record["msg"] = rnd.choice(["caf\u00e9 cr\u00e8me", "\u00fcber gr\u00f6\u00dfe", "\u4e2d\u6587\u65e5\u5fd7",
+                                        "\u26a0 warn \U0001f600"]) + " " + record["msg"]
+            line = dumps(record, ensure_ascii=False).encode()
+        elif r < 0.05:      # a stack trace of 1-8 KiB
+            record = flat(i, 120)
+            record["level"] = "ERROR"
+            record["exc_info"] = stack(rnd.randint(1024, 8192))
+            line = dumps(record).encode()
+        elif r < 0.09:      # nested objects and arrays
+            record = flat(i, rnd.randint(60, 150))
+            record["http"] = {"method": rnd.choice(["GET", "POST"]), "path": rnd.choice(words[-6:]), "status": 200,
+                              "headers": {"user-agent": "curl/8.5.0", "accept": "*/*"}}
+            record["tags"] = [rnd.choice(words) for _ in range(rnd.randint(0, 4))]
+            record["timings"] = [round(rnd.uniform(0, 50), 3) for _ in range(rnd.randint(1, 5))]
+            line = dumps(record).encode()
+        else:               # flat, 100-300 bytes; some with escaped quotes
+            record = flat(i, rnd.randint(100, 300))
+            if rnd.random() < 0.09:
+                record["msg"] = 'query "%s" took %d ms' % (text(1, 3), rnd.randint(1, 999))
+            line = dumps(record).encode()
+        out.append(line)
+    return out
+"""
+
+LOOP = MIX + r"""
 import sys
 from logpipe import RingBuffer
 
@@ -58,6 +142,28 @@ def main(path, count):
             for record in records:
                 put(record)
                 get()
+    elif path == "framer json mix":
+        # mix_lines() above, whole lines up to 64 KiB a call.
+        from logpipe._framing import LineFramer
+        lines = mix_lines()
+        pieces, piece, size = [], [], 0
+        for line in lines:
+            if size + len(line) + 1 > 65536 and piece:
+                pieces.append(b"".join(piece))
+                piece, size = [], 0
+            piece.append(line + b"\n")
+            size += len(line) + 1
+        pieces.append(b"".join(piece))
+        framer = LineFramer(ring, max_line=ring.max_record_size, validate_json=True)
+        feed, take_rejected = framer.feed, framer.take_rejected
+        for _ in range(count // len(lines)):
+            for data in pieces:
+                feed(data)
+                take_rejected()
+                while len(ring):
+                    get_batch(1024, 0)
+        assert framer.records + framer.invalid == count // len(lines) * len(lines) and framer.invalid
+        return
     elif path.startswith("framer"):
         # bench_file.py's uniform lines (~88 bytes), fed 64 KiB at a time as a
         # file source reads them, drained in batches of 1024.
@@ -79,7 +185,7 @@ def main(path, count):
 main(sys.argv[1], int(sys.argv[2]))
 """
 
-PATHS = ("put_many+get_batch", "put_many+get_many", "put+get", "framer raw", "framer json")
+PATHS = ("put_many+get_batch", "put_many+get_many", "put+get", "framer raw", "framer json", "framer json mix")
 
 
 def instructions(python: str, script: str, path: str, count: int) -> int:

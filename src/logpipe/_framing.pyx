@@ -81,13 +81,82 @@ wording and offsets (ours name the first offending byte in input order;
 orjson checks UTF-8 over the whole input first), and validate_json takes
 bytes-like objects only, not str.
 
-Strings are scanned 16 bytes at a time (SSE2 where the compiler has it,
-every x86-64; two 8-byte SWAR words elsewhere, or in a ``LOGPIPE_PORTABLE=1``
-build, which CI tests: see :data:`SIMD`), and so are the digit runs
-of numbers; the rest is read a byte at a time. The scan of plain string
-bytes is inlined into the parser (a key or a short value is one 16-byte
-look); escapes, UTF-8 and the input's last 15 bytes go to the full string
-scanner. The line framer calls the validator on each line in place.
+Two paths give these verdicts: a fast path that answers "certainly valid"
+or "not sure", and the exact state machine (``json_check``), which decides
+every line the fast path is not sure of and gives every reason and offset.
+A line the fast path accepts is one json_check accepts (see "Why the fast
+path is sound" below), so the verdicts, reasons and offsets are json_check's
+whichever path ran. validate_json and the line framer both go this way, on
+each line in place.
+
+The exact path. Strings are scanned 16 bytes at a time (SSE2 where the
+compiler has it, every x86-64; two 8-byte SWAR words elsewhere, or in a
+``LOGPIPE_PORTABLE=1`` build, which CI tests: see :data:`SIMD`), and so are
+the digit runs of numbers; the rest is read a byte at a time. The scan of
+plain string bytes is inlined into the parser (a key or a short value is one
+16-byte look); escapes, UTF-8 and the input's last 15 bytes go to the full
+string scanner.
+
+The fast path (``_json_fast.h``, next to this file). :data:`FAST_PATH` says
+which variant runs: ``"avx2"`` (AVX2, BMI1/2, PCLMUL and POPCNT; those
+functions alone are compiled for them, with a target attribute, and chosen
+at import when the CPU has them, so the module still runs on any x86-64),
+``"sse2"`` (any x86-64), or None (a ``LOGPIPE_PORTABLE=1`` build or another
+CPU: json_check checks every line). Both variants compute the same answer.
+It works in two stages over 64-byte blocks:
+
+* Stage 1 classifies each block into bit masks (bit k for byte k): quotes,
+  backslashes, control and non-ASCII bytes (these two made only when the
+  block has any), the operators ``{}[]:,``, spaces, colons, bytes with bit 0
+  set (which tells ``{}[]`` from ``:,``), digits and zeros. A block that lies
+  wholly inside one string (no unescaped quote: a long message, a stack
+  trace) stops after the first three. The last block is the line's last 32
+  or 64 bytes, shifted so that nothing past the line's end is read (a line
+  under 64 bytes is copied into a block padded with spaces). From the masks:
+  the escaped bytes (a run of backslashes escapes the byte after it when its
+  length is odd; runs and strings go on across blocks); the bytes inside
+  strings, by prefix XOR of the unescaped quotes (carry-less multiplication
+  by all ones in the AVX2 variant, shifts in SSE2), from an opening quote up
+  to its closing one; and the tokens: operators outside strings, opening
+  quotes, and the first byte of each run of scalar bytes (outside strings,
+  neither whitespace, operator nor quote). It is not sure, and stops, at any
+  byte >= 0x80 (UTF-8 is json_check's), a control byte inside a string or
+  outside one other than tab, LF and CR, an escape other than ``\\" \\\\
+  \\/ \\b \\f \\n \\r \\t`` and ``\\uXXXX`` (four hex digits, not a surrogate),
+  or a string still open at the end.
+* Stage 2 walks the tokens in order with the JSON grammar: a stack of
+  container kinds, 63 deep at most (deeper: not sure), and each scalar run
+  parsed in place: it must be exactly a number of RFC 8259 with at most 200
+  integer digits and at most 2 exponent digits (below 1e299, so no double
+  overflows) or ``true``, ``false``, ``null``, followed by whitespace, an
+  operator, a quote or the end.
+
+A flat object (no container inside: most log lines) needs no walk. Its
+tokens must read ``{ K : V , K : V ... }``, and stage 1 checks that with
+masks: operators exactly at the even token ranks (prefix XOR of the token
+mask), colons exactly at the odd operator ranks (prefix XOR of the operator
+mask), no scalar where a key goes, exactly two ``{}[]`` tokens, the first
+token ``{`` and the last ``}``. (Alternation forces every key and value
+between two operators; the colon ranks make the operators ``{ : , : ...
+: }``; the bracket count leaves commas between the first and the last.) Its
+scalars are vouched for by masks too when all are plain integers (every
+scalar byte a digit, no run starting with 0 going on, none spanning a whole
+block); otherwise each is checked on its own, its length known from the
+masks: true, false, null, or an integer with an optional fraction of up to
+32 bytes by one or two 16-byte digit scans, anything else as in stage 2.
+
+Why the fast path is sound. Outside strings, each byte of a line it accepts
+is whitespace, an operator token or part of a scalar run that begins with a
+scalar token; the rest are strings, each from an opening quote token to its
+closing quote. Stage 1 vouches for string contents (printable ASCII and valid
+escapes, as json_check reads them) and that every string closes; stage 2 or
+the flat check vouches that the tokens form exactly one JSON value and that
+each scalar run is exactly a valid number or literal. So the line is one JSON
+value by RFC 8259, and none of json_check's further rules can reject it:
+there is no non-ASCII byte (so no invalid UTF-8), no surrogate escape, no
+nesting deeper than 63, no number that could overflow a double. The tests
+check this against json_check and orjson for each variant
+(tests/framing/test_framing_fast.py), including at every block boundary.
 
 Reasons (``offset`` is the byte offset in the line or buffer)::
 
@@ -118,7 +187,7 @@ from logpipe._ringbuf cimport (
     lp_store_release, lp_wait_writable,
 )
 
-__all__ = ["KEPT_BYTES", "MAX_DEPTH", "REJECTED_LIMIT", "SIMD", "LineFramer", "validate_json"]
+__all__ = ["FAST_PATH", "KEPT_BYTES", "MAX_DEPTH", "REJECTED_LIMIT", "SIMD", "LineFramer", "validate_json"]
 
 cdef enum:
     KEEP = 4096            # bytes kept of a rejected line
@@ -683,6 +752,82 @@ cdef int json_check(const uint8_t *s, Py_ssize_t n, Py_ssize_t *where) noexcept 
             i += 1
 
 
+# --------------------------------------------------------------------------
+# The fast path (_json_fast.h): "certainly valid" or "not sure"
+# --------------------------------------------------------------------------
+
+cdef extern from "_json_fast.h" nogil:
+    ctypedef int (*lp_fast_fn)(const uint8_t *s, size_t n)
+    enum:
+        LP_FAST_OFF
+        LP_FAST_SSE2
+        LP_FAST_AVX2
+    bint lp_fast_available(int variant)
+    lp_fast_fn lp_fast_function(int variant)
+
+# The active fast path (NULL: none, every line goes to json_check alone).
+cdef lp_fast_fn fast_json = NULL
+cdef int fast_variant = LP_FAST_OFF
+
+cdef dict FAST_NAMES = {"off": LP_FAST_OFF, "sse2": LP_FAST_SSE2, "avx2": LP_FAST_AVX2}
+
+
+cdef inline int check_json(const uint8_t *s, Py_ssize_t n, Py_ssize_t *where) noexcept nogil:
+    """json_check's verdict, by the fast path when it is sure (then J_OK)."""
+    if fast_json != NULL and fast_json(s, <size_t>n):
+        return J_OK
+    return json_check(s, n, where)
+
+
+cdef object select_fast_path(str name):
+    """Make ``name`` ("avx2", "sse2" or "off") the active fast path; return the previous one's name."""
+    global fast_json, fast_variant
+    cdef int variant
+    cdef lp_fast_fn fn = NULL
+    if name not in FAST_NAMES:
+        raise ValueError(f"fast path must be one of {', '.join(FAST_NAMES)}, got {name!r}")
+    variant = FAST_NAMES[name]
+    if variant != LP_FAST_OFF:
+        fn = lp_fast_function(variant)
+        if fn == NULL:
+            raise ValueError(f"the {name} fast path is not available in this build or on this CPU")
+    previous = next(k for k, v in FAST_NAMES.items() if v == fast_variant)
+    fast_json = fn
+    fast_variant = variant
+    return previous
+
+
+#: The variants of the fast path this build and CPU can run, fastest first.
+_FAST_VARIANTS = tuple(name for name in ("avx2", "sse2") if lp_fast_available(FAST_NAMES[name]))
+select_fast_path(_FAST_VARIANTS[0] if _FAST_VARIANTS else "off")
+#: The JSON validator's fast path chosen at import: "avx2" (AVX2, BMI1/2,
+#: PCLMUL and POPCNT: picked at run time), "sse2" (any x86-64), or None (a
+#: ``LOGPIPE_PORTABLE=1`` build or another CPU: json_check checks every line).
+FAST_PATH = _FAST_VARIANTS[0] if _FAST_VARIANTS else None
+
+
+def _use_fast_path(name):
+    """(Tests and benches.) Make ``name`` ("avx2", "sse2" or "off") the active fast path; return the previous one.
+
+    ValueError if this build or CPU lacks it. Not thread-safe with
+    respect to itself; lines validated meanwhile use either path.
+    """
+    return select_fast_path(name)
+
+
+def _fast_check(data):
+    """(Tests.) True if the active fast path is sure ``data`` is valid JSON, None if it is not sure."""
+    cdef Py_buffer view
+    cdef int ok = 0
+    get_buffer(data, &view)
+    try:
+        if fast_json != NULL:
+            ok = fast_json(<const uint8_t *>view.buf, <size_t>view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return True if ok else None
+
+
 cdef str reason_text(int code, Py_ssize_t where, uint8_t byte):
     if code == J_TOO_LONG:
         return "too long"
@@ -724,9 +869,9 @@ def validate_json(data):
     try:
         if view.len > 65536:
             with nogil:
-                code = json_check(<const uint8_t *>view.buf, view.len, &where)
+                code = check_json(<const uint8_t *>view.buf, view.len, &where)
         else:
-            code = json_check(<const uint8_t *>view.buf, view.len, &where)
+            code = check_json(<const uint8_t *>view.buf, view.len, &where)
         if code == J_OK:
             return None
         return reason_text(code, where, (<const uint8_t *>view.buf)[where] if where < view.len else 0)
@@ -1039,7 +1184,7 @@ cdef class LineFramer:
             self.account(adv)
             return
         if self.validate:
-            code = json_check(<const uint8_t *>p, length, &where)
+            code = check_json(<const uint8_t *>p, length, &where)
             if code != J_OK:
                 self.reject(code, p, length, length, where)
                 self.account(adv)
