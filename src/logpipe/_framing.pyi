@@ -4,6 +4,9 @@ from typing_extensions import Buffer
 
 from logpipe._ringbuf import RingBuffer
 
+#: The JSON validator's fast path in use: "avx2", "sse2", or None (a portable
+#: build, or a CPU without one: every line goes to the exact validator).
+FAST_PATH: str | None
 KEPT_BYTES: int
 MAX_DEPTH: int
 SIMD: bool
