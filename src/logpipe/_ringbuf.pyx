@@ -221,9 +221,11 @@ cdef inline void prefetch_slot(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
     # The header eight positions on, one cache line in four: walking slots
     # in order, asking for the line a few ahead overlaps the cross-core
     # misses (the packed record bytes are one stream, which the hardware
-    # prefetcher follows by itself).
-    if s + PREFETCH_AHEAD < r.slots_end:
-        lp_prefetch(s + PREFETCH_AHEAD)
+    # prefetcher follows by itself). Past the last slot the address is
+    # still inside the ring's allocation (lp_ring_init pads its end), so
+    # no bounds test: a prefetch never faults, and one of the stamps or the
+    # record bytes costs nothing but the hint.
+    lp_prefetch(s + PREFETCH_AHEAD)
 
 
 cdef inline char *slot_share(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
@@ -266,8 +268,11 @@ cdef int lp_ring_init(lp_ring_t *r, uint64_t capacity, uint64_t slot_size,
     cdef uint64_t stamps = (nslots * sizeof(uint32_t) + 63) & ~(<uint64_t>63)
     cdef uint64_t share = slot_size - LP_SLOT_HEADER
     memset(r, 0, sizeof(lp_ring_t))
-    # One allocation: headers, stamps, record bytes, each cache-line aligned.
-    if posix_memalign(&mem, 64, headers + stamps + nslots * share) != 0:
+    # One allocation: headers, stamps, record bytes, each cache-line aligned,
+    # and PREFETCH_AHEAD slots' worth of padding so that prefetch_slot's
+    # address stays inside it on any ring.
+    if posix_memalign(&mem, 64, headers + stamps + nslots * share
+                      + PREFETCH_AHEAD * sizeof(lp_slot_t)) != 0:
         return LP_NOMEM
     r.slots = <lp_slot_t *>mem
     r.slots_end = r.slots + nslots
@@ -431,13 +436,22 @@ cdef uint64_t lp_ring_len(lp_ring_t *r) noexcept nogil:
 
 
 cdef inline uint64_t reserve_bytes(lp_ring_t *r, const uint32_t *lengths, Py_ssize_t count,
-                                   Py_ssize_t *fitting, uint32_t *longest) noexcept nogil:
+                                   uint64_t total, uint32_t longest,
+                                   Py_ssize_t *fitting, uint32_t *most_out) noexcept nogil:
     """Reserve the bytes of the longest prefix of records that fits the budget
-    (``fitting`` of them); ``longest``: the longest of them."""
+    (``fitting`` of them); ``most_out``: the longest of them. ``total`` and
+    ``longest`` are those of all ``count`` records."""
     cdef uint64_t cur = lp_load_relaxed(&r.nbytes)
-    cdef uint64_t room, total
+    cdef uint64_t room
     cdef uint32_t most
     cdef Py_ssize_t k
+    # All of them fit, the common case: one test and the CAS, no pass over
+    # the lengths. (No overflow: max_bytes <= 2**62, total < 2**40.)
+    while cur <= r.max_bytes and total <= r.max_bytes - cur:
+        if lp_cas_u64(&r.nbytes, &cur, cur + total):
+            fitting[0] = count
+            most_out[0] = longest
+            return total
     while True:
         room = r.max_bytes - cur if cur < r.max_bytes else 0
         total = 0
@@ -450,7 +464,7 @@ cdef inline uint64_t reserve_bytes(lp_ring_t *r, const uint32_t *lengths, Py_ssi
             k += 1
         if k == 0 or lp_cas_u64(&r.nbytes, &cur, cur + total):
             fitting[0] = k
-            longest[0] = most
+            most_out[0] = most
             return total
 
 
@@ -473,27 +487,43 @@ cdef void fill_claim(lp_ring_t *r, lp_slot_t *first, uint64_t pos, const char **
     """
     cdef Py_ssize_t i
     cdef lp_slot_t *s = first
+    cdef uint32_t *stamp = r.stamps + (first - r.slots)
+    cdef uint64_t share_size = r.share
+    cdef uint64_t inline_max = r.inline_max
     cdef char *share = slot_share(r, first)
     cdef char *dst
+    cdef const char *src
+    cdef uint32_t length
+    cdef uint64_t seq = pos + 1
     if packed == 0:             # not known to the caller: add it up
         for i in range(n):
             packed += stored_size(r, lengths[i])
-    dst = share + <uint64_t>n * r.share - packed
+    # Every stamp first, in a loop of their own that the compiler turns into
+    # vector stores (a claim stamps all its records alike); each is
+    # published with its slot's sequence below, like the header.
     for i in range(n):
-        lp_store_relaxed_u32(&s.length, lengths[i])  # consumers may peek at it
-        r.stamps[s - r.slots] = now_ms
-        if lengths[i] > r.inline_max:
-            memcpy(dst, &copies[i], sizeof(char *))
-            s.offset = <uint32_t>(dst - share) | LP_OUT_OF_LINE
-            dst += sizeof(char *)
+        stamp[i] = now_ms
+    # The ring's fields and each record's pointer and length are read into
+    # locals: the newline is a char store, which may alias anything, so the
+    # compiler would otherwise load them again for every record.
+    dst = share + <uint64_t>n * share_size - packed
+    for i in range(n):
+        length = lengths[i]
+        src = data[i]
+        lp_store_relaxed_u32(&s.length, length)     # consumers may peek at it
+        if length <= inline_max:
+            lp_store_relaxed_u32(&s.offset, <uint32_t>(dst - share))  # and at this
+            lp_copy(dst, src, length)
+            dst[length] = b'\n'
+            dst += length + 1
         else:
-            lp_copy(dst, data[i], lengths[i])
-            dst[lengths[i]] = b'\n'
-            s.offset = <uint32_t>(dst - share)
-            dst += lengths[i] + 1
-        lp_store_release(&s.seq, pos + i + 1)
+            lp_store_relaxed_u32(&s.offset, <uint32_t>(dst - share) | LP_OUT_OF_LINE)
+            memcpy(dst, &copies[i], sizeof(char *))
+            dst += sizeof(char *)
+        lp_store_release(&s.seq, seq)
+        seq += 1
         s += 1
-        share += r.share
+        share += share_size
 
 
 cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *lengths,
@@ -504,10 +534,27 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
     short (LP_WOULD_BLOCK, LP_CLOSED or LP_NOMEM), LP_OK when all went in.
     Lengths must already be checked against ``max_record``.
     """
+    cdef Py_ssize_t i
+    cdef uint64_t total = 0
+    cdef uint32_t longest = 0
+    if count > LP_PUSH_CHUNK:
+        count = LP_PUSH_CHUNK
+    for i in range(count):
+        total += lengths[i]
+        if lengths[i] > longest:
+            longest = lengths[i]
+    return push_sized(r, data, lengths, count, total, longest, status)
+
+
+cdef Py_ssize_t push_sized(lp_ring_t *r, const char **data, const uint32_t *lengths,
+                           Py_ssize_t count, uint64_t total, uint32_t longest,
+                           int *status) noexcept nogil:
+    """lp_push_many, for a caller that knows the ``total`` and the ``longest``
+    of the ``count`` (<= LP_PUSH_CHUNK) lengths: put_many gathers them as it
+    reads the records, which spares a pass over the lengths here."""
     cdef char *copies[LP_PUSH_CHUNK]
     cdef Py_ssize_t k, n, i, limit, done
     cdef uint64_t reserved, unused, pos, seq, held, deq
-    cdef uint32_t longest
     cdef uint64_t packed
     cdef uint32_t now_ms
     cdef int64_t dif
@@ -515,8 +562,6 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
     cdef lp_slot_t *s
     cdef lp_slot_t *first = NULL
 
-    if count > LP_PUSH_CHUNK:
-        count = LP_PUSH_CHUNK
     status[0] = LP_OK
     if count <= 0:
         return 0
@@ -524,7 +569,7 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
         status[0] = LP_CLOSED
         return 0
 
-    reserved = reserve_bytes(r, lengths, count, &k, &longest)
+    reserved = reserve_bytes(r, lengths, count, total, longest, &k, &longest)
     if k == 0:
         status[0] = LP_WOULD_BLOCK
         return 0
@@ -659,8 +704,8 @@ cdef int push_one(lp_ring_t *r, const char *data, uint32_t length) noexcept nogi
                 lp_store_relaxed_u32(&s.length, length)  # consumers may peek at it
                 r.stamps[s - r.slots] = lp_now_ms()
                 # A block of one record, ending where the share ends.
-                s.offset = <uint32_t>(r.share - length - 1)
-                dst = slot_share(r, s) + s.offset
+                lp_store_relaxed_u32(&s.offset, <uint32_t>(r.share - length - 1))  # consumers may peek at it
+                dst = slot_share(r, s) + (r.share - length - 1)
                 lp_copy(dst, data, length)
                 dst[length] = b'\n'
                 lp_store_release(&s.seq, pos + 1)
@@ -1423,6 +1468,38 @@ cdef int collect_batch(Batch batch, lp_ring_t *r, uint64_t want, double deadline
             return LP_OK
 
 
+cdef inline Py_ssize_t gather_bytes(PyObject **items, Py_ssize_t m, Py_ssize_t stop,
+                                    bint ahead, Py_ssize_t max_record, const char **data,
+                                    uint32_t *lengths, uint64_t *total,
+                                    Py_ssize_t *longest) noexcept:
+    """put_bytes_with_gil's gathering: from ``items[m]`` up to ``items[stop]``,
+    while they are exact bytes of at most ``max_record`` bytes; returns
+    where it stopped. ``ahead``: prefetch the item PREFETCH_AHEAD on (the
+    caller knows it exists, so the loop has no bounds test for it)."""
+    cdef PyObject *item
+    cdef char *next_item
+    cdef Py_ssize_t size
+    while m < stop:
+        if ahead:
+            # Both lines of a short bytes object: header and data.
+            next_item = <char *>items[m + PREFETCH_AHEAD]
+            lp_prefetch(next_item)
+            lp_prefetch(next_item + 64)
+        item = items[m]
+        if not Py_IS_TYPE(item, &PyBytes_Type):
+            break
+        size = PyBytes_GET_SIZE_P(item)
+        if size > longest[0]:   # rarely taken: the size limit is tested only here
+            if size > max_record:
+                break
+            longest[0] = size
+        data[m] = PyBytes_AS_STRING_P(item)
+        lengths[m] = <uint32_t>size
+        total[0] += size
+        m += 1
+    return m
+
+
 cdef Py_ssize_t put_bytes_with_gil(lp_ring_t *r, object seq) noexcept:
     """put_many's common case: push the leading run of ``bytes`` objects of
     the list or tuple ``seq``, in chunks small enough to copy with the GIL
@@ -1436,35 +1513,28 @@ cdef Py_ssize_t put_bytes_with_gil(lp_ring_t *r, object seq) noexcept:
     """
     cdef PyObject **items = PySequence_Fast_ITEMS(seq)
     cdef Py_ssize_t count = PySequence_Fast_GET_SIZE(seq)
-    cdef Py_ssize_t done = 0, chunk, m, pushed
-    cdef Py_ssize_t size, chunk_bytes
+    cdef Py_ssize_t done = 0, chunk, m, pushed, with_ahead
+    cdef Py_ssize_t longest
+    cdef uint64_t chunk_bytes
     cdef const char *data[LP_PUSH_CHUNK]
     cdef uint32_t lengths[LP_PUSH_CHUNK]
-    cdef PyObject *item
-    cdef char *ahead
     cdef int status
     while done < count:
         chunk = min(<Py_ssize_t>LP_PUSH_CHUNK, count - done)
+        # The items of this chunk that have one PREFETCH_AHEAD on.
+        with_ahead = min(chunk, count - done - PREFETCH_AHEAD)
         chunk_bytes = 0
+        longest = 0
         m = 0
-        while m < chunk:
-            if done + m + PREFETCH_AHEAD < count:
-                ahead = <char *>items[done + m + PREFETCH_AHEAD]
-                lp_prefetch(ahead)
-                lp_prefetch(ahead + 64)
-            item = items[done + m]
-            if not Py_IS_TYPE(item, &PyBytes_Type):
-                break
-            size = PyBytes_GET_SIZE_P(item)
-            if size > <Py_ssize_t>r.max_record:
-                break
-            data[m] = PyBytes_AS_STRING_P(item)
-            lengths[m] = <uint32_t>size
-            chunk_bytes += size
-            m += 1
+        if with_ahead > 0:
+            m = gather_bytes(&items[done], 0, with_ahead, True, <Py_ssize_t>r.max_record,
+                             data, lengths, &chunk_bytes, &longest)
+        if m == with_ahead or with_ahead < 0:
+            m = gather_bytes(&items[done], m, chunk, False, <Py_ssize_t>r.max_record,
+                             data, lengths, &chunk_bytes, &longest)
         if m == 0 or chunk_bytes >= GIL_TAKE_MAX_BYTES:
             return done
-        pushed = lp_push_many(r, data, lengths, m, &status)
+        pushed = push_sized(r, data, lengths, m, chunk_bytes, <uint32_t>longest, &status)
         if pushed:
             stamp_gil_push(r)
         done += pushed
