@@ -170,6 +170,8 @@ cdef extern from "Python.h":
     void PyList_SET_ITEM(object o, Py_ssize_t i, object v)
     Py_ssize_t PySequence_Fast_GET_SIZE(object o)
     PyObject **PySequence_Fast_ITEMS(object o)
+    # PyBytes_FromStringAndSize as a borrowed-pointer call (NULL raises).
+    PyObject *new_bytes "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n) except NULL
     bint Py_IS_TYPE(PyObject *o, PyTypeObject *t)
     PyTypeObject PyBytes_Type
     char *PyBytes_AS_STRING_P "PyBytes_AS_STRING"(PyObject *o)
@@ -861,6 +863,57 @@ cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept no
         lp_store_release(&s.seq, pos + i + r.nslots)
     if total:
         lp_fetch_sub_u64(&r.nbytes, total)
+    lp_ec_notify(&r.not_full)
+
+
+cdef inline int make_bytes(lp_slot_t *s, PyObject **items, uint64_t n) except -1:
+    """get_many's allocation: a bytes object for each of the ``n`` records
+    peeked from slot ``s`` on (not past the last slot), of its length, stored
+    straight into the list's array, which takes the new reference."""
+    cdef uint64_t i
+    for i in range(n):
+        items[i] = new_bytes(NULL, lp_load_relaxed_u32(&s[i].length))
+    return 0
+
+
+cdef inline uint32_t copy_to_bytes(lp_ring_t *r, lp_slot_t *s, PyObject **items,
+                                   uint64_t n) noexcept:
+    """get_many's copy: the records of the ``n`` claimed slots from ``s`` (not
+    past the last slot) into the bytes objects ``items``, made to their
+    lengths. Returns LP_OUT_OF_LINE if any of them was out of line."""
+    cdef uint64_t i
+    cdef uint32_t offset, flags = 0
+    cdef uint64_t share_size = r.share      # a local: the copies' char stores may alias r
+    cdef char *share = slot_share(r, s)
+    cdef const char *stored
+    cdef PyObject *item
+    for i in range(n):
+        offset = s[i].offset
+        item = items[i]
+        flags |= offset
+        stored = share + (offset & ~LP_OUT_OF_LINE)
+        if offset & LP_OUT_OF_LINE:
+            stored = out_of_line_copy(stored)
+        lp_copy(PyBytes_AS_STRING_P(item), stored, <size_t>PyBytes_GET_SIZE_P(item))
+        share += share_size
+    return flags & LP_OUT_OF_LINE
+
+
+cdef inline void release_claimed(lp_ring_t *r, uint64_t pos, uint64_t n, uint64_t payload,
+                                 uint32_t out_of_line) noexcept nogil:
+    """lp_release_pop for records whose ``payload`` is known, their bytes
+    copied out: free the out-of-line copies, if ``out_of_line`` says there
+    are any, and hand the slots back."""
+    cdef uint64_t i
+    cdef lp_slot_t *s
+    if out_of_line:
+        s = slot_at(r, pos)
+        for i in range(n):
+            free_out_of_line(r, s)
+            s = next_slot(r, s)
+    release_slots(r, pos, n)
+    if payload:
+        lp_fetch_sub_u64(&r.nbytes, payload)
     lp_ec_notify(&r.not_full)
 
 
@@ -2100,12 +2153,12 @@ cdef class RingBuffer:
         check_max_items(max_items)
         cdef double deadline = deadline_from(timeout) if block else 0.0
         cdef int *flag = NULL if stop is None else stop_flag(self, stop)
-        cdef uint64_t pos, n, i, payload
-        cdef uint32_t length
+        cdef uint64_t pos, n, i, payload, room
         cdef lp_slot_t *s
         cdef int last_try = 0
         cdef list out
-        cdef object record
+        cdef PyObject **items
+        cdef uint32_t out_of_line
         cdef lp_ring_t *r = self.ring
         while True:
             n = lp_peek_pop(r, max_items, &pos, &payload)
@@ -2114,24 +2167,21 @@ cdef class RingBuffer:
                 # lengths peeked, so a MemoryError leaves the records in the
                 # ring (a list still holding NULLs deallocates cleanly).
                 out = PyList_New(n)
+                items = PySequence_Fast_ITEMS(out)
+                # Walking the slots in two runs split at the wrap.
                 s = slot_at(r, pos)
-                for i in range(n):
-                    record = PyBytes_FromStringAndSize(NULL, lp_load_relaxed_u32(&s.length))
-                    Py_INCREF(record)               # PyList_SET_ITEM steals a reference
-                    PyList_SET_ITEM(out, i, record)
-                    s = next_slot(r, s)
+                room = <uint64_t>(r.slots_end - s)
+                if room > n:
+                    room = n
+                make_bytes(s, items, room)
+                make_bytes(r.slots, items + room, n - room)
                 if not lp_commit_pop(r, pos, n):
                     continue
-                # Ours now: copy each record out, walking the slots in order
-                # (no division per record), then hand them all back at once.
-                s = slot_at(r, pos)
-                for i in range(n):
-                    length = s.length
-                    if length:
-                        lp_copy(PyBytes_AS_STRING(<object>PyList_GET_ITEM(out, i)),
-                               slot_data(r, s), length)
-                    s = next_slot(r, s)
-                lp_release_pop(r, pos, n)
+                # Ours now: copy each record into its bytes object (whose
+                # size is the length peeked), then hand them all back at once.
+                out_of_line = copy_to_bytes(r, s, items, room)
+                out_of_line |= copy_to_bytes(r, r.slots, items + room, n - room)
+                release_claimed(r, pos, n, payload, out_of_line)
                 stamp_gil_pop(r)
                 return out
             if last_try:
