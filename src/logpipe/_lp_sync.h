@@ -99,15 +99,17 @@ static inline void lp_cpu_relax(void) {
  * first works out which of its strategies fits, costs about as much as the
  * copy: up to 256 bytes are moved here in 16-byte steps (fixed-size memcpy
  * calls compile to single unaligned vector moves), the last step
- * overlapping the one before it. */
+ * overlapping the one before it; the compiler unrolls the steps into a
+ * chain of moves and compares. The common sizes are told from the rest
+ * with one unsigned compare (16 <= n <= 256). */
 static inline void lp_copy(char *dst, const char *src, size_t n) {
-    if (n > 256) {
-        memcpy(dst, src, n);
-    } else if (n >= 16) {
+    if (n - 16 <= 240) {
         size_t i;
         for (i = 0; i + 16 < n; i += 16)
             memcpy(dst + i, src + i, 16);
         memcpy(dst + n - 16, src + n - 16, 16);
+    } else if (n > 256) {
+        memcpy(dst, src, n);
     } else if (n >= 8) {
         memcpy(dst, src, 8);
         memcpy(dst + n - 8, src + n - 8, 8);
