@@ -283,3 +283,36 @@ def test_every_length_round_trips(slot_size):
             ring.put(record)
         check_batch(ring.get_batch(50, timeout=0), chunk)
     assert ring.nbytes == 0
+
+
+def test_a_batch_let_go_lends_its_memory_to_the_next():
+    """get_batch reuses the memory of the last batch let go (one spare for
+    the module): a batch still referenced, or viewed, keeps its bytes, the
+    next batch gets its own, and a batch too large to keep is freed."""
+    ring = RingBuffer(4096, max_record_size=1 << 16)
+    xs = [b"x%d" % i for i in range(50)]
+    ys = [b"y%d" % i for i in range(50)]
+    ring.put_many(xs + ys)
+    first = ring.get_batch(50, timeout=0)
+    view = memoryview(first)
+    del first                   # the view keeps it alive: its memory is not lent
+    second = ring.get_batch(50, timeout=0)
+    assert bytes(view) == b"".join(r + b"\n" for r in xs)
+    check_batch(second, ys)
+    view.release()
+    del second                  # now lent to the next batch
+    big = [b"z" * 60_000] * 40  # 2.4 MB: too large to keep
+    for _ in range(3):
+        ring.put_many(xs)
+        check_batch(ring.get_batch(50, timeout=0), xs)
+        ring.put_many(big)
+        check_batch(ring.get_batch(40, timeout=0), big)
+    kept = []
+    for i in range(20):         # several alive at once, then let go in any order
+        ring.put_many(xs[:i + 1])
+        kept.append((ring.get_batch(i + 1, timeout=0), xs[:i + 1]))
+    for batch, records in kept[::3] + kept[1::3] + kept[2::3]:
+        check_batch(batch, records)
+    del kept, batch
+    ring.put_many(ys)
+    check_batch(ring.get_batch(50, timeout=0), ys)
