@@ -491,9 +491,10 @@ cdef inline uint64_t stored_size(lp_ring_t *r, uint32_t length) noexcept nogil:
 
 cdef void fill_claim(lp_ring_t *r, lp_slot_t *first, uint64_t pos, const char **data,
                      const uint32_t *lengths, char **copies, Py_ssize_t n,
-                     uint32_t now_ms, uint64_t packed) noexcept nogil:
+                     uint32_t now_ms, uint64_t packed, bint all_inline) noexcept nogil:
     """Pack the ``n`` records just claimed at ``pos`` (slot ``first``) into one
     block that ends at the end of the last claimed share, and publish each slot.
+    ``all_inline``: the caller knows none of them goes out of line.
 
     Each record then starts at or after its own position's share (the
     records after it take at most a share each), which is what lets
@@ -522,6 +523,21 @@ cdef void fill_claim(lp_ring_t *r, lp_slot_t *first, uint64_t pos, const char **
     # locals: the newline is a char store, which may alias anything, so the
     # compiler would otherwise load them again for every record.
     dst = share + <uint64_t>n * share_size - packed
+    if all_inline:
+        # The common claim, in a loop without the test for out-of-line records.
+        for i in range(n):
+            length = lengths[i]
+            src = data[i]
+            lp_store_relaxed_u32(&s.length, length)     # consumers may peek at these
+            lp_store_relaxed_u32(&s.offset, <uint32_t>(dst - share))
+            lp_copy(dst, src, length)
+            dst[length] = b'\n'
+            dst += length + 1
+            lp_store_release(&s.seq, seq)
+            seq += 1
+            s += 1
+            share += share_size
+        return
     for i in range(n):
         length = lengths[i]
         src = data[i]
@@ -644,12 +660,9 @@ cdef Py_ssize_t push_sized(lp_ring_t *r, const char **data, const uint32_t *leng
             seq = lp_load_acquire(&first.seq)
             dif = <int64_t>(seq - pos)
             if dif == 0:
-                n = 1
-                s = first + 1
-                while n < limit and lp_load_acquire(&s.seq) == pos + n:
-                    n += 1
-                    prefetch_slot(r, s)
-                    s += 1
+                # And the slots after it, four at a time.
+                n = 1 + <Py_ssize_t>lp_count_run(&first[1].seq, SLOT_WORDS, pos + 1, limit - 1,
+                                                 PREFETCH_AHEAD * SLOT_WORDS)
                 if lp_cas_u64(&r.enqueue_pos, &pos, pos + n):
                     break
                 n = 0           # lost the race; pos now holds the fresh value
@@ -665,7 +678,8 @@ cdef Py_ssize_t push_sized(lp_ring_t *r, const char **data, const uint32_t *leng
         # them (else fill_claim adds them up; skipping that pass and the
         # malloc loop saves 13 of ~194 instructions a record, ring_cost.py).
         packed = reserved + n if done == 0 and n == k and longest <= r.inline_max else 0
-        fill_claim(r, first, pos, &data[done], &lengths[done], &copies[done], n, now_ms, packed)
+        fill_claim(r, first, pos, &data[done], &lengths[done], &copies[done], n, now_ms, packed,
+                   longest <= r.inline_max)
         done += n
         pos += n
         if not (at_end and n == limit):
@@ -1306,6 +1320,15 @@ cdef extern from "_lp_sync.h":
     # LP_TAKE_CHUNK as a constant, for the size of an array on the stack.
     enum: TAKE_CHUNK "LP_TAKE_CHUNK"
 
+cdef extern from "_lp_sync.h" nogil:
+    void lp_store_release_run(uint64_t *p, size_t stride, uint64_t v, size_t n)
+    size_t lp_count_run(uint64_t *p, size_t stride, uint64_t v, size_t limit, size_t ahead)
+    bint lp_run_ready4(uint64_t *p, size_t stride, uint64_t v)
+
+cdef enum:
+    # A slot header in 64-bit words: the stride from one sequence to the next.
+    SLOT_WORDS = sizeof(lp_slot_t) // sizeof(uint64_t)
+
 
 cdef uint64_t peek_framed(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out,
                           Py_ssize_t *offsets, uint32_t *blocks, uint64_t *nblocks) noexcept nogil:
@@ -1360,56 +1383,66 @@ cdef inline uint64_t frame_run(frame_t *f, lp_slot_t *s, uint64_t n, uint64_t st
     """peek_framed from slot ``s``, which holds record ``n`` (ready, sequence
     ``seq``), on to record ``stop`` at most, without passing the last slot;
     returns the index after the last record ready."""
-    cdef uint32_t length, offset
     cdef uint32_t expect = f.expect
     cdef uint32_t share_size = f.share_size
     cdef Py_ssize_t size = f.size
     cdef uint64_t nb = f.nblocks
-    while True:
-        length = lp_load_relaxed_u32(&s.length)
-        offset = lp_load_relaxed_u32(&s.offset)
-        # Within a block, each record starts where the one before it ended,
-        # so its offset (from its own share) is that one's end, less a
-        # share. An out-of-line record's offset (flag bit set) matches no
-        # inline record's end, and nothing may match the end of an
-        # out-of-line one: it is a block of its own. (Its pointer's end could
-        # be the offset of the next claim's first pointer.)
-        if offset != expect:
-            blocks[nb] = <uint32_t>n
-            nb += 1
-        expect = offset + length + 1 - share_size
-        if offset & LP_OUT_OF_LINE:
-            expect = NO_OFFSET
-        size += length + 1
-        n += 1
-        offsets[n] = size
-        if n == stop:
-            break
+    # Four at a time while all four are ready (their sequences compared at
+    # once: the first is known ready, checking it again is one load), then
+    # one by one.
+    while n + 4 <= stop and lp_run_ready4(&s.seq, SLOT_WORDS, seq):
+        frame_one(s, n, share_size, &expect, &size, &nb, offsets, blocks)
+        frame_one(s + 1, n + 1, share_size, &expect, &size, &nb, offsets, blocks)
+        frame_one(s + 2, n + 2, share_size, &expect, &size, &nb, offsets, blocks)
+        frame_one(s + 3, n + 3, share_size, &expect, &size, &nb, offsets, blocks)
         lp_prefetch(s + PREFETCH_AHEAD)
+        n += 4
+        s += 4
+        seq += 4
+    while n < stop and lp_load_acquire(&s.seq) == seq:
+        frame_one(s, n, share_size, &expect, &size, &nb, offsets, blocks)
+        n += 1
         s += 1
         seq += 1
-        if lp_load_acquire(&s.seq) != seq:
-            break
     f.expect = expect
     f.size = size
     f.nblocks = nb
     return n
 
 
+cdef inline void frame_one(lp_slot_t *s, uint64_t n, uint32_t share_size, uint32_t *expect,
+                           Py_ssize_t *size, uint64_t *nb, Py_ssize_t *offsets,
+                           uint32_t *blocks) noexcept nogil:
+    """Frame record ``n``, ready in slot ``s``: its end into ``offsets[n + 1]``
+    and, if it starts a block, ``n`` into the block list."""
+    cdef uint32_t length = lp_load_relaxed_u32(&s.length)
+    cdef uint32_t offset = lp_load_relaxed_u32(&s.offset)
+    # Within a block, each record starts where the one before it ended, so
+    # its offset (from its own share) is that one's end, less a share. An
+    # out-of-line record's offset (flag bit set) matches no inline record's
+    # end, and nothing may match the end of an out-of-line one: it is a
+    # block of its own. (Its pointer's end could be the offset of the next
+    # claim's first pointer.)
+    if offset != expect[0]:
+        blocks[nb[0]] = <uint32_t>n
+        nb[0] += 1
+    expect[0] = offset + length + 1 - share_size
+    if offset & LP_OUT_OF_LINE:
+        expect[0] = NO_OFFSET
+    size[0] += length + 1
+    offsets[n + 1] = size[0]
+
+
 cdef inline void release_slots(lp_ring_t *r, uint64_t pos, uint64_t n) noexcept nogil:
     """Hand the ``n`` slots from ``pos`` back to the producers, one lap on:
-    a release store of each sequence, in two runs split at the wrap (no
-    test per slot)."""
+    a release store of each sequence, in order, in two runs split at the
+    wrap (no test per slot)."""
     cdef lp_slot_t *s = slot_at(r, pos)
-    cdef uint64_t seq = pos + r.nslots
-    cdef uint64_t i, m = <uint64_t>(r.slots_end - s)
+    cdef uint64_t m = <uint64_t>(r.slots_end - s)
     if m > n:
         m = n
-    for i in range(m):
-        lp_store_release(&s[i].seq, seq + i)
-    s = r.slots
-    for i in range(m, n):
-        lp_store_release(&s[i - m].seq, seq + i)
+    lp_store_release_run(&s.seq, SLOT_WORDS, pos + r.nslots, m)
+    lp_store_release_run(&r.slots.seq, SLOT_WORDS, pos + m + r.nslots, n - m)
 
 
 cdef void copy_framed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
