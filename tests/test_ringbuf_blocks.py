@@ -316,3 +316,27 @@ def test_a_batch_let_go_lends_its_memory_to_the_next():
     del kept, batch
     ring.put_many(ys)
     check_batch(ring.get_batch(50, timeout=0), ys)
+
+
+@pytest.mark.parametrize("timeout", [-1, -0.5, float("nan"), "soon"])
+def test_get_batch_checks_its_timeout_even_when_the_batch_is_all_there(timeout):
+    """get_batch works out its deadline only when it has to wait, but a bad
+    timeout is refused before anything is taken, as when it waits."""
+    ring = RingBuffer(8)
+    ring.put_many([b"a", b"b"])
+    with pytest.raises((ValueError, TypeError)):
+        ring.get_batch(2, timeout=timeout)
+    assert len(ring) == 2
+    check_batch(ring.get_batch(2, timeout=0), [b"a", b"b"])
+
+
+@pytest.mark.parametrize("timeout", [0, 0.0, -0.0, False, 2**70, 0.05])
+def test_get_batch_timeouts_of_any_number_type(timeout):
+    """Ints (of any size), floats and bools are timeouts; 0 takes what is there."""
+    import decimal
+    ring = RingBuffer(8)
+    ring.put_many([b"a"])
+    check_batch(ring.get_batch(2 if timeout in (0, 0.05) else 1, timeout=timeout), [b"a"])
+    start = time.monotonic()
+    assert len(ring.get_batch(1, timeout=decimal.Decimal("0.02"))) == 0
+    assert time.monotonic() - start >= 0.015

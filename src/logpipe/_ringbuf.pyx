@@ -144,9 +144,11 @@ its C functions (declared in ``_ringbuf.pxd``) may be called from nogil code
 in any thread.
 """
 
+cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.long cimport PyLong_AsDouble, PyLong_CheckExact
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF, Py_INCREF
@@ -1184,13 +1186,28 @@ cdef inline double deadline_from(object timeout) except? -2.0:
     return deadline_after(timeout)
 
 
+cdef inline double timeout_seconds(object timeout) except? -2.0:
+    """A timeout in seconds, checked as deadline_from checks it; -1.0 for None."""
+    if timeout is None:
+        return -1.0
+    return checked_timeout(timeout)
+
+
+cdef double checked_timeout(object timeout) except? -2.0:
+    cdef double t
+    if PyLong_CheckExact(timeout):
+        t = PyLong_AsDouble(timeout)    # an int, without making a float of it
+    else:
+        t = timeout
+    if not t >= 0:      # also refuses NaN, which would otherwise wait forever
+        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
+    return t
+
+
 cdef double deadline_after(object timeout) except? -2.0:
     # deadline_from's work for a timeout that is not None, out of line: the
     # per-record calls (put, get) inline only the test for None.
-    cdef double t = timeout
-    if not t >= 0:      # also refuses NaN, which would otherwise wait forever
-        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
-    return lp_now() + t
+    return lp_now() + checked_timeout(timeout)
 
 
 cdef double lp_wait_slice() noexcept:
@@ -1602,6 +1619,10 @@ cdef void lp_batch_clear(lp_batch_t *b) noexcept nogil:
     b.oldest = INFINITY
 
 
+# A worker takes a batch per call: keep a few Batch objects for reuse
+# instead of an allocation and a free each (Cython leaves freelists out of a
+# free-threaded build).
+@cython.freelist(8)
 cdef class Batch:
     """Records copied out of a ring in one pass, newline framed.
 
@@ -2075,7 +2096,7 @@ cdef class RingBuffer:
         if type(items) is not tuple and (type(items) is not list or LP_FREE_THREADED):
             seq = tuple(items)
         cdef double deadline = deadline_from(timeout) if block else 0.0
-        cdef double slice = lp_wait_slice()
+        cdef double slice
         cdef Py_ssize_t done = 0, chunk, pushed, i, size
         cdef int status, wait_status
         cdef const char *data[LP_PUSH_CHUNK]
@@ -2155,6 +2176,7 @@ cdef class RingBuffer:
                             return done + i
                         continue        # progress: retry before parking
                     need = lengths[i]
+                    slice = lp_wait_slice()     # here, not on every call: most never wait
                     with nogil:
                         wait_status = lp_wait_writable(r, need, deadline, slice)
                         if wait_status == LP_OK:
@@ -2294,10 +2316,14 @@ cdef class RingBuffer:
         taken stay in the ring.
         """
         check_max_items(max_items)
-        cdef double deadline = deadline_from(timeout)
-        cdef bint no_wait = timeout is not None and timeout == 0
+        # The timeout is checked now; the deadline and the signal slice are
+        # only worked out if the batch is not all there (a clock read and a
+        # thread id that the common call does not need).
+        cdef double wait = timeout_seconds(timeout)
+        cdef bint no_wait = wait == 0.0
+        cdef double deadline
         cdef int *flag = NULL if stop is None else stop_flag(self, stop)
-        cdef double slice = lp_wait_slice()
+        cdef double slice
         cdef Batch batch = Batch.__new__(Batch)
         cdef uint64_t want = max_items
         batch_memory_from_spare(&batch.b)
@@ -2321,6 +2347,8 @@ cdef class RingBuffer:
                 copy_framed(&batch.b, self.ring, pos, want, blocks, nblocks)
                 stamp_gil_pop(self.ring)
                 return batch
+        deadline = -1.0 if wait < 0 else lp_now() + wait
+        slice = lp_wait_slice()
         while True:
             with nogil:
                 status = collect_batch(batch, self.ring, want, deadline, no_wait, flag, slice)
