@@ -340,3 +340,4 @@ def test_get_batch_timeouts_of_any_number_type(timeout):
     start = time.monotonic()
     assert len(ring.get_batch(1, timeout=decimal.Decimal("0.02"))) == 0
     assert time.monotonic() - start >= 0.015
+
