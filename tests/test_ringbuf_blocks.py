@@ -341,3 +341,17 @@ def test_get_batch_timeouts_of_any_number_type(timeout):
     assert len(ring.get_batch(1, timeout=decimal.Decimal("0.02"))) == 0
     assert time.monotonic() - start >= 0.015
 
+
+def test_records_taken_are_ordinary_bytes():
+    """get and get_many make their bytes objects themselves (at the length
+    peeked, filled after the claim): they hash, compare and behave as any
+    other bytes, empty ones included."""
+    ring = RingBuffer(16)
+    records = [b"", b"a", b"hello", b"x" * 100, b"y" * 1000]
+    for take in (lambda: ring.get_many(5), lambda: [ring.get() for _ in range(5)]):
+        ring.put_many(records)
+        got = take()
+        assert got == records
+        assert [hash(r) for r in got] == [hash(bytes(bytearray(r))) for r in records]
+        assert {r: i for i, r in enumerate(got)} == {r: i for i, r in enumerate(records)}
+        assert all(type(r) is bytes and r.decode() == o.decode() for r, o in zip(got, records))

@@ -172,12 +172,43 @@ cdef extern from "Python.h":
     void PyList_SET_ITEM(object o, Py_ssize_t i, object v)
     Py_ssize_t PySequence_Fast_GET_SIZE(object o)
     PyObject **PySequence_Fast_ITEMS(object o)
-    # PyBytes_FromStringAndSize as a borrowed-pointer call (NULL raises).
-    PyObject *new_bytes "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n) except NULL
     bint Py_IS_TYPE(PyObject *o, PyTypeObject *t)
     PyTypeObject PyBytes_Type
     char *PyBytes_AS_STRING_P "PyBytes_AS_STRING"(PyObject *o)
     Py_ssize_t PyBytes_GET_SIZE_P "PyBytes_GET_SIZE"(PyObject *o)
+
+# get's and get_many's bytes objects, made before the claim at the length peeked and
+# filled after it: PyBytes_FromStringAndSize(NULL, n) without its argument
+# checks and its own call, i.e. what CPython's _PyBytes_FromSize does, with
+# the public PyObject_InitVar (13 of 271 instructions a record on
+# put_many+get_many, bench/ring_cost.py). Where the layout of a bytes object
+# is not ours to rely on (the limited API, PyPy, a CPython newer than those
+# tested), the API call.
+cdef extern from *:
+    """
+    #if !defined(Py_LIMITED_API) && !defined(PYPY_VERSION) && PY_VERSION_HEX < 0x030F0000
+    static PyObject *lp_new_bytes(Py_ssize_t n) {
+        PyBytesObject *op;
+        if (n == 0)
+            return PyBytes_FromStringAndSize(NULL, 0);   /* the shared empty bytes */
+        op = (PyBytesObject *)PyObject_Malloc(offsetof(PyBytesObject, ob_sval) + 1 + (size_t)n);
+        if (op == NULL)
+            return PyErr_NoMemory();
+        PyObject_InitVar((PyVarObject *)op, &PyBytes_Type, n);
+    _Py_COMP_DIAG_PUSH
+    _Py_COMP_DIAG_IGNORE_DEPR_DECLS
+        op->ob_shash = -1;          /* not hashed yet */
+    _Py_COMP_DIAG_POP
+        op->ob_sval[n] = '\\0';
+        return (PyObject *)op;
+    }
+    #else
+    #define lp_new_bytes(n) PyBytes_FromStringAndSize(NULL, (n))
+    #endif
+    """
+    # n >= 0 and at most a record's length; NULL (MemoryError) raises.
+    PyObject *new_bytes "lp_new_bytes"(Py_ssize_t n) except NULL
+    bytes new_bytes_object "lp_new_bytes"(Py_ssize_t n)
 
 DEFAULT_MAX_RECORD_SIZE = 1 << 20
 DEFAULT_SLOT_SIZE = 128
@@ -891,7 +922,7 @@ cdef inline int make_bytes(lp_slot_t *s, PyObject **items, uint64_t n) except -1
     straight into the list's array, which takes the new reference."""
     cdef uint64_t i
     for i in range(n):
-        items[i] = new_bytes(NULL, lp_load_relaxed_u32(&s[i].length))
+        items[i] = new_bytes(lp_load_relaxed_u32(&s[i].length))
     return 0
 
 
@@ -2242,7 +2273,7 @@ cdef class RingBuffer:
             s = peek_one(r, &pos)
             if s != NULL:
                 # The bytes object first: if it cannot be had, nothing is claimed.
-                out = PyBytes_FromStringAndSize(NULL, lp_load_relaxed_u32(&s.length))
+                out = new_bytes_object(lp_load_relaxed_u32(&s.length))
                 if not lp_commit_pop(r, pos, 1):
                     continue        # another consumer took it
                 length = s.length
