@@ -19,7 +19,7 @@ import pytest
 
 from _support import join_all, start_daemon
 
-from logpipe import Closed, RingBuffer
+from logpipe import Closed, Empty, Full, RingBuffer
 
 SLOT = 32
 SHARE = SLOT - 16         # record bytes per position
@@ -355,3 +355,49 @@ def test_records_taken_are_ordinary_bytes():
         assert [hash(r) for r in got] == [hash(bytes(bytearray(r))) for r in records]
         assert {r: i for i, r in enumerate(got)} == {r: i for i, r in enumerate(records)}
         assert all(type(r) is bytes and r.decode() == o.decode() for r, o in zip(got, records))
+
+
+class Truthy:
+    def __init__(self, value):
+        self.value = value
+
+    def __bool__(self):
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value
+
+
+def put_one(rb, block):
+    rb.put(b"x", block)
+
+
+def put_two(rb, block):
+    if rb.put_many([b"x", b"y"], block) == 0:
+        raise Full
+
+
+def get_one(rb, block):
+    rb.get(block)
+
+
+def get_two(rb, block):
+    rb.get_many(2, block)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("call", [put_one, put_two, get_one, get_two])
+def test_block_is_taken_by_its_truth_value(call):
+    """put, put_many, get and get_many read ``block`` as a truth value, as
+    queue.Queue does: 0, "", [] and objects whose __bool__ says False do not
+    wait (with no timeout, waiting would hang the test), and a __bool__ that
+    raises propagates before anything is taken."""
+    putting = call in (put_one, put_two)
+    rb = RingBuffer(1)
+    if putting:
+        rb.put(b"full")
+    for falsy in (0, "", [], Truthy(False)):
+        with pytest.raises(Full if putting else Empty):
+            call(rb, falsy)
+    with pytest.raises(ZeroDivisionError):
+        call(rb, Truthy(ZeroDivisionError()))
+    assert len(rb) == (1 if putting else 0)

@@ -2037,7 +2037,7 @@ cdef class RingBuffer:
 
     # -- producing ----------------------------------------------------------
 
-    def put(self, item, block=True, timeout=None):
+    def put(self, item, bint block=True, timeout=None):
         """Put one record; wait while full if ``block`` (up to ``timeout`` s).
 
         Raises Full if it could not be taken in time, Closed after close(),
@@ -2096,7 +2096,7 @@ cdef class RingBuffer:
         """Put one record without waiting; Full if there is no room."""
         self.put(item, False)
 
-    def put_many(self, items, block=True, timeout=None):
+    def put_many(self, items, bint block=True, timeout=None):
         """Put records in order; return how many were taken.
 
         Non-blocking: takes what fits now (maybe 0). Blocking: waits while
@@ -2255,7 +2255,7 @@ cdef class RingBuffer:
             return 1
         return 0
 
-    def get(self, block=True, timeout=None, *, StopSignal stop=None):
+    def get(self, bint block=True, timeout=None, *, StopSignal stop=None):
         """Take one record (bytes); wait while empty if ``block``.
 
         Raises Empty (non-blocking, timeout, or ``stop`` set) and Closed once
@@ -2290,7 +2290,7 @@ cdef class RingBuffer:
         """Take one record without waiting; Empty if there is none."""
         return self.get(False)
 
-    def get_many(self, max_items, block=True, timeout=None, *, StopSignal stop=None):
+    def get_many(self, max_items, bint block=True, timeout=None, *, StopSignal stop=None):
         """Take 1..max_items records as a list, as soon as at least one is there.
 
         Raises Empty / Closed as get().
