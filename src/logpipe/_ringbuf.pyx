@@ -29,6 +29,12 @@ claims only move the positions forward by CAS, so the batch claim is as safe
 as the single one. Positions are 64-bit: they do not wrap in practice (2**63
 records at a billion a second is three centuries).
 
+The per-slot loops of the batch calls go four slots at a time where they
+can (``_lp_sync.h``): a claim checks four sequences with four acquire loads
+compared at once (lp_count_run, lp_run_ready4), and hands four slots back
+with four release stores in order (lp_store_release_run); every slot still
+has its own sequence, checked and published with the same orderings.
+
 Records are variable length. Each position has a 16-byte header (sequence,
 length, offset) in one dense array, four to a cache line, and a share of
 ``slot_size - 16`` bytes in a separate data area. The records of one claim
@@ -134,6 +140,21 @@ claim the copy is one memcpy per block, reading no other header, then the
 slots go back with one release store each. Against reading the headers
 again after the claim, put_many+get_batch went from 150 to 130
 instructions a record (bench/ring_cost.py).
+
+Where a batch's instructions go (bench/ring_cost.py, callgrind, 70-byte
+records in calls of 100; 107 a record for put_many+get_batch, down from
+181 with the fused peek, the loops four slots at a time and the spare
+memory): the producer's claim and copy-in (push_sized) 48, of which 22 are
+the copy itself (lp_copy) and 5 the check that the slots are free;
+put_many's gathering of the bytes objects 17; the peek that frames the
+batch 18; its copy 7 (one memcpy per block); the hand back, the clock
+reads and the wake-up check 5; the calls themselves (arguments, the Batch
+object) the rest. Its
+memory (buffer, offsets, runs) is the last batch's that was let go (one
+spare for the module). put_many+get_many costs 258: get_many's own loops
+65 (one bytes object made per record before the claim, one lp_copy into
+each after it), its peek 9, and about 100 in CPython making and freeing
+the bytes objects and the list.
 
 Without the GIL
 ---------------
@@ -709,7 +730,8 @@ cdef Py_ssize_t push_sized(lp_ring_t *r, const char **data, const uint32_t *leng
         # Bytes the claim packs, when already known: every record and its
         # newline, unless some go out of line or the claim took only part of
         # them (else fill_claim adds them up; skipping that pass and the
-        # malloc loop saves 13 of ~194 instructions a record, ring_cost.py).
+        # malloc loop saved 13 instructions a record when put_many+get_batch
+        # cost ~194, ring_cost.py).
         packed = reserved + n if done == 0 and n == k and longest <= r.inline_max else 0
         fill_claim(r, first, pos, &data[done], &lengths[done], &copies[done], n, now_ms, packed,
                    longest <= r.inline_max)
