@@ -81,6 +81,7 @@ static inline uint64_t lp_fetch_sub_u64(uint64_t *p, uint64_t v) {
 }
 static inline void lp_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
+
 static inline void lp_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -94,20 +95,71 @@ static inline void lp_cpu_relax(void) {
  * while copying this one overlaps the misses instead of paying each in turn. */
 #define lp_prefetch(p) __builtin_prefetch((const void *)(p), 0, 3)
 
+/* Whether the 64-bit words p[0], p[stride], p[2 * stride], p[3 * stride]
+ * hold v, v + 1, v + 2, v + 3, each read with an acquire load, compared at
+ * once (their differences or'ed together): four ring slots ready, or free. */
+static inline int lp_run_ready4(uint64_t *p, size_t stride, uint64_t v) {
+    return ((__atomic_load_n(p, __ATOMIC_ACQUIRE) - v)
+            | ((__atomic_load_n(p + stride, __ATOMIC_ACQUIRE) - v) ^ 1)
+            | ((__atomic_load_n(p + 2 * stride, __ATOMIC_ACQUIRE) - v) ^ 2)
+            | ((__atomic_load_n(p + 3 * stride, __ATOMIC_ACQUIRE) - v) ^ 3)) == 0;
+}
+
+/* How many of the 64-bit words p[0], p[stride], ..., p[(limit - 1) *
+ * stride] hold v, v + 1, ... in a row, each read with an acquire load: a
+ * producer checking that the slots it is about to claim are free. Four to
+ * a turn, the four compared at once (differences or'ed together), with one
+ * prefetch `ahead` words on per turn: a turn covers a 64-byte line of
+ * 16-byte headers. Words past the first mismatch may be read; reading
+ * changes nothing. */
+static inline size_t lp_count_run(uint64_t *p, size_t stride, uint64_t v, size_t limit,
+                                  size_t ahead) {
+    size_t n = 0;
+    while (n + 4 <= limit && lp_run_ready4(p, stride, v)) {
+        lp_prefetch(p + ahead);
+        n += 4;
+        p += 4 * stride;
+        v += 4;
+    }
+    while (n < limit && __atomic_load_n(p, __ATOMIC_ACQUIRE) == v) {
+        n++;
+        p += stride;
+        v++;
+    }
+    return n;
+}
+
+/* Release-store v, v + 1, ..., v + n - 1 into the 64-bit words p[0],
+ * p[stride], ..., p[(n - 1) * stride], in that order: a consumer handing a
+ * run of slots back (their sequences). Four to a turn of the loop, whose
+ * own instructions are then paid once per four stores. */
+static inline void lp_store_release_run(uint64_t *p, size_t stride, uint64_t v, size_t n) {
+    for (; n >= 4; n -= 4, p += 4 * stride, v += 4) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+        __atomic_store_n(p + stride, v + 1, __ATOMIC_RELEASE);
+        __atomic_store_n(p + 2 * stride, v + 2, __ATOMIC_RELEASE);
+        __atomic_store_n(p + 3 * stride, v + 3, __ATOMIC_RELEASE);
+    }
+    for (; n; n--, p += stride, v++)
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
 /* Copy a record of n bytes. Most log records are short (tens to a few
  * hundred bytes), and for those a call into the C library's memcpy, which
  * first works out which of its strategies fits, costs about as much as the
  * copy: up to 256 bytes are moved here in 16-byte steps (fixed-size memcpy
  * calls compile to single unaligned vector moves), the last step
- * overlapping the one before it. */
+ * overlapping the one before it; the compiler unrolls the steps into a
+ * chain of moves and compares. The common sizes are told from the rest
+ * with one unsigned compare (16 <= n <= 256). */
 static inline void lp_copy(char *dst, const char *src, size_t n) {
-    if (n > 256) {
-        memcpy(dst, src, n);
-    } else if (n >= 16) {
+    if (n - 16 <= 240) {
         size_t i;
         for (i = 0; i + 16 < n; i += 16)
             memcpy(dst + i, src + i, 16);
         memcpy(dst + n - 16, src + n - 16, 16);
+    } else if (n > 256) {
+        memcpy(dst, src, n);
     } else if (n >= 8) {
         memcpy(dst, src, 8);
         memcpy(dst + n - 8, src + n - 8, 8);

@@ -29,6 +29,12 @@ claims only move the positions forward by CAS, so the batch claim is as safe
 as the single one. Positions are 64-bit: they do not wrap in practice (2**63
 records at a billion a second is three centuries).
 
+The per-slot loops of the batch calls go four slots at a time where they
+can (``_lp_sync.h``): a claim checks four sequences with four acquire loads
+compared at once (lp_count_run, lp_run_ready4), and hands four slots back
+with four release stores in order (lp_store_release_run); every slot still
+has its own sequence, checked and published with the same orderings.
+
 Records are variable length. Each position has a 16-byte header (sequence,
 length, offset) in one dense array, four to a cache line, and a share of
 ``slot_size - 16`` bytes in a separate data area. The records of one claim
@@ -122,6 +128,34 @@ lp_commit_pop claims exactly those positions (a CAS that fails if anyone
 moved the head). Nothing can fail after a claim, so no claimed record is
 ever dropped, not even when memory runs out.
 
+get_batch (and lp_batch_take) peek with peek_framed, one pass over the
+headers that also frames the batch: it writes each record's end into the
+batch's offsets as it adds up the lengths, and finds the blocks (runs of
+records whose stored bytes follow one another: one claim's, cut at the
+wrap, or an out-of-line record alone) by comparing each offset with where
+the record before it ended. The headers are read before the claim, so
+offsets are stored and loaded as relaxed atomics like the lengths, and what
+was read is what the claim gets whenever the commit succeeds. After the
+claim the copy is one memcpy per block, reading no other header, then the
+slots go back with one release store each. Against reading the headers
+again after the claim, put_many+get_batch went from 150 to 130
+instructions a record (bench/ring_cost.py).
+
+Where a batch's instructions go (bench/ring_cost.py, callgrind, 70-byte
+records in calls of 100; 107 a record for put_many+get_batch, down from
+181 with the fused peek, the loops four slots at a time and the spare
+memory): the producer's claim and copy-in (push_sized) 48, of which 22 are
+the copy itself (lp_copy) and 5 the check that the slots are free;
+put_many's gathering of the bytes objects 17; the peek that frames the
+batch 18; its copy 7 (one memcpy per block); the hand back, the clock
+reads and the wake-up check 5; the calls themselves (arguments, the Batch
+object) the rest. Its
+memory (buffer, offsets, runs) is the last batch's that was let go (one
+spare for the module). put_many+get_many costs 258: get_many's own loops
+65 (one bytes object made per record before the claim, one lp_copy into
+each after it), its peek 9, and about 100 in CPython making and freeing
+the bytes objects and the list.
+
 Without the GIL
 ---------------
 All shared state is read and written with atomics; the Python objects
@@ -131,9 +165,11 @@ its C functions (declared in ``_ringbuf.pxd``) may be called from nogil code
 in any thread.
 """
 
+cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.long cimport PyLong_AsDouble, PyLong_CheckExact
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_DECREF, Py_INCREF
@@ -161,6 +197,39 @@ cdef extern from "Python.h":
     PyTypeObject PyBytes_Type
     char *PyBytes_AS_STRING_P "PyBytes_AS_STRING"(PyObject *o)
     Py_ssize_t PyBytes_GET_SIZE_P "PyBytes_GET_SIZE"(PyObject *o)
+
+# get's and get_many's bytes objects, made before the claim at the length peeked and
+# filled after it: PyBytes_FromStringAndSize(NULL, n) without its argument
+# checks and its own call, i.e. what CPython's _PyBytes_FromSize does, with
+# the public PyObject_InitVar (13 of 271 instructions a record on
+# put_many+get_many, bench/ring_cost.py). Where the layout of a bytes object
+# is not ours to rely on (the limited API, PyPy, a CPython newer than those
+# tested), the API call.
+cdef extern from *:
+    """
+    #if !defined(Py_LIMITED_API) && !defined(PYPY_VERSION) && PY_VERSION_HEX < 0x030F0000
+    static PyObject *lp_new_bytes(Py_ssize_t n) {
+        PyBytesObject *op;
+        if (n == 0)
+            return PyBytes_FromStringAndSize(NULL, 0);   /* the shared empty bytes */
+        op = (PyBytesObject *)PyObject_Malloc(offsetof(PyBytesObject, ob_sval) + 1 + (size_t)n);
+        if (op == NULL)
+            return PyErr_NoMemory();
+        PyObject_InitVar((PyVarObject *)op, &PyBytes_Type, n);
+    _Py_COMP_DIAG_PUSH
+    _Py_COMP_DIAG_IGNORE_DEPR_DECLS
+        op->ob_shash = -1;          /* not hashed yet */
+    _Py_COMP_DIAG_POP
+        op->ob_sval[n] = '\\0';
+        return (PyObject *)op;
+    }
+    #else
+    #define lp_new_bytes(n) PyBytes_FromStringAndSize(NULL, (n))
+    #endif
+    """
+    # n >= 0 and at most a record's length; NULL (MemoryError) raises.
+    PyObject *new_bytes "lp_new_bytes"(Py_ssize_t n) except NULL
+    bytes new_bytes_object "lp_new_bytes"(Py_ssize_t n)
 
 DEFAULT_MAX_RECORD_SIZE = 1 << 20
 DEFAULT_SLOT_SIZE = 128
@@ -221,9 +290,11 @@ cdef inline void prefetch_slot(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
     # The header eight positions on, one cache line in four: walking slots
     # in order, asking for the line a few ahead overlaps the cross-core
     # misses (the packed record bytes are one stream, which the hardware
-    # prefetcher follows by itself).
-    if s + PREFETCH_AHEAD < r.slots_end:
-        lp_prefetch(s + PREFETCH_AHEAD)
+    # prefetcher follows by itself). Past the last slot the address is
+    # still inside the ring's allocation (lp_ring_init pads its end), so
+    # no bounds test: a prefetch never faults, and one of the stamps or the
+    # record bytes costs nothing but the hint.
+    lp_prefetch(s + PREFETCH_AHEAD)
 
 
 cdef inline char *slot_share(lp_ring_t *r, lp_slot_t *s) noexcept nogil:
@@ -266,8 +337,11 @@ cdef int lp_ring_init(lp_ring_t *r, uint64_t capacity, uint64_t slot_size,
     cdef uint64_t stamps = (nslots * sizeof(uint32_t) + 63) & ~(<uint64_t>63)
     cdef uint64_t share = slot_size - LP_SLOT_HEADER
     memset(r, 0, sizeof(lp_ring_t))
-    # One allocation: headers, stamps, record bytes, each cache-line aligned.
-    if posix_memalign(&mem, 64, headers + stamps + nslots * share) != 0:
+    # One allocation: headers, stamps, record bytes, each cache-line aligned,
+    # and PREFETCH_AHEAD slots' worth of padding so that prefetch_slot's
+    # address stays inside it on any ring.
+    if posix_memalign(&mem, 64, headers + stamps + nslots * share
+                      + PREFETCH_AHEAD * sizeof(lp_slot_t)) != 0:
         return LP_NOMEM
     r.slots = <lp_slot_t *>mem
     r.slots_end = r.slots + nslots
@@ -431,13 +505,22 @@ cdef uint64_t lp_ring_len(lp_ring_t *r) noexcept nogil:
 
 
 cdef inline uint64_t reserve_bytes(lp_ring_t *r, const uint32_t *lengths, Py_ssize_t count,
-                                   Py_ssize_t *fitting, uint32_t *longest) noexcept nogil:
+                                   uint64_t total, uint32_t longest,
+                                   Py_ssize_t *fitting, uint32_t *most_out) noexcept nogil:
     """Reserve the bytes of the longest prefix of records that fits the budget
-    (``fitting`` of them); ``longest``: the longest of them."""
+    (``fitting`` of them); ``most_out``: the longest of them. ``total`` and
+    ``longest`` are those of all ``count`` records."""
     cdef uint64_t cur = lp_load_relaxed(&r.nbytes)
-    cdef uint64_t room, total
+    cdef uint64_t room
     cdef uint32_t most
     cdef Py_ssize_t k
+    # All of them fit, the common case: one test and the CAS, no pass over
+    # the lengths. (No overflow: max_bytes <= 2**62, total < 2**40.)
+    while cur <= r.max_bytes and total <= r.max_bytes - cur:
+        if lp_cas_u64(&r.nbytes, &cur, cur + total):
+            fitting[0] = count
+            most_out[0] = longest
+            return total
     while True:
         room = r.max_bytes - cur if cur < r.max_bytes else 0
         total = 0
@@ -450,7 +533,7 @@ cdef inline uint64_t reserve_bytes(lp_ring_t *r, const uint32_t *lengths, Py_ssi
             k += 1
         if k == 0 or lp_cas_u64(&r.nbytes, &cur, cur + total):
             fitting[0] = k
-            longest[0] = most
+            most_out[0] = most
             return total
 
 
@@ -462,9 +545,10 @@ cdef inline uint64_t stored_size(lp_ring_t *r, uint32_t length) noexcept nogil:
 
 cdef void fill_claim(lp_ring_t *r, lp_slot_t *first, uint64_t pos, const char **data,
                      const uint32_t *lengths, char **copies, Py_ssize_t n,
-                     uint32_t now_ms, uint64_t packed) noexcept nogil:
+                     uint32_t now_ms, uint64_t packed, bint all_inline) noexcept nogil:
     """Pack the ``n`` records just claimed at ``pos`` (slot ``first``) into one
     block that ends at the end of the last claimed share, and publish each slot.
+    ``all_inline``: the caller knows none of them goes out of line.
 
     Each record then starts at or after its own position's share (the
     records after it take at most a share each), which is what lets
@@ -473,27 +557,58 @@ cdef void fill_claim(lp_ring_t *r, lp_slot_t *first, uint64_t pos, const char **
     """
     cdef Py_ssize_t i
     cdef lp_slot_t *s = first
+    cdef uint32_t *stamp = r.stamps + (first - r.slots)
+    cdef uint64_t share_size = r.share
+    cdef uint64_t inline_max = r.inline_max
     cdef char *share = slot_share(r, first)
     cdef char *dst
+    cdef const char *src
+    cdef uint32_t length
+    cdef uint64_t seq = pos + 1
     if packed == 0:             # not known to the caller: add it up
         for i in range(n):
             packed += stored_size(r, lengths[i])
-    dst = share + <uint64_t>n * r.share - packed
+    # Every stamp first, in a loop of their own that the compiler turns into
+    # vector stores (a claim stamps all its records alike); each is
+    # published with its slot's sequence below, like the header.
     for i in range(n):
-        lp_store_relaxed_u32(&s.length, lengths[i])  # consumers may peek at it
-        r.stamps[s - r.slots] = now_ms
-        if lengths[i] > r.inline_max:
-            memcpy(dst, &copies[i], sizeof(char *))
-            s.offset = <uint32_t>(dst - share) | LP_OUT_OF_LINE
-            dst += sizeof(char *)
+        stamp[i] = now_ms
+    # The ring's fields and each record's pointer and length are read into
+    # locals: the newline is a char store, which may alias anything, so the
+    # compiler would otherwise load them again for every record.
+    dst = share + <uint64_t>n * share_size - packed
+    if all_inline:
+        # The common claim, in a loop without the test for out-of-line records.
+        for i in range(n):
+            length = lengths[i]
+            src = data[i]
+            lp_store_relaxed_u32(&s.length, length)     # consumers may peek at these
+            lp_store_relaxed_u32(&s.offset, <uint32_t>(dst - share))
+            lp_copy(dst, src, length)
+            dst[length] = b'\n'
+            dst += length + 1
+            lp_store_release(&s.seq, seq)
+            seq += 1
+            s += 1
+            share += share_size
+        return
+    for i in range(n):
+        length = lengths[i]
+        src = data[i]
+        lp_store_relaxed_u32(&s.length, length)     # consumers may peek at it
+        if length <= inline_max:
+            lp_store_relaxed_u32(&s.offset, <uint32_t>(dst - share))  # and at this
+            lp_copy(dst, src, length)
+            dst[length] = b'\n'
+            dst += length + 1
         else:
-            lp_copy(dst, data[i], lengths[i])
-            dst[lengths[i]] = b'\n'
-            s.offset = <uint32_t>(dst - share)
-            dst += lengths[i] + 1
-        lp_store_release(&s.seq, pos + i + 1)
+            lp_store_relaxed_u32(&s.offset, <uint32_t>(dst - share) | LP_OUT_OF_LINE)
+            memcpy(dst, &copies[i], sizeof(char *))
+            dst += sizeof(char *)
+        lp_store_release(&s.seq, seq)
+        seq += 1
         s += 1
-        share += r.share
+        share += share_size
 
 
 cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *lengths,
@@ -504,10 +619,27 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
     short (LP_WOULD_BLOCK, LP_CLOSED or LP_NOMEM), LP_OK when all went in.
     Lengths must already be checked against ``max_record``.
     """
+    cdef Py_ssize_t i
+    cdef uint64_t total = 0
+    cdef uint32_t longest = 0
+    if count > LP_PUSH_CHUNK:
+        count = LP_PUSH_CHUNK
+    for i in range(count):
+        total += lengths[i]
+        if lengths[i] > longest:
+            longest = lengths[i]
+    return push_sized(r, data, lengths, count, total, longest, status)
+
+
+cdef Py_ssize_t push_sized(lp_ring_t *r, const char **data, const uint32_t *lengths,
+                           Py_ssize_t count, uint64_t total, uint32_t longest,
+                           int *status) noexcept nogil:
+    """lp_push_many, for a caller that knows the ``total`` and the ``longest``
+    of the ``count`` (<= LP_PUSH_CHUNK) lengths: put_many gathers them as it
+    reads the records, which spares a pass over the lengths here."""
     cdef char *copies[LP_PUSH_CHUNK]
     cdef Py_ssize_t k, n, i, limit, done
     cdef uint64_t reserved, unused, pos, seq, held, deq
-    cdef uint32_t longest
     cdef uint64_t packed
     cdef uint32_t now_ms
     cdef int64_t dif
@@ -515,8 +647,6 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
     cdef lp_slot_t *s
     cdef lp_slot_t *first = NULL
 
-    if count > LP_PUSH_CHUNK:
-        count = LP_PUSH_CHUNK
     status[0] = LP_OK
     if count <= 0:
         return 0
@@ -524,7 +654,7 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
         status[0] = LP_CLOSED
         return 0
 
-    reserved = reserve_bytes(r, lengths, count, &k, &longest)
+    reserved = reserve_bytes(r, lengths, count, total, longest, &k, &longest)
     if k == 0:
         status[0] = LP_WOULD_BLOCK
         return 0
@@ -584,12 +714,9 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
             seq = lp_load_acquire(&first.seq)
             dif = <int64_t>(seq - pos)
             if dif == 0:
-                n = 1
-                s = first + 1
-                while n < limit and lp_load_acquire(&s.seq) == pos + n:
-                    n += 1
-                    prefetch_slot(r, s)
-                    s += 1
+                # And the slots after it, four at a time.
+                n = 1 + <Py_ssize_t>lp_count_run(&first[1].seq, SLOT_WORDS, pos + 1, limit - 1,
+                                                 PREFETCH_AHEAD * SLOT_WORDS)
                 if lp_cas_u64(&r.enqueue_pos, &pos, pos + n):
                     break
                 n = 0           # lost the race; pos now holds the fresh value
@@ -603,9 +730,11 @@ cdef Py_ssize_t lp_push_many(lp_ring_t *r, const char **data, const uint32_t *le
         # Bytes the claim packs, when already known: every record and its
         # newline, unless some go out of line or the claim took only part of
         # them (else fill_claim adds them up; skipping that pass and the
-        # malloc loop saves 13 of ~194 instructions a record, ring_cost.py).
+        # malloc loop saved 13 instructions a record when put_many+get_batch
+        # cost ~194, ring_cost.py).
         packed = reserved + n if done == 0 and n == k and longest <= r.inline_max else 0
-        fill_claim(r, first, pos, &data[done], &lengths[done], &copies[done], n, now_ms, packed)
+        fill_claim(r, first, pos, &data[done], &lengths[done], &copies[done], n, now_ms, packed,
+                   longest <= r.inline_max)
         done += n
         pos += n
         if not (at_end and n == limit):
@@ -659,8 +788,8 @@ cdef int push_one(lp_ring_t *r, const char *data, uint32_t length) noexcept nogi
                 lp_store_relaxed_u32(&s.length, length)  # consumers may peek at it
                 r.stamps[s - r.slots] = lp_now_ms()
                 # A block of one record, ending where the share ends.
-                s.offset = <uint32_t>(r.share - length - 1)
-                dst = slot_share(r, s) + s.offset
+                lp_store_relaxed_u32(&s.offset, <uint32_t>(r.share - length - 1))  # consumers may peek at it
+                dst = slot_share(r, s) + (r.share - length - 1)
                 lp_copy(dst, data, length)
                 dst[length] = b'\n'
                 lp_store_release(&s.seq, pos + 1)
@@ -716,31 +845,58 @@ cdef uint64_t lp_peek_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out,
     failed the commit.
     """
     cdef uint64_t pos = lp_load_relaxed(&r.dequeue_pos)
-    cdef uint64_t seq, n, total
-    cdef int64_t dif
-    cdef lp_slot_t *s
-    if max_items == 0:
+    cdef uint64_t n, room, total = 0
+    cdef lp_slot_t *s = head_ready(r, &pos)
+    if max_items == 0 or s == NULL:
         return 0
+    # Up to the last slot, then on from slot 0 if all of those were ready:
+    # two runs, so no test per slot for the wrap.
+    room = <uint64_t>(r.slots_end - s)
+    n = ready_run(s, 0, min(max_items, room), pos + 1, &total)
+    if n == room and n < max_items and lp_load_acquire(&r.slots.seq) == pos + n + 1:
+        n = ready_run(r.slots, n, max_items, pos + n + 1, &total)
+    pos_out[0] = pos
+    payload_bytes[0] = total
+    return n
+
+
+cdef inline lp_slot_t *head_ready(lp_ring_t *r, uint64_t *pos) noexcept nogil:
+    """The slot of the record ready at the head, from ``pos`` (the head as
+    loaded by the caller, updated if another consumer has moved it), or
+    NULL if none is ready."""
+    cdef lp_slot_t *s
+    cdef int64_t dif
     while True:
-        s = slot_at(r, pos)
-        seq = lp_load_acquire(&s.seq)
-        dif = <int64_t>(seq - (pos + 1))
+        s = slot_at(r, pos[0])
+        dif = <int64_t>(lp_load_acquire(&s.seq) - (pos[0] + 1))
         if dif == 0:
-            n = 1
-            total = lp_load_relaxed_u32(&s.length)
-            s = next_slot(r, s)
-            while n < max_items and lp_load_acquire(&s.seq) == pos + n + 1:
-                total += lp_load_relaxed_u32(&s.length)
-                n += 1
-                prefetch_slot(r, s)
-                s = next_slot(r, s)
-            pos_out[0] = pos
-            payload_bytes[0] = total
-            return n
-        elif dif < 0:
-            return 0            # empty (or the head is still being written)
-        else:
-            pos = lp_load_relaxed(&r.dequeue_pos)   # another consumer took pos
+            return s
+        if dif < 0:
+            return NULL         # empty (or the head is still being written)
+        pos[0] = lp_load_relaxed(&r.dequeue_pos)    # another consumer took pos
+
+
+cdef inline uint64_t ready_run(lp_slot_t *s, uint64_t n, uint64_t stop, uint64_t seq,
+                               uint64_t *total) noexcept nogil:
+    """From slot ``s``, which holds record ``n`` (ready, sequence ``seq``), on
+    to record ``stop`` at most, without passing the last slot: the index after
+    the last record ready, their lengths added to ``total``."""
+    cdef uint64_t t = total[0]
+    # Four at a time while all four are ready (as frame_run), then one by one.
+    while n + 4 <= stop and lp_run_ready4(&s.seq, SLOT_WORDS, seq):
+        t += (<uint64_t>lp_load_relaxed_u32(&s[0].length) + lp_load_relaxed_u32(&s[1].length)
+              + lp_load_relaxed_u32(&s[2].length) + lp_load_relaxed_u32(&s[3].length))
+        lp_prefetch(s + PREFETCH_AHEAD)
+        n += 4
+        s += 4
+        seq += 4
+    while n < stop and lp_load_acquire(&s.seq) == seq:
+        t += lp_load_relaxed_u32(&s.length)
+        n += 1
+        s += 1
+        seq += 1
+    total[0] = t
+    return n
 
 
 cdef bint lp_commit_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept nogil:
@@ -779,6 +935,57 @@ cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept no
         lp_store_release(&s.seq, pos + i + r.nslots)
     if total:
         lp_fetch_sub_u64(&r.nbytes, total)
+    lp_ec_notify(&r.not_full)
+
+
+cdef inline int make_bytes(lp_slot_t *s, PyObject **items, uint64_t n) except -1:
+    """get_many's allocation: a bytes object for each of the ``n`` records
+    peeked from slot ``s`` on (not past the last slot), of its length, stored
+    straight into the list's array, which takes the new reference."""
+    cdef uint64_t i
+    for i in range(n):
+        items[i] = new_bytes(lp_load_relaxed_u32(&s[i].length))
+    return 0
+
+
+cdef inline uint32_t copy_to_bytes(lp_ring_t *r, lp_slot_t *s, PyObject **items,
+                                   uint64_t n) noexcept:
+    """get_many's copy: the records of the ``n`` claimed slots from ``s`` (not
+    past the last slot) into the bytes objects ``items``, made to their
+    lengths. Returns LP_OUT_OF_LINE if any of them was out of line."""
+    cdef uint64_t i
+    cdef uint32_t offset, flags = 0
+    cdef uint64_t share_size = r.share      # a local: the copies' char stores may alias r
+    cdef char *share = slot_share(r, s)
+    cdef const char *stored
+    cdef PyObject *item
+    for i in range(n):
+        offset = s[i].offset
+        item = items[i]
+        flags |= offset
+        stored = share + (offset & ~LP_OUT_OF_LINE)
+        if offset & LP_OUT_OF_LINE:
+            stored = out_of_line_copy(stored)
+        lp_copy(PyBytes_AS_STRING_P(item), stored, <size_t>PyBytes_GET_SIZE_P(item))
+        share += share_size
+    return flags & LP_OUT_OF_LINE
+
+
+cdef inline void release_claimed(lp_ring_t *r, uint64_t pos, uint64_t n, uint64_t payload,
+                                 uint32_t out_of_line) noexcept nogil:
+    """lp_release_pop for records whose ``payload`` is known, their bytes
+    copied out: free the out-of-line copies, if ``out_of_line`` says there
+    are any, and hand the slots back."""
+    cdef uint64_t i
+    cdef lp_slot_t *s
+    if out_of_line:
+        s = slot_at(r, pos)
+        for i in range(n):
+            free_out_of_line(r, s)
+            s = next_slot(r, s)
+    release_slots(r, pos, n)
+    if payload:
+        lp_fetch_sub_u64(&r.nbytes, payload)
     lp_ec_notify(&r.not_full)
 
 
@@ -1035,13 +1242,28 @@ cdef inline double deadline_from(object timeout) except? -2.0:
     return deadline_after(timeout)
 
 
+cdef inline double timeout_seconds(object timeout) except? -2.0:
+    """A timeout in seconds, checked as deadline_from checks it; -1.0 for None."""
+    if timeout is None:
+        return -1.0
+    return checked_timeout(timeout)
+
+
+cdef double checked_timeout(object timeout) except? -2.0:
+    cdef double t
+    if PyLong_CheckExact(timeout):
+        t = PyLong_AsDouble(timeout)    # an int, without making a float of it
+    else:
+        t = timeout
+    if not t >= 0:      # also refuses NaN, which would otherwise wait forever
+        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
+    return t
+
+
 cdef double deadline_after(object timeout) except? -2.0:
     # deadline_from's work for a timeout that is not None, out of line: the
     # per-record calls (put, get) inline only the test for None.
-    cdef double t = timeout
-    if not t >= 0:      # also refuses NaN, which would otherwise wait forever
-        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
-    return lp_now() + t
+    return lp_now() + checked_timeout(timeout)
 
 
 cdef double lp_wait_slice() noexcept:
@@ -1132,11 +1354,10 @@ cdef int batch_add_run(lp_batch_t *b, uint64_t pos, uint64_t n) noexcept nogil:
     b.nruns += 1
     return LP_OK
 
-cdef int batch_reserve(lp_batch_t *b, Py_ssize_t records, Py_ssize_t nbytes) noexcept nogil:
-    """Make room for ``records`` more records of ``nbytes`` framed bytes."""
-    cdef Py_ssize_t want
+cdef int batch_reserve_offsets(lp_batch_t *b, Py_ssize_t records) noexcept nogil:
+    """Make room for ``records`` more entries in the offsets array (and the end one)."""
+    cdef Py_ssize_t want = b.count + records + 1
     cdef void *p
-    want = b.count + records + 1
     if want > b.offsets_cap:
         want = max(want, 2 * b.offsets_cap, 64)
         p = realloc(b.offsets, want * sizeof(Py_ssize_t))
@@ -1144,7 +1365,12 @@ cdef int batch_reserve(lp_batch_t *b, Py_ssize_t records, Py_ssize_t nbytes) noe
             return LP_NOMEM
         b.offsets = <Py_ssize_t *>p
         b.offsets_cap = want
-    want = b.size + nbytes
+    return LP_OK
+
+cdef int batch_reserve_bytes(lp_batch_t *b, Py_ssize_t nbytes) noexcept nogil:
+    """Make room for ``nbytes`` more framed bytes."""
+    cdef Py_ssize_t want = b.size + nbytes
+    cdef void *p
     if want > b.cap:
         want = max(want, 2 * b.cap, 4096)
         p = realloc(b.buf, want)
@@ -1153,6 +1379,196 @@ cdef int batch_reserve(lp_batch_t *b, Py_ssize_t records, Py_ssize_t nbytes) noe
         b.buf = <char *>p
         b.cap = want
     return LP_OK
+
+
+cdef extern from *:
+    """
+    /* An offset no slot ever holds (inline offsets are below 2**25, out-of-line
+     * ones 2**31 plus as much): peek_framed's "whatever comes next starts a block". */
+    #define LP_NO_OFFSET 0xFFFFFFFFu
+    """
+    uint32_t NO_OFFSET "LP_NO_OFFSET"
+
+cdef extern from "_lp_sync.h":
+    # LP_TAKE_CHUNK as a constant, for the size of an array on the stack.
+    enum: TAKE_CHUNK "LP_TAKE_CHUNK"
+
+cdef extern from "_lp_sync.h" nogil:
+    void lp_store_release_run(uint64_t *p, size_t stride, uint64_t v, size_t n)
+    size_t lp_count_run(uint64_t *p, size_t stride, uint64_t v, size_t limit, size_t ahead)
+    bint lp_run_ready4(uint64_t *p, size_t stride, uint64_t v)
+
+cdef enum:
+    # A slot header in 64-bit words: the stride from one sequence to the next.
+    SLOT_WORDS = sizeof(lp_slot_t) // sizeof(uint64_t)
+
+
+cdef uint64_t peek_framed(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out,
+                          Py_ssize_t *offsets, uint32_t *blocks, uint64_t *nblocks) noexcept nogil:
+    """lp_peek_pop for a batch: find up to ``max_items`` records ready at the
+    head, without claiming them, and frame them as it goes, in the same pass
+    over their headers.
+
+    ``offsets[0]`` holds where the first record will start in the batch; on
+    return ``offsets[i + 1]`` is where record ``i`` ends, its newline
+    included. ``blocks[0 .. nblocks)`` are the indexes of the records that
+    start a block: a run of records whose stored bytes lie one after the
+    other in the ring (one claim's, or a record out of line alone), so that
+    the copy after the claim (copy_framed) is one copy per block and never
+    looks at the other headers again.
+
+    All of it is read before the claim, as lp_peek_pop reads the lengths,
+    and for the same reason it is what the claim gets whenever
+    lp_commit_pop succeeds: a slot's header changes only after its position
+    is claimed, and that claim would have moved dequeue_pos and failed the
+    commit. (The header fields are atomics for that: relaxed loads here.)
+    """
+    cdef uint64_t pos = lp_load_relaxed(&r.dequeue_pos)
+    cdef uint64_t n, room
+    cdef lp_slot_t *s = head_ready(r, &pos)
+    cdef frame_t f
+    if max_items == 0 or s == NULL:
+        return 0
+    f.size = offsets[0]
+    f.expect = NO_OFFSET
+    f.nblocks = 0
+    f.share_size = <uint32_t>r.share
+    room = <uint64_t>(r.slots_end - s)
+    n = frame_run(&f, s, 0, min(max_items, room), pos + 1, offsets, blocks)
+    if n == room and n < max_items and lp_load_acquire(&r.slots.seq) == pos + n + 1:
+        f.expect = NO_OFFSET    # a claim never wraps: a block starts at slot 0
+        n = frame_run(&f, r.slots, n, max_items, pos + n + 1, offsets, blocks)
+    pos_out[0] = pos
+    nblocks[0] = f.nblocks
+    return n
+
+
+ctypedef struct frame_t:
+    # peek_framed's state from one run of slots to the next.
+    Py_ssize_t size         # where the next record will start in the batch
+    uint32_t expect         # the offset a record continuing the block has
+    uint32_t share_size
+    uint64_t nblocks
+
+
+cdef inline uint64_t frame_run(frame_t *f, lp_slot_t *s, uint64_t n, uint64_t stop,
+                               uint64_t seq, Py_ssize_t *offsets, uint32_t *blocks) noexcept nogil:
+    """peek_framed from slot ``s``, which holds record ``n`` (ready, sequence
+    ``seq``), on to record ``stop`` at most, without passing the last slot;
+    returns the index after the last record ready."""
+    cdef uint32_t expect = f.expect
+    cdef uint32_t share_size = f.share_size
+    cdef Py_ssize_t size = f.size
+    cdef uint64_t nb = f.nblocks
+    # Four at a time while all four are ready (their sequences compared at
+    # once: the first is known ready, checking it again is one load), then
+    # one by one.
+    while n + 4 <= stop and lp_run_ready4(&s.seq, SLOT_WORDS, seq):
+        frame_one(s, n, share_size, &expect, &size, &nb, offsets, blocks)
+        frame_one(s + 1, n + 1, share_size, &expect, &size, &nb, offsets, blocks)
+        frame_one(s + 2, n + 2, share_size, &expect, &size, &nb, offsets, blocks)
+        frame_one(s + 3, n + 3, share_size, &expect, &size, &nb, offsets, blocks)
+        lp_prefetch(s + PREFETCH_AHEAD)
+        n += 4
+        s += 4
+        seq += 4
+    while n < stop and lp_load_acquire(&s.seq) == seq:
+        frame_one(s, n, share_size, &expect, &size, &nb, offsets, blocks)
+        n += 1
+        s += 1
+        seq += 1
+    f.expect = expect
+    f.size = size
+    f.nblocks = nb
+    return n
+
+
+cdef inline void frame_one(lp_slot_t *s, uint64_t n, uint32_t share_size, uint32_t *expect,
+                           Py_ssize_t *size, uint64_t *nb, Py_ssize_t *offsets,
+                           uint32_t *blocks) noexcept nogil:
+    """Frame record ``n``, ready in slot ``s``: its end into ``offsets[n + 1]``
+    and, if it starts a block, ``n`` into the block list."""
+    cdef uint32_t length = lp_load_relaxed_u32(&s.length)
+    cdef uint32_t offset = lp_load_relaxed_u32(&s.offset)
+    # Within a block, each record starts where the one before it ended, so
+    # its offset (from its own share) is that one's end, less a share. An
+    # out-of-line record's offset (flag bit set) matches no inline record's
+    # end, and nothing may match the end of an out-of-line one: it is a
+    # block of its own. (Its pointer's end could be the offset of the next
+    # claim's first pointer.)
+    if offset != expect[0]:
+        blocks[nb[0]] = <uint32_t>n
+        nb[0] += 1
+    expect[0] = offset + length + 1 - share_size
+    if offset & LP_OUT_OF_LINE:
+        expect[0] = NO_OFFSET
+    size[0] += length + 1
+    offsets[n + 1] = size[0]
+
+
+cdef inline void release_slots(lp_ring_t *r, uint64_t pos, uint64_t n) noexcept nogil:
+    """Hand the ``n`` slots from ``pos`` back to the producers, one lap on:
+    a release store of each sequence, in order, in two runs split at the
+    wrap (no test per slot)."""
+    cdef lp_slot_t *s = slot_at(r, pos)
+    cdef uint64_t m = <uint64_t>(r.slots_end - s)
+    if m > n:
+        m = n
+    lp_store_release_run(&s.seq, SLOT_WORDS, pos + r.nslots, m)
+    lp_store_release_run(&r.slots.seq, SLOT_WORDS, pos + m + r.nslots, n - m)
+
+
+cdef void copy_framed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
+                      const uint32_t *blocks, uint64_t nblocks) noexcept nogil:
+    """Copy the ``n`` records claimed at ``pos``, framed by peek_framed (their
+    offsets already in the batch, room made for their bytes and one more
+    run), into the batch one block at a time, and hand their slots back."""
+    cdef Py_ssize_t *offsets = b.offsets + b.count   # offsets[i]: where record i starts
+    cdef uint64_t first = <uint64_t>(slot_at(r, pos) - r.slots)
+    cdef uint64_t k, i, idx, end
+    cdef uint32_t offset
+    cdef Py_ssize_t length
+    cdef char *stored
+    cdef char *out
+    cdef char *copy
+    cdef uint32_t now_ms = lp_now_ms()
+    cdef uint32_t max_age = 0
+    cdef Py_ssize_t size = offsets[n]
+    cdef double oldest
+    for k in range(nblocks):
+        i = blocks[k]
+        end = blocks[k + 1] if k + 1 < nblocks else n
+        idx = first + i
+        if idx >= r.nslots:
+            idx -= r.nslots
+        offset = r.slots[idx].offset
+        stored = r.data + idx * r.share + (offset & ~LP_OUT_OF_LINE)
+        out = b.buf + offsets[i]
+        length = offsets[end] - offsets[i]      # framed: newlines included
+        # A block is one claim's (or part of one), and a claim stamps all
+        # its records alike: its first record's stamp is the block's.
+        max_age = older(max_age, now_ms, r.stamps[idx])
+        if offset & LP_OUT_OF_LINE:             # a block of its own
+            copy = out_of_line_copy(stored)
+            memcpy(out, copy, length - 1)
+            out[length - 1] = b'\n'
+            free(copy)
+        else:
+            lp_copy(out, stored, length)
+    b.size = size
+    b.count += n
+    # Only now that every byte is copied: a slot handed back lets a producer
+    # write its share again, and a record's bytes may reach past its own.
+    release_slots(r, pos, n)
+    batch_add_run(b, pos, n)
+    oldest = lp_now() - max_age / 1000.0
+    if oldest < b.oldest:
+        b.oldest = oldest
+    size -= offsets[0] + <Py_ssize_t>n            # the payload: bytes less newlines
+    if size:
+        lp_fetch_sub_u64(&r.nbytes, size)
+    lp_ec_notify(&r.not_full)
+
 
 cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept nogil:
     """Move up to ``max_items`` ready records from the ring into the batch.
@@ -1163,23 +1579,31 @@ cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept
     fewer. Returns LP_OK (check count for how many) or LP_NOMEM when not
     even the next record fits, in which case nothing was claimed.
     """
-    cdef uint64_t pos, n, payload
+    cdef uint64_t pos, n, nblocks
+    cdef uint32_t blocks[TAKE_CHUNK]
     if max_items > LP_TAKE_CHUNK:
         max_items = LP_TAKE_CHUNK
     if batch_reserve_run(b) != LP_OK:  # so that add_run cannot fail after the claim
         return LP_NOMEM
     while True:
-        n = lp_peek_pop(r, max_items, &pos, &payload)
+        # Room for the offsets first: the peek writes them as it frames.
+        if batch_reserve_offsets(b, max_items) != LP_OK:
+            if max_items == 1:
+                return LP_NOMEM
+            max_items //= 2         # short of memory: take fewer records
+            continue
+        b.offsets[b.count] = b.size
+        n = peek_framed(r, max_items, &pos, b.offsets + b.count, blocks, &nblocks)
         if n == 0:
             return LP_OK
-        if batch_reserve(b, n, payload + n) != LP_OK:   # each record plus its newline
+        if batch_reserve_bytes(b, b.offsets[b.count + n] - b.size) != LP_OK:
             if n == 1:
                 return LP_NOMEM
             max_items = n // 2      # short of memory: take fewer records
             continue
         if lp_commit_pop(r, pos, n):
             break
-    batch_copy_claimed(b, r, pos, n, payload)
+    copy_framed(b, r, pos, n, blocks, nblocks)
     return LP_OK
 
 
@@ -1190,80 +1614,59 @@ cdef inline uint32_t older(uint32_t max_age, uint32_t now_ms, uint32_t stamp) no
     return age if age > max_age and age < 0x80000000u else max_age
 
 
-cdef inline char *copy_block(char *out, const char *block, const char *block_end) noexcept nogil:
-    # Copy the packed bytes gathered so far (maybe none); return where the next go.
-    if block_end != block:
-        memcpy(out, block, block_end - block)
-    return out + (block_end - block)
+# The memory of the last Batch let go, kept for the next get_batch: a
+# worker takes a batch, writes it and drops it, over and over, and each of
+# those paid three mallocs and three frees (the buffer, the offsets, the run
+# list: ~9 instructions a record in batches of 100, bench/ring_cost.py).
+# One spare for the module, claimed with a CAS so that threads without a GIL
+# never share it; only small enough memory is kept.
+cdef struct spare_t:
+    uint32_t state              # SPARE_EMPTY, SPARE_BUSY (being filled or emptied), SPARE_FULL
+    char *buf
+    Py_ssize_t cap
+    Py_ssize_t *offsets
+    Py_ssize_t offsets_cap
+    uint64_t *runs
+    Py_ssize_t runs_cap
+
+cdef enum:
+    SPARE_EMPTY = 0
+    SPARE_BUSY = 1
+    SPARE_FULL = 2
+    SPARE_MAX_BYTES = 1 << 20   # the most buffer kept
+    SPARE_MAX_RECORDS = 1 << 14 # the most offsets kept
+
+cdef spare_t spare
 
 
-cdef void batch_copy_claimed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
-                             uint64_t payload) noexcept nogil:
-    """Copy the ``n`` records claimed at ``pos`` (``payload`` bytes, room
-    already made for them and one more run) into the batch, and hand their
-    slots back."""
-    cdef uint64_t i
-    cdef uint32_t length, offset
-    cdef char *stored
-    cdef char *block = NULL     # packed bytes seen but not yet copied...
-    cdef char *block_end = NULL # ...up to here
-    cdef char *copy
-    cdef char *out = b.buf + b.size   # where the next byte copied goes
-    cdef Py_ssize_t *offsets = b.offsets + b.count
-    cdef Py_ssize_t size = b.size     # framed size so far, block included
-    cdef lp_slot_t *s = slot_at(r, pos)
-    cdef char *share = slot_share(r, s)
-    cdef uint32_t now_ms = lp_now_ms()
-    cdef uint32_t max_age = 0
-    cdef double oldest
-    # Packed records already sit newline framed, one claim's in one block:
-    # gather consecutive ones and copy each block with one memcpy.
-    for i in range(n):
-        length = s.length
-        offset = s.offset
-        stored = share + (offset & ~LP_OUT_OF_LINE)
-        offsets[i] = size
-        size += length + 1
-        if not (offset & LP_OUT_OF_LINE):
-            if stored != block_end:
-                out = copy_block(out, block, block_end)
-                block = stored
-                # A block is one claim's, and a claim stamps all its
-                # records alike: its first record's stamp is the block's.
-                max_age = older(max_age, now_ms, r.stamps[s - r.slots])
-            block_end = stored + length + 1
-        else:
-            out = copy_block(out, block, block_end)
-            block = block_end = NULL
-            max_age = older(max_age, now_ms, r.stamps[s - r.slots])
-            copy = out_of_line_copy(stored)
-            memcpy(out, copy, length)
-            out[length] = b'\n'
-            out += length + 1
-            free(copy)
-        prefetch_slot(r, s)
-        s += 1
-        share += r.share
-        if s == r.slots_end:
-            s = r.slots
-            share = r.data
-    copy_block(out, block, block_end)
-    b.size = size
-    b.count += n
-    b.offsets[b.count] = size
-    # Only now that every byte is copied: a slot handed back lets a producer
-    # write its share again, and a record's bytes may reach past its own.
-    s = slot_at(r, pos)
-    for i in range(n):
-        lp_store_release(&s.seq, pos + i + r.nslots)
-        s = next_slot(r, s)
-    batch_add_run(b, pos, n)
-    oldest = lp_now() - max_age / 1000.0
-    if oldest < b.oldest:
-        b.oldest = oldest
-    if payload:
-        lp_fetch_sub_u64(&r.nbytes, payload)
-    lp_ec_notify(&r.not_full)
+cdef inline bint batch_memory_to_spare(lp_batch_t *b) noexcept nogil:
+    """Keep ``b``'s memory as the spare if there is none and it is small
+    enough; False: the caller frees it."""
+    if (b.buf == NULL or b.offsets == NULL or b.runs == NULL
+            or b.cap > SPARE_MAX_BYTES or b.offsets_cap > SPARE_MAX_RECORDS
+            or not lp_cas_strong_u32(&spare.state, SPARE_EMPTY, SPARE_BUSY)):
+        return False
+    spare.buf = b.buf
+    spare.cap = b.cap
+    spare.offsets = b.offsets
+    spare.offsets_cap = b.offsets_cap
+    spare.runs = b.runs
+    spare.runs_cap = b.runs_cap
+    lp_store_release_u32(&spare.state, SPARE_FULL)
+    return True
+
+
+cdef inline void batch_memory_from_spare(lp_batch_t *b) noexcept nogil:
+    """Give the empty batch ``b`` the spare memory, if there is some."""
+    if not lp_cas_strong_u32(&spare.state, SPARE_FULL, SPARE_BUSY):
+        return
+    b.buf = spare.buf
+    b.cap = spare.cap
+    b.offsets = spare.offsets
+    b.offsets_cap = spare.offsets_cap
+    b.runs = spare.runs
+    b.runs_cap = spare.runs_cap
+    lp_store_release_u32(&spare.state, SPARE_EMPTY)
 
 
 cdef void lp_batch_clear(lp_batch_t *b) noexcept nogil:
@@ -1272,6 +1675,10 @@ cdef void lp_batch_clear(lp_batch_t *b) noexcept nogil:
     b.oldest = INFINITY
 
 
+# A worker takes a batch per call: keep a few Batch objects for reuse
+# instead of an allocation and a free each (Cython leaves freelists out of a
+# free-threaded build).
+@cython.freelist(8)
 cdef class Batch:
     """Records copied out of a ring in one pass, newline framed.
 
@@ -1291,9 +1698,10 @@ cdef class Batch:
         self.b.oldest = INFINITY
 
     def __dealloc__(self):
-        free(self.b.buf)
-        free(self.b.offsets)
-        free(self.b.runs)
+        if not batch_memory_to_spare(&self.b):
+            free(self.b.buf)
+            free(self.b.offsets)
+            free(self.b.runs)
 
     def __init__(self):
         raise TypeError("Batch objects come from RingBuffer.get_batch()")
@@ -1423,6 +1831,38 @@ cdef int collect_batch(Batch batch, lp_ring_t *r, uint64_t want, double deadline
             return LP_OK
 
 
+cdef inline Py_ssize_t gather_bytes(PyObject **items, Py_ssize_t m, Py_ssize_t stop,
+                                    bint ahead, Py_ssize_t max_record, const char **data,
+                                    uint32_t *lengths, uint64_t *total,
+                                    Py_ssize_t *longest) noexcept:
+    """put_bytes_with_gil's gathering: from ``items[m]`` up to ``items[stop]``,
+    while they are exact bytes of at most ``max_record`` bytes; returns
+    where it stopped. ``ahead``: prefetch the item PREFETCH_AHEAD on (the
+    caller knows it exists, so the loop has no bounds test for it)."""
+    cdef PyObject *item
+    cdef char *next_item
+    cdef Py_ssize_t size
+    while m < stop:
+        if ahead:
+            # Both lines of a short bytes object: header and data.
+            next_item = <char *>items[m + PREFETCH_AHEAD]
+            lp_prefetch(next_item)
+            lp_prefetch(next_item + 64)
+        item = items[m]
+        if not Py_IS_TYPE(item, &PyBytes_Type):
+            break
+        size = PyBytes_GET_SIZE_P(item)
+        if size > longest[0]:   # rarely taken: the size limit is tested only here
+            if size > max_record:
+                break
+            longest[0] = size
+        data[m] = PyBytes_AS_STRING_P(item)
+        lengths[m] = <uint32_t>size
+        total[0] += size
+        m += 1
+    return m
+
+
 cdef Py_ssize_t put_bytes_with_gil(lp_ring_t *r, object seq) noexcept:
     """put_many's common case: push the leading run of ``bytes`` objects of
     the list or tuple ``seq``, in chunks small enough to copy with the GIL
@@ -1436,35 +1876,28 @@ cdef Py_ssize_t put_bytes_with_gil(lp_ring_t *r, object seq) noexcept:
     """
     cdef PyObject **items = PySequence_Fast_ITEMS(seq)
     cdef Py_ssize_t count = PySequence_Fast_GET_SIZE(seq)
-    cdef Py_ssize_t done = 0, chunk, m, pushed
-    cdef Py_ssize_t size, chunk_bytes
+    cdef Py_ssize_t done = 0, chunk, m, pushed, with_ahead
+    cdef Py_ssize_t longest
+    cdef uint64_t chunk_bytes
     cdef const char *data[LP_PUSH_CHUNK]
     cdef uint32_t lengths[LP_PUSH_CHUNK]
-    cdef PyObject *item
-    cdef char *ahead
     cdef int status
     while done < count:
         chunk = min(<Py_ssize_t>LP_PUSH_CHUNK, count - done)
+        # The items of this chunk that have one PREFETCH_AHEAD on.
+        with_ahead = min(chunk, count - done - PREFETCH_AHEAD)
         chunk_bytes = 0
+        longest = 0
         m = 0
-        while m < chunk:
-            if done + m + PREFETCH_AHEAD < count:
-                ahead = <char *>items[done + m + PREFETCH_AHEAD]
-                lp_prefetch(ahead)
-                lp_prefetch(ahead + 64)
-            item = items[done + m]
-            if not Py_IS_TYPE(item, &PyBytes_Type):
-                break
-            size = PyBytes_GET_SIZE_P(item)
-            if size > <Py_ssize_t>r.max_record:
-                break
-            data[m] = PyBytes_AS_STRING_P(item)
-            lengths[m] = <uint32_t>size
-            chunk_bytes += size
-            m += 1
+        if with_ahead > 0:
+            m = gather_bytes(&items[done], 0, with_ahead, True, <Py_ssize_t>r.max_record,
+                             data, lengths, &chunk_bytes, &longest)
+        if m == with_ahead or with_ahead < 0:
+            m = gather_bytes(&items[done], m, chunk, False, <Py_ssize_t>r.max_record,
+                             data, lengths, &chunk_bytes, &longest)
         if m == 0 or chunk_bytes >= GIL_TAKE_MAX_BYTES:
             return done
-        pushed = lp_push_many(r, data, lengths, m, &status)
+        pushed = push_sized(r, data, lengths, m, chunk_bytes, <uint32_t>longest, &status)
         if pushed:
             stamp_gil_push(r)
         done += pushed
@@ -1626,7 +2059,7 @@ cdef class RingBuffer:
 
     # -- producing ----------------------------------------------------------
 
-    def put(self, item, block=True, timeout=None):
+    def put(self, item, bint block=True, timeout=None):
         """Put one record; wait while full if ``block`` (up to ``timeout`` s).
 
         Raises Full if it could not be taken in time, Closed after close(),
@@ -1685,7 +2118,7 @@ cdef class RingBuffer:
         """Put one record without waiting; Full if there is no room."""
         self.put(item, False)
 
-    def put_many(self, items, block=True, timeout=None):
+    def put_many(self, items, bint block=True, timeout=None):
         """Put records in order; return how many were taken.
 
         Non-blocking: takes what fits now (maybe 0). Blocking: waits while
@@ -1719,7 +2152,7 @@ cdef class RingBuffer:
         if type(items) is not tuple and (type(items) is not list or LP_FREE_THREADED):
             seq = tuple(items)
         cdef double deadline = deadline_from(timeout) if block else 0.0
-        cdef double slice = lp_wait_slice()
+        cdef double slice
         cdef Py_ssize_t done = 0, chunk, pushed, i, size
         cdef int status, wait_status
         cdef const char *data[LP_PUSH_CHUNK]
@@ -1799,6 +2232,7 @@ cdef class RingBuffer:
                             return done + i
                         continue        # progress: retry before parking
                     need = lengths[i]
+                    slice = lp_wait_slice()     # here, not on every call: most never wait
                     with nogil:
                         wait_status = lp_wait_writable(r, need, deadline, slice)
                         if wait_status == LP_OK:
@@ -1843,7 +2277,7 @@ cdef class RingBuffer:
             return 1
         return 0
 
-    def get(self, block=True, timeout=None, *, StopSignal stop=None):
+    def get(self, bint block=True, timeout=None, *, StopSignal stop=None):
         """Take one record (bytes); wait while empty if ``block``.
 
         Raises Empty (non-blocking, timeout, or ``stop`` set) and Closed once
@@ -1861,7 +2295,7 @@ cdef class RingBuffer:
             s = peek_one(r, &pos)
             if s != NULL:
                 # The bytes object first: if it cannot be had, nothing is claimed.
-                out = PyBytes_FromStringAndSize(NULL, lp_load_relaxed_u32(&s.length))
+                out = new_bytes_object(lp_load_relaxed_u32(&s.length))
                 if not lp_commit_pop(r, pos, 1):
                     continue        # another consumer took it
                 length = s.length
@@ -1878,7 +2312,7 @@ cdef class RingBuffer:
         """Take one record without waiting; Empty if there is none."""
         return self.get(False)
 
-    def get_many(self, max_items, block=True, timeout=None, *, StopSignal stop=None):
+    def get_many(self, max_items, bint block=True, timeout=None, *, StopSignal stop=None):
         """Take 1..max_items records as a list, as soon as at least one is there.
 
         Raises Empty / Closed as get().
@@ -1886,12 +2320,12 @@ cdef class RingBuffer:
         check_max_items(max_items)
         cdef double deadline = deadline_from(timeout) if block else 0.0
         cdef int *flag = NULL if stop is None else stop_flag(self, stop)
-        cdef uint64_t pos, n, i, payload
-        cdef uint32_t length
+        cdef uint64_t pos, n, i, payload, room
         cdef lp_slot_t *s
         cdef int last_try = 0
         cdef list out
-        cdef object record
+        cdef PyObject **items
+        cdef uint32_t out_of_line
         cdef lp_ring_t *r = self.ring
         while True:
             n = lp_peek_pop(r, max_items, &pos, &payload)
@@ -1900,24 +2334,21 @@ cdef class RingBuffer:
                 # lengths peeked, so a MemoryError leaves the records in the
                 # ring (a list still holding NULLs deallocates cleanly).
                 out = PyList_New(n)
+                items = PySequence_Fast_ITEMS(out)
+                # Walking the slots in two runs split at the wrap.
                 s = slot_at(r, pos)
-                for i in range(n):
-                    record = PyBytes_FromStringAndSize(NULL, lp_load_relaxed_u32(&s.length))
-                    Py_INCREF(record)               # PyList_SET_ITEM steals a reference
-                    PyList_SET_ITEM(out, i, record)
-                    s = next_slot(r, s)
+                room = <uint64_t>(r.slots_end - s)
+                if room > n:
+                    room = n
+                make_bytes(s, items, room)
+                make_bytes(r.slots, items + room, n - room)
                 if not lp_commit_pop(r, pos, n):
                     continue
-                # Ours now: copy each record out, walking the slots in order
-                # (no division per record), then hand them all back at once.
-                s = slot_at(r, pos)
-                for i in range(n):
-                    length = s.length
-                    if length:
-                        lp_copy(PyBytes_AS_STRING(<object>PyList_GET_ITEM(out, i)),
-                               slot_data(r, s), length)
-                    s = next_slot(r, s)
-                lp_release_pop(r, pos, n)
+                # Ours now: copy each record into its bytes object (whose
+                # size is the length peeked), then hand them all back at once.
+                out_of_line = copy_to_bytes(r, s, items, room)
+                out_of_line |= copy_to_bytes(r, r.slots, items + room, n - room)
+                release_claimed(r, pos, n, payload, out_of_line)
                 stamp_gil_pop(r)
                 return out
             if last_try:
@@ -1941,29 +2372,39 @@ cdef class RingBuffer:
         taken stay in the ring.
         """
         check_max_items(max_items)
-        cdef double deadline = deadline_from(timeout)
-        cdef bint no_wait = timeout is not None and timeout == 0
+        # The timeout is checked now; the deadline and the signal slice are
+        # only worked out if the batch is not all there (a clock read and a
+        # thread id that the common call does not need).
+        cdef double wait = timeout_seconds(timeout)
+        cdef bint no_wait = wait == 0.0
+        cdef double deadline
         cdef int *flag = NULL if stop is None else stop_flag(self, stop)
-        cdef double slice = lp_wait_slice()
+        cdef double slice
         cdef Batch batch = Batch.__new__(Batch)
         cdef uint64_t want = max_items
-        cdef uint64_t pos, payload
+        batch_memory_from_spare(&batch.b)
+        cdef uint64_t pos, nblocks
+        cdef uint32_t blocks[TAKE_CHUNK]
         cdef int status
         if (want <= LP_TAKE_CHUNK
-                and lp_peek_pop(self.ring, want, &pos, &payload) == want
-                and payload <= GIL_TAKE_MAX_BYTES):
-            # The whole batch is ready and small: copy it with the GIL held.
-            # Letting the GIL go costs a hand-off to another thread and a
-            # wait to get it back, more than 64 KiB of memcpy, and on
-            # a busy pipeline every worker would pay that on every batch.
-            # Claim exactly what was peeked (no second peek); if another
-            # consumer took the head meanwhile, the loop below starts over.
-            if (batch_reserve_run(&batch.b) == LP_OK
-                    and batch_reserve(&batch.b, want, payload + want) == LP_OK
+                and batch_reserve_run(&batch.b) == LP_OK
+                and batch_reserve_offsets(&batch.b, want) == LP_OK):
+            batch.b.offsets[0] = 0
+            if (peek_framed(self.ring, want, &pos, batch.b.offsets, blocks, &nblocks) == want
+                    and batch.b.offsets[want] - <Py_ssize_t>want <= GIL_TAKE_MAX_BYTES
+                    and batch_reserve_bytes(&batch.b, batch.b.offsets[want]) == LP_OK
                     and lp_commit_pop(self.ring, pos, want)):
-                batch_copy_claimed(&batch.b, self.ring, pos, want, payload)
+                # The whole batch is ready and small: copy it with the GIL held.
+                # Letting the GIL go costs a hand-off to another thread and a
+                # wait to get it back, more than 64 KiB of memcpy, and on
+                # a busy pipeline every worker would pay that on every batch.
+                # Claim exactly what was peeked (no second peek); if another
+                # consumer took the head meanwhile, the loop below starts over.
+                copy_framed(&batch.b, self.ring, pos, want, blocks, nblocks)
                 stamp_gil_pop(self.ring)
                 return batch
+        deadline = -1.0 if wait < 0 else lp_now() + wait
+        slice = lp_wait_slice()
         while True:
             with nogil:
                 status = collect_batch(batch, self.ring, want, deadline, no_wait, flag, slice)
