@@ -16,7 +16,9 @@ of them with escaped quotes; 4% nested objects and arrays; 2% stack traces
 of 1-8 KiB with \\n and \\t escapes; 2% with non-ASCII UTF-8 text; 1%
 invalid), whole lines up to 64 KiB a call, rejections taken after each.
 Each line of the mix costs what its bytes cost, so compare the mix with
-itself across builds, not with the uniform lines.
+itself across builds, not with the uniform lines. ``SimpleQueue put+get``
+is put+get's loop on ``queue.SimpleQueue`` (unbounded, it copies nothing):
+the reference S2's per-item group compares the ring with.
 
 They are not time (a cache miss costs no instruction), so they measure the
 work a path does, not what the cross-core traffic costs: read them next to
@@ -142,6 +144,17 @@ def main(path, count):
             for record in records:
                 put(record)
                 get()
+    elif path == "SimpleQueue put+get":
+        # The reference for put+get: the same loop on queue.SimpleQueue.
+        import queue
+        simple = queue.SimpleQueue()
+        put, get = simple.put, simple.get
+        for _ in range(count // 100):
+            for record in records:
+                put(record)
+                get()
+        assert simple.qsize() == 0
+        return
     elif path == "framer json mix":
         # mix_lines() above, whole lines up to 64 KiB a call.
         from logpipe._framing import LineFramer
@@ -185,7 +198,8 @@ def main(path, count):
 main(sys.argv[1], int(sys.argv[2]))
 """
 
-PATHS = ("put_many+get_batch", "put_many+get_many", "put+get", "framer raw", "framer json", "framer json mix")
+PATHS = ("put_many+get_batch", "put_many+get_many", "put+get", "SimpleQueue put+get", "framer raw", "framer json",
+         "framer json mix")
 
 
 def instructions(python: str, script: str, path: str, count: int) -> int:
