@@ -296,8 +296,10 @@ def test_a_handler_that_returns_lets_the_call_go_on_waiting():
 def test_ctrl_c_stops_a_main_thread_blocked_in_get_even_if_another_thread_takes_it():
     """SIGINT sent to a non-main thread (tgkill) still interrupts the main thread's
     get(): it wakes in slices to run the handler; exit by KeyboardInterrupt."""
+    # -X faulthandler: should the child hang, SIGABRT makes it print every
+    # thread's stack, and the failure shows where the signal was lost.
     proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent("""
+        [sys.executable, "-X", "faulthandler", "-c", textwrap.dedent("""
             import threading, time, sys
             from logpipe import RingBuffer
             rb = RingBuffer(4)
@@ -310,7 +312,7 @@ def test_ctrl_c_stops_a_main_thread_blocked_in_get_even_if_another_thread_takes_
                 print("interrupted", flush=True)
                 sys.exit(7)
         """)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         tid = int(proc.stdout.readline())
@@ -318,10 +320,19 @@ def test_ctrl_c_stops_a_main_thread_blocked_in_get_even_if_another_thread_takes_
         # tgkill: signal.pthread_kill reaches threads of this process only.
         libc = ctypes.CDLL(None, use_errno=True)
         assert libc.syscall(234, proc.pid, tid, signal.SIGINT) == 0   # tgkill, x86_64
-        assert proc.wait(10) == 7
+        try:
+            status = proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, stacks = proc.communicate(timeout=10)
+            pytest.fail(f"SIGINT did not end the child's get() within 10 s; its threads:\n{stacks}")
+        assert status == 7, proc.stderr.read()
         assert proc.stdout.read().strip() == "interrupted"
     finally:
         proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 # -- 8, 9: arguments that could never work are refused -------------------------------
