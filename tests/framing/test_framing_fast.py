@@ -36,7 +36,7 @@ from framing.test_framing_fuzz import (
     numbers_near_overflow,
     reference,
 )
-from framing.test_framing_json import INVALID, VALID
+from framing.test_framing_json import INVALID, VALID, orjson_accepts
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -70,14 +70,6 @@ def exact(doc: bytes) -> str | None:
     with fast_path("off"):
         assert _fast_check(doc) is None
         return validate_json(doc)
-
-
-def orjson_accepts(doc: bytes) -> bool:
-    try:
-        orjson.loads(doc)
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 def check(doc: bytes) -> dict[str, bool]:

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from logpipe import RingBuffer
+from framing.test_framing_json import orjson_accepts
 from logpipe._framing import KEPT_BYTES, LineFramer, validate_json
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -228,14 +229,6 @@ def test_closed_ring_keeps_lines_held(stream, cut, capacity):
 
 # --------------------------------------------------------------------------
 # (b) validate_json against orjson
-
-
-def orjson_accepts(doc: bytes) -> bool:
-    try:
-        orjson.loads(doc)
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 def agree(doc: bytes) -> None:
