@@ -296,11 +296,16 @@ def test_a_handler_that_returns_lets_the_call_go_on_waiting():
 def test_ctrl_c_stops_a_main_thread_blocked_in_get_even_if_another_thread_takes_it():
     """SIGINT sent to a non-main thread (tgkill) still interrupts the main thread's
     get(): it wakes in slices to run the handler; exit by KeyboardInterrupt."""
+    # The child sets Python's SIGINT handler itself: a shell without job
+    # control starts a background job (`pytest ... &`) with SIGINT ignored,
+    # the child would inherit that, and Python leaves an ignored SIGINT
+    # ignored (the test then hung in every backgrounded run).
     # -X faulthandler: should the child hang, SIGABRT makes it print every
     # thread's stack, and the failure shows where the signal was lost.
     proc = subprocess.Popen(
         [sys.executable, "-X", "faulthandler", "-c", textwrap.dedent("""
-            import threading, time, sys
+            import signal, threading, time, sys
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             from logpipe import RingBuffer
             rb = RingBuffer(4)
             idle = threading.Thread(target=time.sleep, args=(60,), daemon=True)
