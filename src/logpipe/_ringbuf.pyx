@@ -1622,12 +1622,7 @@ cdef inline uint32_t older(uint32_t max_age, uint32_t now_ms, uint32_t stamp) no
 # never share it; only small enough memory is kept.
 cdef struct spare_t:
     uint32_t state              # SPARE_EMPTY, SPARE_BUSY (being filled or emptied), SPARE_FULL
-    char *buf
-    Py_ssize_t cap
-    Py_ssize_t *offsets
-    Py_ssize_t offsets_cap
-    uint64_t *runs
-    Py_ssize_t runs_cap
+    lp_batch_t memory           # only its memory fields (see move_batch_memory) are used
 
 cdef enum:
     SPARE_EMPTY = 0
@@ -1639,6 +1634,17 @@ cdef enum:
 cdef spare_t spare
 
 
+cdef inline void move_batch_memory(lp_batch_t *to, const lp_batch_t *source) noexcept nogil:
+    """Give ``to`` the buffer, offsets and run list of ``source`` with their
+    capacities (not its contents: size, count, nruns and oldest stay)."""
+    to.buf = source.buf
+    to.cap = source.cap
+    to.offsets = source.offsets
+    to.offsets_cap = source.offsets_cap
+    to.runs = source.runs
+    to.runs_cap = source.runs_cap
+
+
 cdef inline bint batch_memory_to_spare(lp_batch_t *b) noexcept nogil:
     """Keep ``b``'s memory as the spare if there is none and it is small
     enough; False: the caller frees it."""
@@ -1646,12 +1652,7 @@ cdef inline bint batch_memory_to_spare(lp_batch_t *b) noexcept nogil:
             or b.cap > SPARE_MAX_BYTES or b.offsets_cap > SPARE_MAX_RECORDS
             or not lp_cas_strong_u32(&spare.state, SPARE_EMPTY, SPARE_BUSY)):
         return False
-    spare.buf = b.buf
-    spare.cap = b.cap
-    spare.offsets = b.offsets
-    spare.offsets_cap = b.offsets_cap
-    spare.runs = b.runs
-    spare.runs_cap = b.runs_cap
+    move_batch_memory(&spare.memory, b)
     lp_store_release_u32(&spare.state, SPARE_FULL)
     return True
 
@@ -1660,12 +1661,7 @@ cdef inline void batch_memory_from_spare(lp_batch_t *b) noexcept nogil:
     """Give the empty batch ``b`` the spare memory, if there is some."""
     if not lp_cas_strong_u32(&spare.state, SPARE_FULL, SPARE_BUSY):
         return
-    b.buf = spare.buf
-    b.cap = spare.cap
-    b.offsets = spare.offsets
-    b.offsets_cap = spare.offsets_cap
-    b.runs = spare.runs
-    b.runs_cap = spare.runs_cap
+    move_batch_memory(b, &spare.memory)
     lp_store_release_u32(&spare.state, SPARE_EMPTY)
 
 
