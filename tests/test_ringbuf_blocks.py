@@ -31,10 +31,16 @@ def record(tag: int, length: int) -> bytes:
     return (b"%d:" % tag + bytes([65 + tag % 26]) * length)[:length]
 
 
+def framed_records(batch) -> list[bytes]:
+    """The batch's records, once its bytes are checked to be exactly them, framed."""
+    records = list(batch)
+    assert bytes(batch) == b"".join(r + b"\n" for r in records), "batch bytes do not match its records"
+    return records
+
+
 def check_batch(batch, expected: list[bytes]) -> None:
     """The batch holds exactly ``expected``, framed: bytes and records agree."""
-    assert list(batch) == expected
-    assert bytes(batch) == b"".join(r + b"\n" for r in expected)
+    assert framed_records(batch) == expected
     assert batch.nbytes == sum(len(r) + 1 for r in expected)
 
 
@@ -188,9 +194,7 @@ def test_many_threads_mixed_sizes_bytes_and_ages():
                     batch = ring.get_batch(rng.randint(1, 20), timeout=0.01)
                 except Closed:
                     return
-                records = list(batch)
-                if bytes(batch) != b"".join(r + b"\n" for r in records):
-                    raise AssertionError("batch bytes do not match its records")
+                records = framed_records(batch)
                 if records:
                     batches.append((batch.oldest_enqueue, records))
         except BaseException as exc:  # noqa: BLE001 - reported by the test
@@ -242,9 +246,7 @@ def test_threads_share_one_ring_across_many_laps():
                     batch = ring.get_batch(rng.randint(1, 9), timeout=0.01)
                 except Closed:
                     return
-                records = list(batch)
-                if bytes(batch) != b"".join(r + b"\n" for r in records):
-                    raise AssertionError("batch bytes do not match its records")
+                records = framed_records(batch)
                 got[cid].extend(records)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
