@@ -23,9 +23,12 @@ with ``sendall``) go, in the same run, through:
   is on the same two CPUs as everything else: the senders' copies into
   the sockets and the receiver's copies out of them.
 * recv+write: the physical work of TCP -> file with nothing else: the same
-  senders, and per connection a thread doing ``recv_into`` a 256 KiB
-  buffer and ``os.write`` of what came into one ``O_APPEND`` file (no
-  framing, no lines: chunks of different connections interleave). This is
+  senders, and per connection a thread doing ``recv_into`` a page-aligned
+  256 KiB buffer (an anonymous mmap: the kernel's copy into a bytearray,
+  16 bytes past a 32-byte boundary, is 2x slower here; see
+  bench/read_alignment.py) and ``os.write`` of what came into one
+  ``O_APPEND`` file (no framing, no lines: chunks of different
+  connections interleave). This is
   "one read, one write" for a socket; logpipe's ratio to it is printed too.
 * rsyslog (when ``rsyslogd`` is installed: Debian's 8.2302 here): the C
   engine the issue names, ``rsyslogd -n -f CONF -i PIDFILE`` with imtcp on
@@ -44,6 +47,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import mmap
 import os
 import queue
 import socket
@@ -282,10 +286,10 @@ def recv_write(payloads: list[bytes], out: str) -> float:
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def receive(conn: socket.socket) -> None:
-        buffer = bytearray(256 * 1024)
+        buffer = mmap.mmap(-1, 256 * 1024)  # page aligned
         view = memoryview(buffer)
         with conn:
-            while n := conn.recv_into(buffer):
+            while n := conn.recv_into(view):
                 os.write(fd, view[:n])
 
     def accept() -> None:

@@ -187,7 +187,9 @@ from logpipe._ringbuf cimport (
     lp_store_release, lp_wait_writable,
 )
 
-__all__ = ["FAST_PATH", "KEPT_BYTES", "MAX_DEPTH", "REJECTED_LIMIT", "SIMD", "LineFramer", "validate_json"]
+__all__ = [
+    "FAST_PATH", "KEPT_BYTES", "MAX_DEPTH", "REJECTED_LIMIT", "SIMD", "LineFramer", "aligned_offset", "validate_json",
+]
 
 cdef enum:
     KEEP = 4096            # bytes kept of a rejected line
@@ -844,6 +846,23 @@ cdef str reason_text(int code, Py_ssize_t where, uint8_t byte):
     if code == J_DEPTH:
         return f"not JSON: nesting deeper than {DEPTH_LIMIT} at {where}"
     return f"not JSON: error {code} at {where}"
+
+
+def aligned_offset(data, Py_ssize_t alignment):
+    """How far into the bytes-like ``data`` its first ``alignment``-aligned byte lies.
+
+    ``alignment`` is a power of two. The sources read into a window of a
+    bytearray that starts there (logpipe.infrastructure.sources._lines.ReadBuffer):
+    the kernel's copy into a buffer that malloc placed 16 bytes past a
+    32-byte boundary ran at a third of its speed on this project's machines.
+    """
+    cdef Py_buffer view
+    if alignment <= 0 or alignment & (alignment - 1):
+        raise ValueError(f"alignment must be a power of two, got {alignment}")
+    get_buffer(data, &view)
+    cdef size_t address = <size_t>view.buf
+    PyBuffer_Release(&view)
+    return <Py_ssize_t>((-address) & <size_t>(alignment - 1))
 
 
 cdef int get_buffer(object data, Py_buffer *view) except -1:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from logpipe.domain.ports import Ring, StopFlag
-from logpipe.infrastructure.sources._lines import CHUNK_SIZE, LineInput
+from logpipe.infrastructure.sources._lines import CHUNK_SIZE, LineInput, ReadBuffer
 from logpipe.infrastructure.sources.context import SourceContext
 
 # Only a run with --state-dir keeps checkpoints: it imports their module
@@ -143,13 +143,12 @@ class FileSource:
     def run(self, ring: Ring, stop: StopFlag) -> None:
         """Read and follow the file until ``stop`` (or its end, with ``once``)."""
         # One buffer for every read: the framer copies what it keeps.
-        buffer = bytearray(CHUNK_SIZE)
-        view = memoryview(buffer)
+        view = ReadBuffer(CHUNK_SIZE).view
         try:
             if not self._open_first(ring, stop):
                 return
             while not stop.is_set():
-                n = os.readv(self._fd, (buffer,))
+                n = os.readv(self._fd, (view,))
                 if n:
                     self._pos += n
                     self._idle_since = None

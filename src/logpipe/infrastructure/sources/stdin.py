@@ -30,7 +30,7 @@ from typing import ClassVar
 
 from logpipe.domain.ports import Ring, StopFlag
 from logpipe.infrastructure.deadletter import KEPT_BYTES
-from logpipe.infrastructure.sources._lines import CHUNK_SIZE, PUSH_SLICE, LineInput
+from logpipe.infrastructure.sources._lines import CHUNK_SIZE, PUSH_SLICE, LineInput, ReadBuffer
 from logpipe.infrastructure.sources.context import SourceContext
 
 __all__ = ["PARTIAL_AT_STOP", "StdinSource", "StdinSourceConfig"]
@@ -80,15 +80,15 @@ class StdinSource:
         """Push stdin's lines until end of input or ``stop``."""
         fd = self._fd if self._fd is not None else _stdin_fd()
         self._input = lines = LineInput(ring, self.context, self.name)
-        buffer = bytearray(CHUNK_SIZE)  # reused: the framer copies what it keeps
-        view = memoryview(buffer)
+        buffer = ReadBuffer(CHUNK_SIZE)  # reused: the framer copies what it keeps
+        view = buffer.view
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLPRI)
         while not stop.is_set():
             if not poller.poll(POLL_MS):
                 continue
             try:
-                n = os.readv(fd, (buffer,))
+                n = os.readv(fd, (view,))
             except InterruptedError:
                 continue
             except OSError as exc:
@@ -107,16 +107,16 @@ class StdinSource:
                 break
         self._stop(lines)
 
-    def _note_partial(self, buffer: bytearray, n: int) -> None:
+    def _note_partial(self, buffer: ReadBuffer, n: int) -> None:
         # Kept only for the dead letter, should a stop cut this line short.
-        last = buffer.rfind(b"\n", 0, n)  # from the end: stops within one line
+        last = buffer.rfind_newline(n)  # from the end: stops within one line
         if last >= 0:
             self._partial_size = n - last - 1
-            self._partial_head = bytes(buffer[last + 1 : last + 1 + min(KEPT_BYTES, self._partial_size)])
+            self._partial_head = bytes(buffer.view[last + 1 : last + 1 + min(KEPT_BYTES, self._partial_size)])
         else:
             room = KEPT_BYTES - len(self._partial_head)
             if room > 0:
-                self._partial_head += bytes(buffer[: min(n, room)])
+                self._partial_head += bytes(buffer.view[: min(n, room)])
             self._partial_size += n
 
     def _stop(self, lines: LineInput) -> None:

@@ -78,6 +78,7 @@ from typing import ClassVar
 from logpipe._framing import LineFramer
 from logpipe.domain.policies import backpressure_sleep
 from logpipe.domain.ports import Ring, StopFlag
+from logpipe.infrastructure.sources._lines import ReadBuffer
 from logpipe.infrastructure.sources.context import SourceContext
 
 __all__ = ["TcpSource", "TcpSourceConfig", "parse_address"]
@@ -280,8 +281,8 @@ class TcpSource:
         self._selector: selectors.BaseSelector | None = None
         self._accept_paused_until = 0.0
         self._ring_closed = False
-        self._buf = bytearray(RECV_SIZE)
-        self._view = memoryview(self._buf)
+        self._buf = ReadBuffer(RECV_SIZE)
+        self._view = self._buf.view
 
     @staticmethod
     def _listen(host: str, port: int, backlog: int) -> socket.socket:
@@ -400,14 +401,14 @@ class TcpSource:
         # Readable connections are served in turn, one receive each; when the
         # ring fills part-way, the rest keep their place in the queue and go
         # first next time, so no client is starved.
-        buf, view, ready = self._buf, self._view, self._ready
+        view, ready = self._view, self._ready
         while ready:
             conn = ready.popleft()
             sock = conn.sock
             if sock is None or conn.eof:
                 continue
             try:
-                n = sock.recv_into(buf, RECV_SIZE)
+                n = sock.recv_into(view, RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
@@ -428,12 +429,11 @@ class TcpSource:
                 return
 
     def _track_partial(self, conn: _Conn, n: int) -> None:
-        buf = self._buf
-        if buf[n - 1] == 10:
+        if self._view[n - 1] == 10:
             conn.partial_size = 0
             conn.partial_head = b""
             return
-        cut = buf.rfind(b"\n", 0, n)
+        cut = self._buf.rfind_newline(n)
         if cut < 0:  # the whole receive continues the line
             if len(conn.partial_head) < KEPT_BYTES:
                 conn.partial_head += self._view[: min(n, KEPT_BYTES - len(conn.partial_head))]
