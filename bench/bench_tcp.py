@@ -25,7 +25,7 @@ with ``sendall``) go, in the same run, through:
 * recv+write: the physical work of TCP -> file with nothing else: the same
   senders, and per connection a thread doing ``recv_into`` a page-aligned
   256 KiB buffer (an anonymous mmap: the kernel's copy into a bytearray,
-  16 bytes past a 32-byte boundary, is 2x slower here; see
+  16 bytes past a page boundary, is 2-3x slower here; see
   bench/read_alignment.py) and ``os.write`` of what came into one
   ``O_APPEND`` file (no framing, no lines: chunks of different
   connections interleave). This is

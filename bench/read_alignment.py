@@ -5,16 +5,17 @@
 Reads one file of --mb MB (made once, in --dir: tmpfs by default, so no
 disk is involved and the copy is the whole cost) with ``os.readv`` in
 256 KiB reads, the sources' chunk size, into windows of one page-aligned
-buffer that start 0, 8, 16, 32, 64 and 4096 bytes past the page, and into
+buffer that start 0, 1, 8, 16, 31, 32, 64 and 4095 bytes past the page, and into
 a plain ``bytearray`` as malloc places it; then receives the same number of
 bytes over a loopback TCP connection with ``recv_into``, aligned and 16
 bytes off. Medians of --repeat runs, in one run, each as a ratio to the
 aligned window.
 
 On this project's AMD EPYC machines (Linux 6.18, ``rep movsb`` with FSRM)
-a destination 8 or 16 bytes past a 32-byte boundary made the file copy
-about 3x slower, and a bytearray sits 16 bytes past one; which is why the
-sources read into ``logpipe.infrastructure.sources._lines.ReadBuffer``.
+a destination 1 to 31 bytes past a page boundary (where the source, a page
+of the page cache, starts) made the file copy 3-4x slower, and a 256 KiB
+bytearray sits 16 bytes past one; which is why the sources read into
+``logpipe.infrastructure.sources._lines.ReadBuffer``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 from logpipe._framing import aligned_offset
 from logpipe.infrastructure.sources._lines import CHUNK_SIZE, ReadBuffer
 
-OFFSETS = (0, 8, 16, 32, 64, 4096)
+OFFSETS = (0, 1, 8, 16, 31, 32, 64, 4095)
 
 
 def read_file(path: str, window: memoryview) -> float:

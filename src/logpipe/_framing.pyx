@@ -852,9 +852,8 @@ def aligned_offset(data, Py_ssize_t alignment):
     """How far into the bytes-like ``data`` its first ``alignment``-aligned byte lies.
 
     ``alignment`` is a power of two. The sources read into a window of a
-    bytearray that starts there (logpipe.infrastructure.sources._lines.ReadBuffer):
-    the kernel's copy into a buffer that malloc placed 16 bytes past a
-    32-byte boundary ran at a third of its speed on this project's machines.
+    bytearray that starts on a page boundary found with it
+    (logpipe.infrastructure.sources._lines.ReadBuffer says why).
     """
     cdef Py_buffer view
     if alignment <= 0 or alignment & (alignment - 1):

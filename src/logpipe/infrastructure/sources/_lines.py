@@ -30,15 +30,18 @@ READ_ALIGNMENT = 4096
 class ReadBuffer:
     """A reused buffer for ``read(2)`` and ``recv_into``, its first byte page aligned.
 
-    The kernel's copy into user memory (``rep movsb`` on x86) is slow when
-    the destination is 16 bytes past a 32-byte boundary, which is where
-    malloc puts a bytearray's bytes: reading a 439 MB file from tmpfs into
-    such a buffer took 0.21-0.24 s on this project's AMD EPYC machines,
-    into an aligned one 0.07 s (``bench/read_alignment.py`` reruns it). In
-    ``logpipe run --source file:... --once`` that copy was 60% of the
-    reading thread's time. So the sources read into :attr:`view`, a
-    window of a slightly larger bytearray that starts on a page boundary
-    (the window pins the bytearray: it can never be resized or moved).
+    The kernel copies file and socket data out of pages that start on a
+    4 KiB boundary, with ``rep movsb`` on x86. On this project's AMD EPYC
+    machines that copy crawls when the destination lies 1 to 31 bytes
+    past the source's place in its page (store and load addresses alias
+    within the page), and a 256 KiB bytearray always lies 16 bytes past a
+    page boundary (malloc maps it and puts its own header first): reading
+    a 439 MB file from tmpfs into one took 0.21-0.24 s, into a page-aligned
+    buffer 0.07 s (``bench/read_alignment.py`` reruns it). In ``logpipe
+    run --source file:... --once`` that copy was 60% of the reading
+    thread's time. So the sources read into :attr:`view`, a window of a
+    slightly larger bytearray that starts on a page boundary (the window
+    pins the bytearray: it can never be resized or moved).
 
     Args:
         size: bytes one read may fill (``len(view)``).
