@@ -1,7 +1,8 @@
 """File -> file throughput: `logpipe run --source file:IN --once` against a naive pipeline.
 
     python bench/bench_file.py [--lines 2000000] [--channel-size 65536] [--batch-size 4096]
-                               [--formats raw,json] [--skip-naive] [--dir DIR]
+                               [--formats raw,json] [--skip-naive] [--skip-rsyslog] [--dir DIR]
+                               [--source file|stdin]
 
 One ~85-byte-per-line JSON file of --lines lines is made once (``--mix
 production``: lines of production-like lengths instead); then, in the
@@ -23,7 +24,10 @@ same run, each side copies it to a new file, raw and with JSON validation
   --sink file:OUT [--format json] --max-workers N`` (default 1), timed from
   start to exit (process start-up and the final fsync included), its output
   checked byte for byte against the input (with N > 1, batches may reach
-  the file in another order: then line for line, in any order).
+  the file in another order: then line for line, in any order). With
+  ``--source stdin`` it reads the file on its standard input instead
+  (``logpipe run --source stdin ... < IN``: the stdin source, which stops
+  at end of input).
 * rsyslog (when ``rsyslogd`` is installed: Debian's package, 8.2302
   here): the C engine the issue names, run unprivileged as
   ``rsyslogd -n -f CONF -i PIDFILE`` with imfile reading IN from its
@@ -96,15 +100,19 @@ def make_input(path: str, lines: int, mix: str = "uniform") -> None:
         os.fsync(f.fileno())
 
 
-def logpipe_copy(src: str, dst: str, fmt: str, channel_size: int, batch_size: int, max_workers: int) -> float:
+def logpipe_copy(src: str, dst: str, fmt: str, channel_size: int, batch_size: int, max_workers: int,
+                 source: str = "file") -> float:
+    source_args = ["--source", f"file:{src}", "--once"] if source == "file" else ["--source", "stdin"]
     command = [
-        sys.executable, "-m", "logpipe", "run", "--source", f"file:{src}", "--once", "--rate", "0",
+        sys.executable, "-m", "logpipe", "run", *source_args, "--rate", "0",
         "--sink", f"file:{dst}", "--format", fmt, "--channel-size", str(channel_size),
         "--batch-size", str(batch_size), "--max-workers", str(max_workers),
     ]
-    start = time.perf_counter()
-    done = subprocess.run(command, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    wall = time.perf_counter() - start
+    with open(src, "rb") as stdin:
+        start = time.perf_counter()
+        done = subprocess.run(command, check=True, stdin=stdin if source == "stdin" else subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        wall = time.perf_counter() - start
     return wall, float(done.stdout.rsplit("elapsed=", 1)[1].split("s", 1)[0])
 
 
@@ -186,6 +194,9 @@ def main() -> None:
     parser.add_argument("--formats", default="raw,json", help="comma-separated: raw, json")
     parser.add_argument("--skip-naive", action="store_true",
                         help="leave out the naive pipeline (~50x slower: for inputs of tens of millions of lines)")
+    parser.add_argument("--skip-rsyslog", action="store_true", help="leave out rsyslog even where it is installed")
+    parser.add_argument("--source", choices=("file", "stdin"), default="file",
+                        help="logpipe reads the input as file:IN --once (default) or on its standard input")
     parser.add_argument("--dir", default=None,
                         help="where the input and the copies are made (default: a temporary directory in "
                              "the system's temp dir; /dev/shm: in memory, no disk)")
@@ -200,7 +211,7 @@ def main() -> None:
               f"{'vs naive':>9} {'rsyslog lines/s':>16} {'vs rsyslog':>11}")
         for fmt in args.formats.split(","):
             names = ("cat", "cat_sync", "dd", "ours") + (() if args.skip_naive else ("naive",)) + (
-                ("rsyslog",) if rsyslog_available else ())
+                ("rsyslog",) if rsyslog_available and not args.skip_rsyslog else ())
             runs: dict[str, list[float]] = {name: [] for name in (*names, "ours_inside")}
             for index in range(args.repeat):  # interleaved, so drift hits every side alike
                 outs = {name: os.path.join(tmp, f"{name}-{fmt}-{index}") for name in names}
@@ -209,7 +220,7 @@ def main() -> None:
                     "cat_sync": lambda out: cat_copy(src, out, sync=True),
                     "dd": lambda out: read_write_copy(src, out),
                     "ours": lambda out: logpipe_copy(src, out, fmt, args.channel_size, args.batch_size,
-                                                     args.max_workers),
+                                                     args.max_workers, args.source),
                     "naive": lambda out: naive_copy(src, out, fmt, args.channel_size),
                     "rsyslog": lambda out: rsyslog_copy(src, out, fmt),
                 }
@@ -237,7 +248,7 @@ def main() -> None:
             print(f"{fmt:<7} {args.lines / cat:>12,.0f} {args.lines / cat_sync:>12,.0f} {args.lines / dd:>12,.0f} "
                   f"{args.lines / ours:>16,.0f} {cat / ours:>6.2f}x {cat_sync / ours:>12.2f}x {dd / ours:>5.2f}x "
                   f"{args.lines / inside:>14,.0f} {naive} {rsyslog}")
-        if not rsyslog_available:
+        if not rsyslog_available and not args.skip_rsyslog:
             print("(rsyslogd not found: no C engine row; Debian: apt-get install rsyslog)")
 
 

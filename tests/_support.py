@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+
+
+def _examples_scale() -> float:
+    text = os.environ.get("LOGPIPE_TEST_EXAMPLES_SCALE", "1")
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = -1.0
+    if not 0 < scale <= 100:
+        raise ValueError(f"LOGPIPE_TEST_EXAMPLES_SCALE must be a number in (0, 100], got {text!r}")
+    return scale
+
+
+#: Multiplies every property test's example count. .ci/run's sanitizer step
+#: sets 0.5: under ASan and UBSan each example costs several times as much,
+#: and the main step has already run the full count without them.
+EXAMPLES_SCALE = _examples_scale()
+
+
+def examples(count: int) -> int:
+    """``count`` property-test examples, scaled by LOGPIPE_TEST_EXAMPLES_SCALE (never below 10)."""
+    return max(10, round(count * EXAMPLES_SCALE))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.002) -> bool:

@@ -30,7 +30,7 @@ import time
 import unittest
 
 import pytest
-from _support import wait_until
+from _support import examples, wait_until
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -543,7 +543,7 @@ class QueueSurfaceMachine(RuleBasedStateMachine):
 
 
 QueueSurfaceMachine.TestCase.settings = settings(
-    max_examples=80, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=examples(80), stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_queue_surface_agrees_with_a_model = QueueSurfaceMachine.TestCase
 

@@ -37,6 +37,7 @@ from framing.test_framing_fuzz import (
     reference,
 )
 from framing.test_framing_json import INVALID, VALID, orjson_accepts
+from _support import examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -53,7 +54,7 @@ from logpipe._framing import (
 )
 
 VARIANTS = _FAST_VARIANTS
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @contextmanager
@@ -211,7 +212,7 @@ def test_sound_on_formatted_json(doc):
     check(doc)
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(1000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=mutated_documents())
 @example(doc=b'{"a":1,"b"}')
 @example(doc=b'{"a" "b":1}')
@@ -239,7 +240,7 @@ flat_pieces = st.sampled_from([
 ])
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(pieces=st.lists(flat_pieces, max_size=14), pad=st.integers(0, 70))
 @example(pieces=[b"{", b'"k"', b":", b"1", b",", b'"k"', b":", b"1", b"}"], pad=0)
 def test_sound_on_token_soup(pieces, pad):
@@ -249,7 +250,7 @@ def test_sound_on_token_soup(pieces, pad):
     check(b'{"pad": "' + b"p" * pad + b'", "x": ' + b"".join(pieces) + b"}")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=json_documents(), shift=st.integers(0, 130), key=st.integers(0, 70))
 def test_sound_at_every_block_offset(doc, shift, key):
     """The same documents, moved across the 64-byte blocks by leading whitespace and a key's length."""
@@ -492,7 +493,7 @@ def frame(stream: bytes, variant: str, max_line: int = 5000):
         return records, framer.take_rejected(), counters
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=line_streams())
 def test_framer_is_the_same_with_every_variant(stream):
     """Records, rejections (reasons with offsets) and counters do not depend on the fast path."""

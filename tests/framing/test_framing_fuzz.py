@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 
 import orjson
+from _support import examples
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +26,7 @@ from logpipe import RingBuffer
 from framing.test_framing_json import orjson_accepts
 from logpipe._framing import KEPT_BYTES, LineFramer, validate_json
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --------------------------------------------------------------------------
@@ -205,7 +206,7 @@ def test_framer_with_a_full_ring_holds_and_resumes(stream, cuts, max_line, valid
     check_final(framer, ref, got, rejected, len(stream))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(stream=line_streams(), cut=st.integers(0, 10_000), capacity=st.integers(1, 3))
 def test_closed_ring_keeps_lines_held(stream, cut, capacity):
     """Closing the ring mid-stream loses nothing: what went in plus what is held is the reference."""
@@ -303,14 +304,14 @@ def numbers_near_overflow(draw) -> bytes:
     return (draw(st.sampled_from(["", "-"])) + text).encode()
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(doc=json_documents())
 def test_validator_accepts_what_orjson_accepts(doc):
     """Formatted JSON values (lone surrogates and huge integers included) get orjson's verdict."""
     agree(doc)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(doc=mutated_documents())
 @example(doc=b'["\\ud800\\udc00x"]')
 @example(doc=b'{"a":1e999}')
@@ -319,14 +320,14 @@ def test_validator_agrees_with_orjson_on_mutated_documents(doc):
     agree(doc)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(doc=st.one_of(number_text, numbers_near_overflow()))
 def test_validator_agrees_with_orjson_on_numbers(doc):
     """Number spellings, up to the exact overflow threshold of a double, get orjson's verdict."""
     agree(doc)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(doc=st.one_of(st.binary(max_size=40), byte_soup))
 def test_validator_agrees_with_orjson_on_random_bytes(doc):
     """Random bytes never crash the validator and get orjson's verdict."""
