@@ -2,12 +2,14 @@
 
     python bench/bench_file.py [--lines 2000000] [--channel-size 65536] [--batch-size 4096]
                                [--formats raw,json] [--skip-naive] [--skip-rsyslog] [--dir DIR]
-                               [--source file|stdin]
+                               [--source file|stdin|pipe] [--no-precompile]
 
 One ~85-byte-per-line JSON file of --lines lines is made once (``--mix
 production``: lines of production-like lengths instead); then, in the
 same run, each side copies it to a new file, raw and with JSON validation
-(median of --repeat runs each):
+(median of --repeat runs each, and on a second row, "best", the fastest
+run of each; noise here only ever adds time, so the best runs compare what
+each side can do, the medians what it usually does):
 
 * cat: ``cat IN > OUT``, the issue's reference (coreutils 9, Debian 12's,
   copies in the kernel with ``copy_file_range``: no read or write in the
@@ -27,7 +29,9 @@ same run, each side copies it to a new file, raw and with JSON validation
   the file in another order: then line for line, in any order). With
   ``--source stdin`` it reads the file on its standard input instead
   (``logpipe run --source stdin ... < IN``: the stdin source, which stops
-  at end of input).
+  at end of input); with ``--source pipe`` through a pipe from a ``cat IN``
+  process started with it (``cat IN | logpipe run --source stdin ...``,
+  the way a producer feeds it).
 * rsyslog (when ``rsyslogd`` is installed: Debian's package, 8.2302
   here): the C engine the issue names, run unprivileged as
   ``rsyslogd -n -f CONF -i PIDFILE`` with imfile reading IN from its
@@ -49,6 +53,24 @@ durability. ``--dir /dev/shm`` puts the input and every output in memory
 is measured at memory speed alone, which is what the issue's "move bytes
 at memory speed" asks about. The input is written there once per run and
 removed at the end.
+
+Two things of these machines tilt the comparison:
+
+* Bytecode. The machines set PYTHONDONTWRITEBYTECODE=1, so a logpipe run
+  from an editable install compiles every module it imports, every time
+  (~50-100 ms a run here; ``pip install`` writes the bytecode once, so
+  users never pay it). The bench compiles logpipe's package once
+  (``compileall``) before timing; ``--no-precompile`` leaves it as it is.
+* Cold pages. The machines are VMs whose guest hands free memory back to
+  the host a few seconds after it is freed (free page reporting), and the
+  first write into such a page costs a fault in the host: a copy of 879 MB
+  into tmpfs that gets those pages takes up to 2-3x as long. When every
+  output was kept until the end of a round, each copy wrote into memory
+  the copies before it had not taken, colder for each one; logpipe came
+  fourth, after cat, cat+fsync and dd, and paid it in every round
+  (docs/benchmarks.md, "issue 9, eighth round"). So each output is now
+  checked and deleted as soon as its copy is done, and every copy writes
+  into the memory the one before it has just freed.
 
 Reference figures for C engines on this machine class, from the issue:
 rsyslog 1.25M lines/s file->file, 0.59M/s with JSON parsing.
@@ -110,10 +132,24 @@ def logpipe_copy(src: str, dst: str, fmt: str, channel_size: int, batch_size: in
     ]
     with open(src, "rb") as stdin:
         start = time.perf_counter()
-        done = subprocess.run(command, check=True, stdin=stdin if source == "stdin" else subprocess.DEVNULL,
+        # pipe: the file comes from a cat process through a pipe, as from a producer.
+        feeder = subprocess.Popen(["cat", src], stdout=subprocess.PIPE) if source == "pipe" else None
+        given = {"stdin": stdin, "pipe": feeder.stdout if feeder else None}.get(source, subprocess.DEVNULL)
+        done = subprocess.run(command, check=True, stdin=given,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         wall = time.perf_counter() - start
+        if feeder is not None:
+            feeder.stdout.close()
+            if feeder.wait() != 0:
+                raise SystemExit(f"cat {src} failed")
     return wall, float(done.stdout.rsplit("elapsed=", 1)[1].split("s", 1)[0])
+
+
+def check_and_remove(src: str, out: str, reordered_ok: bool) -> None:
+    """Fail unless ``out`` holds ``src``'s bytes (or, if ``reordered_ok``, its lines in any order); then delete it."""
+    if not filecmp.cmp(src, out, shallow=False) and not (reordered_ok and same_lines(src, out)):
+        raise SystemExit(f"{out} differs from the input")
+    os.unlink(out)
 
 
 def same_lines(src: str, out: str) -> bool:
@@ -121,6 +157,15 @@ def same_lines(src: str, out: str) -> bool:
     sort = "LC_ALL=C sort -S 25%"
     done = subprocess.run(f"cmp -s <({sort} '{src}') <({sort} '{out}')", shell=True, executable="/bin/bash")
     return done.returncode == 0
+
+
+def precompile_logpipe() -> None:
+    """Write the bytecode of logpipe's modules, which its runs then read, PYTHONDONTWRITEBYTECODE or not."""
+    import compileall
+
+    import logpipe
+
+    compileall.compile_dir(os.path.dirname(logpipe.__file__), quiet=1)
 
 
 def cat_copy(src: str, dst: str, sync: bool) -> float:
@@ -180,6 +225,18 @@ def naive_copy(src: str, dst: str, fmt: str, channel_size: int) -> float:
     return time.perf_counter() - start
 
 
+def print_row(label: str, lines: int, took: dict[str, float]) -> None:
+    """One table row: each side's lines/s from its time in ``took``, and logpipe's ratios to the others."""
+    cat, cat_sync, dd, ours, inside = (took[k] for k in ("cat", "cat_sync", "dd", "ours", "ours_inside"))
+    naive = (f"{lines / took['naive']:>14,.0f} {took['naive'] / ours:>8.1f}x"
+             if "naive" in took else f"{'-':>14} {'-':>9}")
+    rsyslog = (f"{lines / took['rsyslog']:>16,.0f} {took['rsyslog'] / ours:>10.1f}x"
+               if "rsyslog" in took else f"{'-':>16} {'-':>11}")
+    print(f"{label:<11} {lines / cat:>12,.0f} {lines / cat_sync:>12,.0f} {lines / dd:>12,.0f} "
+          f"{lines / ours:>16,.0f} {cat / ours:>6.2f}x {cat_sync / ours:>12.2f}x {dd / ours:>5.2f}x "
+          f"{lines / inside:>14,.0f} {naive} {rsyslog}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=2_000_000)
@@ -195,18 +252,23 @@ def main() -> None:
     parser.add_argument("--skip-naive", action="store_true",
                         help="leave out the naive pipeline (~50x slower: for inputs of tens of millions of lines)")
     parser.add_argument("--skip-rsyslog", action="store_true", help="leave out rsyslog even where it is installed")
-    parser.add_argument("--source", choices=("file", "stdin"), default="file",
-                        help="logpipe reads the input as file:IN --once (default) or on its standard input")
+    parser.add_argument("--source", choices=("file", "stdin", "pipe"), default="file",
+                        help="logpipe reads the input as file:IN --once (default), on its standard input (stdin: < IN), or from a pipe (pipe: cat IN |)")
+    parser.add_argument("--no-precompile", action="store_true",
+                        help="do not compile logpipe's modules first (each run may then compile them: see above)")
     parser.add_argument("--dir", default=None,
                         help="where the input and the copies are made (default: a temporary directory in "
                              "the system's temp dir; /dev/shm: in memory, no disk)")
     args = parser.parse_args()
+    if not args.no_precompile:
+        precompile_logpipe()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         src = os.path.join(tmp, "in.ndjson")
         make_input(src, args.lines, args.mix)
         size = os.path.getsize(src)
-        print(f"input: {args.lines:,} lines, {size / args.lines:.0f} bytes a line, {size / 1e6:.0f} MB, in {tmp}")
-        print(f"{'format':<7} {'cat lines/s':>12} {'cat+fsync':>12} {'dd lines/s':>12} {'logpipe lines/s':>16} "
+        print(f"input: {args.lines:,} lines, {size / args.lines:.0f} bytes a line, {size / 1e6:.0f} MB, in {tmp}; "
+              f"logpipe {'as installed' if args.no_precompile else 'precompiled'}")
+        print(f"{'format':<11} {'cat lines/s':>12} {'cat+fsync':>12} {'dd lines/s':>12} {'logpipe lines/s':>16} "
               f"{'vs cat':>7} {'vs cat+fsync':>13} {'vs dd':>6} {'(no start-up)':>14} {'naive lines/s':>14} "
               f"{'vs naive':>9} {'rsyslog lines/s':>16} {'vs rsyslog':>11}")
         for fmt in args.formats.split(","):
@@ -233,21 +295,11 @@ def main() -> None:
                         took, inside = took
                         runs["ours_inside"].append(inside)
                     runs[name].append(took)
-                for name, out in outs.items():
-                    # rsyslog's queue workers may write batches in another order
-                    reordered_ok = (name == "ours" and args.max_workers > 1) or name == "rsyslog"
-                    if not filecmp.cmp(src, out, shallow=False) and not (reordered_ok and same_lines(src, out)):
-                        raise SystemExit(f"{out} differs from the input")
-                    os.unlink(out)
-            median = {name: statistics.median(times) for name, times in runs.items()}
-            cat, cat_sync, dd, ours, inside = (median[k] for k in ("cat", "cat_sync", "dd", "ours", "ours_inside"))
-            naive = (f"{args.lines / median['naive']:>14,.0f} {median['naive'] / ours:>8.1f}x"
-                     if "naive" in median else f"{'-':>14} {'-':>9}")
-            rsyslog = (f"{args.lines / median['rsyslog']:>16,.0f} {median['rsyslog'] / ours:>10.1f}x"
-                       if "rsyslog" in median else f"{'-':>16} {'-':>11}")
-            print(f"{fmt:<7} {args.lines / cat:>12,.0f} {args.lines / cat_sync:>12,.0f} {args.lines / dd:>12,.0f} "
-                  f"{args.lines / ours:>16,.0f} {cat / ours:>6.2f}x {cat_sync / ours:>12.2f}x {dd / ours:>5.2f}x "
-                  f"{args.lines / inside:>14,.0f} {naive} {rsyslog}")
+                    # Deleted before the next copy, which then writes into the
+                    # memory this one just freed (see "Cold pages" above).
+                    check_and_remove(src, outs[name], (name == "ours" and args.max_workers > 1) or name == "rsyslog")
+            for label, pick in ((fmt, statistics.median), (f"{fmt} best", min)):
+                print_row(label, args.lines, {name: pick(times) for name, times in runs.items()})
         if not rsyslog_available and not args.skip_rsyslog:
             print("(rsyslogd not found: no C engine row; Debian: apt-get install rsyslog)")
 

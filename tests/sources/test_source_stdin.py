@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -15,9 +17,11 @@ import orjson
 from logpipe import RingBuffer
 from logpipe.infrastructure.sources.stdin import (
     PARTIAL_AT_STOP,
+    PIPE_CAPACITY,
     UNPUSHED_AT_STOP,
     StdinSource,
     StdinSourceConfig,
+    widen_pipe,
 )
 
 TIMEOUT = 20.0
@@ -71,6 +75,70 @@ def test_reads_lines_until_end_of_input(make_context):
         os.close(read_fd)
         if write_fd >= 0:
             os.close(write_fd)
+
+
+def test_a_pipe_is_widened_to_a_whole_read_and_loses_nothing(make_context):
+    """A pipe on stdin holds PIPE_CAPACITY bytes once run() starts; lines of every size around it arrive whole and in order."""
+    read_fd, write_fd = os.pipe()
+    assert fcntl.fcntl(read_fd, fcntl.F_GETPIPE_SZ) < PIPE_CAPACITY  # Linux's default: 64 KiB
+    # Lengths around the old and the new capacity, and around the read size.
+    lengths = [0, 1, 65535, 65536, 65537, 3, PIPE_CAPACITY - 1, PIPE_CAPACITY, PIPE_CAPACITY + 1, 70, 100_000]
+    lines = [(b"%d:" % i + b"x" * n)[:n] if n else b"" for i, n in enumerate(lengths)]
+    writer_error: list[BaseException] = []
+
+    def write_all() -> None:
+        try:
+            with os.fdopen(write_fd, "wb") as pipe:
+                for line in lines:
+                    pipe.write(line + b"\n")
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            writer_error.append(exc)
+
+    try:
+        ring = RingBuffer(64, max_record_size=1 << 20)
+        source = StdinSource(make_context(), fd=read_fd)
+        running = Running(source, ring)
+        wait_until(lambda: fcntl.fcntl(read_fd, fcntl.F_GETPIPE_SZ) >= PIPE_CAPACITY, "the pipe to be widened")
+        writer = threading.Thread(target=write_all)
+        writer.start()
+        received: list[bytes] = []
+        while len(received) < len(lines) - 1:  # the empty line is skipped
+            received.extend(ring.get_many(64, timeout=TIMEOUT))
+        writer.join(TIMEOUT)
+        assert not writer.is_alive() and not writer_error, writer_error
+        running.join()
+        assert received == [line for line in lines if line]
+        assert source.eof
+    finally:
+        os.close(read_fd)
+
+
+def test_widen_pipe_leaves_other_descriptors_alone(tmp_path):
+    """A regular file, a socket and a closed descriptor are not pipes: nothing to widen, no error."""
+    path = tmp_path / "input.log"
+    path.write_bytes(b"a\n")
+    fd = os.open(path, os.O_RDONLY)
+    left, right = socket.socketpair()
+    try:
+        assert widen_pipe(fd, PIPE_CAPACITY) is False
+        assert widen_pipe(left.fileno(), PIPE_CAPACITY) is False
+    finally:
+        os.close(fd)
+        left.close()
+        right.close()
+    assert widen_pipe(fd, PIPE_CAPACITY) is False  # closed now: EBADF
+
+
+def test_widen_pipe_keeps_a_pipe_that_is_already_large_enough():
+    """A pipe at least as large as asked is left as it is (never shrunk)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, 2 * PIPE_CAPACITY)
+        assert widen_pipe(read_fd, PIPE_CAPACITY) is True
+        assert fcntl.fcntl(read_fd, fcntl.F_GETPIPE_SZ) == 2 * PIPE_CAPACITY
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
 
 
 def test_silent_open_input_still_stops(make_context):
