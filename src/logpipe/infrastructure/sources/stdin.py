@@ -9,11 +9,11 @@ its usual report.
 When fd 0 is a pipe, the source first raises the pipe's capacity from
 Linux's default 64 KiB to :data:`PIPE_CAPACITY` (256 KiB, one read's
 worth), so each ``read(2)`` can take a whole chunk: ``cat FILE | logpipe
-run --source stdin ...`` moved 5 M lines in 0.46-0.51 s inside the run
-instead of 0.61-0.68 s (docs/benchmarks.md, "issue 9, eighth round"). If
-the kernel refuses (a user over ``/proc/sys/fs/pipe-user-pages-soft``, a
-``pipe-max-size`` below it), the pipe keeps its size and nothing else
-changes. The price: at a stop before end of input, up to 256 KiB instead
+run --source stdin ...`` moved 5 M lines in 0.48 s inside the run instead
+of 0.67 s (``bench/pipe_capacity.py``; docs/benchmarks.md, issue 9's
+eighth round). If the kernel refuses (a user over
+``/proc/sys/fs/pipe-user-pages-soft``, a ``pipe-max-size`` below it), the
+pipe keeps its size and nothing else changes. The price: at a stop before end of input, up to 256 KiB instead
 of 64 KiB may still sit unread in the pipe.
 
 It stays stoppable while the producer is silent: fd 0 is polled with a
