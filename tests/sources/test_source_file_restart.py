@@ -78,9 +78,13 @@ def test_kill_9_and_restart_lose_no_line(tmp_path, logpipe_command, subprocess_e
     store = CheckpointStore(str(state), str(source))
     lines = Lines(source)
     lines.append(40_000)
-    # Slow workers (5 ms per 50-record flush, 2 at most): the run is still
-    # busy when it is killed, with records in the ring and in batches.
-    slow = ["--io-latency", "5ms", "--max-workers", "2", "--batch-size", "50"]
+    # Slow workers (20 ms per 50-record flush, 2 at most: at most 5,000
+    # lines a second): the run is still busy when it is killed, with records
+    # in the ring and in batches. It needs 8 s for the first 40,000 lines, so
+    # a test thread starved of CPU for seconds (a loaded CI machine) still
+    # kills it before the end. (With 5 ms, 2 s, the test failed once under
+    # load, its message lost; running to the end first is the likely cause.)
+    slow = ["--io-latency", "20ms", "--max-workers", "2", "--batch-size", "50"]
     base = [*logpipe_command, "run", "--source", f"file:{source}", "--sink", f"file:{sink}"]
     base += ["--state-dir", str(state), "--rate", "0", "--metrics-interval", "10s"]
 
