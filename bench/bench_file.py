@@ -132,9 +132,12 @@ def logpipe_copy(src: str, dst: str, fmt: str, channel_size: int, batch_size: in
     ]
     with open(src, "rb") as stdin:
         start = time.perf_counter()
-        # pipe: the file comes from a cat process through a pipe, as from a producer.
-        feeder = subprocess.Popen(["cat", src], stdout=subprocess.PIPE) if source == "pipe" else None
-        given = {"stdin": stdin, "pipe": feeder.stdout if feeder else None}.get(source, subprocess.DEVNULL)
+        feeder = None
+        if source == "pipe":  # the file comes from a cat process through a pipe, as from a producer
+            feeder = subprocess.Popen(["cat", src], stdout=subprocess.PIPE)
+            given = feeder.stdout
+        else:
+            given = stdin if source == "stdin" else subprocess.DEVNULL
         done = subprocess.run(command, check=True, stdin=given,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         wall = time.perf_counter() - start

@@ -287,14 +287,15 @@ def cat_reference(payloads: list[bytes], workdir: str, repeat: int = 3) -> float
     with open(src, "wb") as f:
         for payload in payloads:
             f.write(payload)
-    best = float("inf")
-    for _ in range(max(1, repeat)):
-        out = os.path.join(workdir, "cat-out.ndjson")
+    nbytes = os.path.getsize(src)
+
+    def copy(out: str) -> float:
         started = time.perf_counter()
         with open(out, "wb") as f:
             subprocess.run(["cat", src], check=True, stdout=f)
-        best = min(best, time.perf_counter() - started)
-        os.unlink(out)
+        return time.perf_counter() - started
+
+    best = best_of(repeat, lambda: checked(copy, os.path.join(workdir, "cat-out.ndjson"), nbytes, "cat"))
     os.unlink(src)
     return best
 

@@ -29,14 +29,7 @@ import subprocess
 import sys
 import tempfile
 
-LINE = b'{"msg": "hello from producer", "level": "INFO", "ts": 1712345678123456, "seq": %d}\n'
-
-
-def make_input(path: str, lines: int) -> None:
-    with open(path, "wb") as f:
-        for start in range(0, lines, 100_000):
-            f.write(b"".join(LINE % seq for seq in range(start, min(lines, start + 100_000))))
-
+from bench_file import make_input  # the same ~88-byte lines as the file bench
 
 def run(src: str, out: str, capacity: int) -> float:
     """One run through a pipe of ``capacity`` bytes; logpipe's own elapsed seconds."""

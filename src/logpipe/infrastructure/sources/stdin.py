@@ -13,8 +13,9 @@ run --source stdin ...`` moved 5 M lines in 0.48 s inside the run instead
 of 0.67 s (``bench/pipe_capacity.py``; docs/benchmarks.md, issue 9's
 eighth round). If the kernel refuses (a user over
 ``/proc/sys/fs/pipe-user-pages-soft``, a ``pipe-max-size`` below it), the
-pipe keeps its size and nothing else changes. The price: at a stop before end of input, up to 256 KiB instead
-of 64 KiB may still sit unread in the pipe.
+pipe keeps its size and the run goes on. The price: at a stop before end
+of input, up to 256 KiB instead of 64 KiB may still sit unread in the
+pipe.
 
 It stays stoppable while the producer is silent: fd 0 is polled with a
 20 ms timeout, so Ctrl+C is honoured within ~20 ms even when no byte
@@ -159,8 +160,8 @@ def widen_pipe(fd: int, capacity: int) -> bool:
     """Raise the capacity of the pipe ``fd`` to at least ``capacity`` bytes; whether it is now that large.
 
     Anything but a pipe (a file, a terminal, a socket, a closed fd) is
-    left alone, and so is a pipe the kernel will not widen: a larger pipe
-    only makes reads bigger, it changes nothing else.
+    left alone, and so is a pipe the kernel will not widen (the reads
+    then stay as large as the pipe allows).
     """
     try:
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
