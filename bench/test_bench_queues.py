@@ -232,6 +232,11 @@ def test_s3_one_producer_four_consumers(benchmark: Any, records: list[bytes], la
 # - RingBuffer put_many/get_batch: same producer; get_batch(100) copies 100
 #   records in one nogil pass into one newline-framed buffer (what a worker
 #   writes to its sink in one call).
+# - RingBuffer put_many/get_batch(hold=True): get_batch(100, hold=True)
+#   copies nothing (the batch holds the records' slots; a sink would write
+#   them from the ring with Batch.write_to) and release() gives the slots
+#   back: the file sink's path. A call that must wait copies what it holds
+#   out first, so this is no faster when the consumer outruns the producer.
 # - queue.Queue / queue.SimpleQueue / multiprocessing.Queue (lists of 100):
 #   the chunk list itself is the item: one put and one get per 100 records.
 #   This is the cheapest batched use of these queues: nothing is copied (a
@@ -278,6 +283,16 @@ def _consume_get_batch(q: Any, n: int) -> int:
     return got
 
 
+def _consume_get_batch_held(q: Any, n: int) -> int:
+    get_batch = q.get_batch
+    got = 0
+    while got < n:
+        batch = get_batch(BATCH, hold=True)
+        got += len(batch)
+        batch.release()
+    return got
+
+
 def _consume_lists(q: Any, n: int) -> int:
     get = q.get
     got = 0
@@ -290,6 +305,8 @@ def _consume_lists(q: Any, n: int) -> int:
 S4_VARIANTS: dict[str, tuple[Callable[[], Any], Callable[..., int], Callable[..., int]]] = {
     "RingBuffer put_many/get_many": (lambda: RingBuffer(CAPACITY), _produce_put_many, _consume_get_many),
     "RingBuffer put_many/get_batch": (lambda: RingBuffer(CAPACITY), _produce_put_many, _consume_get_batch),
+    "RingBuffer put_many/get_batch(hold=True)": (
+        lambda: RingBuffer(CAPACITY), _produce_put_many, _consume_get_batch_held),
     "queue.Queue (lists of 100)": (lambda: queue.Queue(CAPACITY // BATCH), _produce_lists, _consume_lists),
     "queue.SimpleQueue (lists of 100)": (queue.SimpleQueue, _produce_lists, _consume_lists),
     "deque+Condition put_many/get_many": (lambda: DequeQueue(CAPACITY), _produce_put_many, _consume_get_many),

@@ -120,7 +120,7 @@ def test_methods_show_their_signatures():
         "get": ["self", "block", "timeout", "stop"],
         "put_many": ["self", "items", "block", "timeout"],
         "get_many": ["self", "max_items", "block", "timeout", "stop"],
-        "get_batch": ["self", "max_items", "timeout", "stop"],
+        "get_batch": ["self", "max_items", "timeout", "stop", "hold"],
         "put_nowait": ["self", "item"],
         "get_nowait": ["self"],
     }

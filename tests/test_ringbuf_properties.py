@@ -14,6 +14,7 @@ accepted, but the ring's contents must match the model in every case.
 from __future__ import annotations
 
 import collections
+import os
 
 import pytest
 from _support import examples
@@ -187,6 +188,30 @@ class RingMachine(RuleBasedStateMachine):
         assert bool(value) == bool(expected)
         assert bytes(value) == b"".join(r + b"\n" for r in expected)
         assert value.nbytes == sum(len(r) + 1 for r in expected)
+
+    @rule(n=st.integers(1, 10), read=st.booleans())
+    def get_batch_held_now(self, n, read):
+        """hold=True: the same records, written from the ring's memory by
+        write_to (or copied out by reading them), then released at once."""
+        kind, value = outcome(self.ring.get_batch, n, timeout=0, hold=True)
+        if not self.model.items and self.model.closed:
+            assert kind is Closed, kind
+            return
+        assert kind is OK, kind
+        expected = [self.model.pop() for _ in range(min(n, len(self.model.items)))]
+        framed = b"".join(r + b"\n" for r in expected)
+        assert value.held == bool(expected)
+        assert len(value) == len(expected) and value.nbytes == len(framed)
+        if read:
+            assert list(value) == expected and not value.held
+        fd = os.memfd_create("held-batch")
+        try:
+            assert value.write_to(fd) == len(framed)
+            assert os.pread(fd, len(framed) + 1, 0) == framed
+        finally:
+            os.close(fd)
+        value.release()
+        assert len(value) == 0 and not value.held
 
     # ---- lifecycle
 

@@ -8,7 +8,8 @@ and sequence number (uint64); with ``mixed_sizes`` its length comes from a
 heavy-tailed mix keyed by (id, seq) - mostly short, many around the slot's
 inline limit, some KiB, a few tens of KiB - and the rest is a fill pattern
 the consumer checks byte by byte. Consumers take records either one claim
-at a time (lp_claim_pop) or into a batch (lp_batch_take, the get_batch path),
+at a time (lp_claim_pop) or into a batch (lp_batch_take, the get_batch path;
+``hold``: batches that leave the records in the ring, read there or detached),
 and log what they receive; Python then checks the log: nothing lost, nothing
 duplicated, per-producer order kept.
 """
@@ -20,7 +21,8 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
 from logpipe._ringbuf cimport (
-    LP_OK, Batch, RingBuffer, lp_batch_clear, lp_batch_t, lp_batch_take, lp_claim_pop,
+    LP_OK, Batch, RingBuffer, lp_batch_clear, lp_batch_detach, lp_batch_t, lp_batch_take,
+    lp_claim_pop,
     lp_release_pop, lp_push_wait,
     lp_ring_close, lp_ring_drained, lp_ring_t, lp_slot_record, lp_wait_readable,
 )
@@ -57,6 +59,7 @@ cdef struct worker_t:
     uint64_t batch          # consumer: most records per claim
     bint mixed              # record lengths from the mix (else HEADER bytes each)
     lp_batch_t *take_batch  # consumer: a batch to take into (else lp_claim_pop)
+    bint hold               # consumer: take_batch holds its records (see consume_batches)
     uint32_t *log_producer  # consumer: producer id of each record received
     uint64_t *log_seq       # consumer: sequence of each record received
     uint64_t log_cap
@@ -149,12 +152,52 @@ cdef void *consume(void *arg) noexcept nogil:
         lp_release_pop(w.ring, pos, n)
 
 
+cdef void check_held(worker_t *w, lp_batch_t *batch) noexcept nogil:
+    """Check and log the records of a held batch where they lie in the ring:
+    each inline record and its newline inside one piece, an out-of-line
+    record alone in its piece with the newline in the next."""
+    cdef Py_ssize_t i, k = 0, length
+    cdef size_t at = 0
+    cdef const char *base
+    for i in range(batch.count):
+        length = batch.offsets[i + 1] - batch.offsets[i]      # framed
+        if k >= batch.npieces:
+            w.failed = 1
+            return
+        base = <const char *>batch.pieces[k].iov_base
+        if batch.pieces[k].iov_len - at >= <size_t>length:
+            if base[at + length - 1] != b'\n':
+                w.failed = 1
+            log_record(w, base + at, <uint32_t>(length - 1))
+            at += length
+            if at == batch.pieces[k].iov_len:
+                k += 1
+                at = 0
+        else:
+            # Out of line: the whole piece is the record, the next its newline.
+            if (at != 0 or batch.pieces[k].iov_len != <size_t>(length - 1) or k + 1 >= batch.npieces
+                    or batch.pieces[k + 1].iov_len != 1
+                    or (<const char *>batch.pieces[k + 1].iov_base)[0] != b'\n'):
+                w.failed = 1
+                return
+            log_record(w, base, <uint32_t>(length - 1))
+            k += 2
+    if k != batch.npieces:
+        w.failed = 1
+
+
 cdef void *consume_batches(void *arg) noexcept nogil:
-    """The get_batch path: lp_batch_take, check the framing, reuse the batch."""
+    """The get_batch path: lp_batch_take, check the framing, reuse the batch.
+    With ``hold``, every other batch is held and checked in the ring, then
+    given back (lp_batch_unhold); the others are held, then detached
+    (lp_batch_detach) and checked in the batch's own buffer."""
     cdef worker_t *w = <worker_t *>arg
     cdef lp_batch_t *batch = w.take_batch
     cdef Py_ssize_t i, start, end
+    cdef uint64_t taken = 0
     while True:
+        if w.hold:
+            batch.hold = w.ring
         if lp_batch_take(batch, w.ring, w.batch) != LP_OK:
             w.failed = 1
             return NULL
@@ -165,6 +208,14 @@ cdef void *consume_batches(void *arg) noexcept nogil:
             continue
         if batch.offsets[0] != 0 or batch.offsets[batch.count] != batch.size:
             w.failed = 1
+        taken += 1
+        if w.hold and taken % 2:
+            check_held(w, batch)
+            lp_batch_clear(batch)           # gives the slots back
+            continue
+        if w.hold and lp_batch_detach(batch) != LP_OK:
+            w.failed = 1
+            return NULL
         for i in range(batch.count):
             start = batch.offsets[i]
             end = batch.offsets[i + 1] - 1             # the newline
@@ -175,7 +226,8 @@ cdef void *consume_batches(void *arg) noexcept nogil:
 
 
 def run(RingBuffer ring not None, int producers, int consumers, uint64_t per_producer,
-        uint64_t batch=1, double timeout=60.0, bint mixed_sizes=False, bint use_batches=False):
+        uint64_t batch=1, double timeout=60.0, bint mixed_sizes=False, bint use_batches=False,
+        bint hold=False):
     """Run the C threads to completion; return one (producer_ids, seqs) pair of
     numpy arrays per consumer, in the order that consumer received them.
 
@@ -210,6 +262,7 @@ def run(RingBuffer ring not None, int producers, int consumers, uint64_t per_pro
             workers[i].log_producer = &ids[0]
             workers[i].log_seq = &seqs[0]
             workers[i].log_cap = total
+            workers[i].hold = hold and use_batches
             if use_batches:
                 batches.append(Batch.__new__(Batch))
                 workers[i].take_batch = &(<Batch>batches[i]).b

@@ -3,6 +3,7 @@
 # safe to call from any thread, with or without the GIL.
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from posix.uio cimport iovec
 
 cdef extern from "_lp_sync.h" nogil:
     ctypedef struct lp_event_t:
@@ -150,6 +151,10 @@ cdef class StopSignal:
 
 # A batch's storage, usable from nogil code: records copied out of a ring,
 # newline framed, with where each starts and which ring positions they held.
+# Or, with ``hold`` set, records left in that ring's memory: their claims
+# stay taken (the slots out of the producers' reach) and ``pieces`` say
+# where their framed bytes lie, in order, until lp_batch_unhold gives the
+# slots back or lp_batch_detach copies the bytes into ``buf`` first.
 cdef struct lp_batch_t:
     char *buf
     Py_ssize_t size
@@ -161,10 +166,24 @@ cdef struct lp_batch_t:
     Py_ssize_t nruns
     Py_ssize_t runs_cap
     double oldest          # lp_now() scale: when the oldest record was pushed
+    lp_ring_t *hold        # takes leave the records in this ring (NULL: copy them)
+    iovec *pieces          # held: the framed bytes, in order (see hold_framed)
+    Py_ssize_t npieces
+    Py_ssize_t pieces_cap
+    bint out_of_line       # held: some record is out of line (freed on unhold)
 
 cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept nogil
 cdef void lp_batch_clear(lp_batch_t *b) noexcept nogil
+cdef void lp_batch_unhold(lp_batch_t *b) noexcept nogil
+cdef int lp_batch_detach(lp_batch_t *b) noexcept nogil
 
 
 cdef class Batch:
     cdef lp_batch_t b
+    cdef object ring_ref       # the RingBuffer a held batch's bytes live in
+    cdef uint32_t users        # buffer exports and writes in progress; USERS_BUSY: being changed
+    cdef int enter(self) except -1
+    cdef void leave(self) noexcept
+    cdef int lock(self, str what) except -1
+    cdef void unlock(self) noexcept
+    cdef int copied(self) except -1

@@ -10,12 +10,23 @@ DEFAULT_SLOT_SIZE: int
 DEFAULT_MAX_BYTES: int
 
 class Batch:
-    """Records copied out of a ring in one pass, newline framed.
+    """Records taken from a ring in one pass, newline framed.
 
     ``bytes(batch)`` / ``memoryview(batch)`` give the framed bytes
     (``rec1\\nrec2\\n...``) for one ``write()``; iterating yields each record
-    without its newline; ``len(batch)`` is the record count.
+    without its newline; ``len(batch)`` is the record count. A batch from
+    ``get_batch(..., hold=True)`` may be *held* (its bytes still in the ring,
+    their slots taken until ``release()``); ``write_to(fd)`` writes it from
+    there, and reading its bytes in Python copies them out first.
     """
+
+    @property
+    def held(self) -> bool: ...
+    def detach(self) -> None: ...
+    def release(self) -> None: ...
+    def write_to(self, fd: int, *, keep_gil: bool = False) -> int: ...
+    def __enter__(self) -> Batch: ...
+    def __exit__(self, *exc_info: object) -> bool: ...
 
     @property
     def nbytes(self) -> int: ...
@@ -100,7 +111,12 @@ class RingBuffer:
         stop: StopSignal | None = None,
     ) -> list[bytes]: ...
     def get_batch(
-        self, max_items: int, timeout: float | None = None, *, stop: StopSignal | None = None
+        self,
+        max_items: int,
+        timeout: float | None = None,
+        *,
+        stop: StopSignal | None = None,
+        hold: bool = False,
     ) -> Batch: ...
     # lifecycle
     def close(self) -> None: ...

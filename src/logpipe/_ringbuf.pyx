@@ -56,6 +56,15 @@ record bytes with a CAS on ``nbytes`` before they claim slots, consumers give
 them back after; a record that does not fit the budget makes the ring "full"
 exactly as a missing slot does.
 
+Held batches (``get_batch(..., hold=True)``) rest on the same rule: a
+batch may keep its claims instead of copying the records out, noting
+where each block lies (hold_framed), and hand the slots and the byte
+budget back later (lp_batch_unhold), in any order with the other
+consumers. Nothing a consumer does can move bytes a claim still covers,
+so ``Batch.write_to`` can ``writev`` them from the ring. A getter that
+must wait copies what it holds out first (lp_batch_detach): a waiting
+getter holding slots could keep out the very records it waits for.
+
 Closing sets bit 63 of ``enqueue_pos`` (an atomic OR). A producer's claim CAS
 then fails and it sees the bit, so no record enters after ``close()``;
 producers that claimed before the bit publish normally. Consumers report
@@ -177,6 +186,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.math cimport INFINITY, isnan
 from libc.string cimport memcpy, memset
+from posix.uio cimport iovec, writev
 
 import os
 import threading
@@ -1596,14 +1606,147 @@ cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept
         n = peek_framed(r, max_items, &pos, b.offsets + b.count, blocks, &nblocks)
         if n == 0:
             return LP_OK
-        if batch_reserve_bytes(b, b.offsets[b.count + n] - b.size) != LP_OK:
+        if (batch_reserve_pieces(b, nblocks) if b.hold != NULL
+                else batch_reserve_bytes(b, b.offsets[b.count + n] - b.size)) != LP_OK:
             if n == 1:
                 return LP_NOMEM
             max_items = n // 2      # short of memory: take fewer records
             continue
         if lp_commit_pop(r, pos, n):
             break
-    copy_framed(b, r, pos, n, blocks, nblocks)
+    if b.hold != NULL:
+        hold_framed(b, r, pos, n, blocks, nblocks)
+    else:
+        copy_framed(b, r, pos, n, blocks, nblocks)
+    return LP_OK
+
+
+# Held batches: the claims stay taken and the batch keeps where the framed
+# bytes lie. A claimed position's share is written again only once it and
+# every position before it are free (see fill_claim), so the bytes of a held
+# record stay as they are, whatever other consumers hand back meanwhile,
+# exactly as they do for copy_framed between its claim and its release.
+
+cdef char NEWLINE[1]
+NEWLINE[0] = b'\n'
+
+cdef int batch_reserve_pieces(lp_batch_t *b, uint64_t nblocks) noexcept nogil:
+    """Make room for the pieces of ``nblocks`` more blocks: one each, two
+    for a record out of line (its copy and a newline)."""
+    cdef Py_ssize_t want = b.npieces + 2 * <Py_ssize_t>nblocks
+    cdef void *p
+    if want > b.pieces_cap:
+        want = max(want, 2 * b.pieces_cap, 16)
+        p = realloc(b.pieces, want * sizeof(iovec))
+        if p == NULL:
+            return LP_NOMEM
+        b.pieces = <iovec *>p
+        b.pieces_cap = want
+    return LP_OK
+
+
+cdef inline void add_piece(lp_batch_t *b, char *start, Py_ssize_t length) noexcept nogil:
+    # One more stretch of framed bytes; it continues the last one when it
+    # starts where that one ends (the rest of a claim another take began).
+    cdef iovec *last
+    if b.npieces:
+        last = &b.pieces[b.npieces - 1]
+        if <char *>last.iov_base + last.iov_len == start and start != NEWLINE:
+            last.iov_len += <size_t>length
+            return
+    b.pieces[b.npieces].iov_base = start
+    b.pieces[b.npieces].iov_len = <size_t>length
+    b.npieces += 1
+
+
+cdef void hold_framed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
+                      const uint32_t *blocks, uint64_t nblocks) noexcept nogil:
+    """copy_framed for a held batch: note where each block of the ``n``
+    records claimed at ``pos`` lies instead of copying it, and keep their
+    slots (room made for the pieces and one more run)."""
+    cdef Py_ssize_t *offsets = b.offsets + b.count
+    cdef uint64_t first = <uint64_t>(slot_at(r, pos) - r.slots)
+    cdef uint64_t k, i, idx, end
+    cdef uint32_t offset
+    cdef Py_ssize_t length
+    cdef char *stored
+    cdef uint32_t now_ms = lp_now_ms()
+    cdef uint32_t max_age = 0
+    cdef double oldest
+    for k in range(nblocks):
+        i = blocks[k]
+        end = blocks[k + 1] if k + 1 < nblocks else n
+        idx = first + i
+        if idx >= r.nslots:
+            idx -= r.nslots
+        offset = r.slots[idx].offset
+        stored = r.data + idx * r.share + (offset & ~LP_OUT_OF_LINE)
+        length = offsets[end] - offsets[i]      # framed: newlines included
+        max_age = older(max_age, now_ms, r.stamps[idx])
+        if offset & LP_OUT_OF_LINE:             # a block of its own: its copy, then a newline
+            add_piece(b, out_of_line_copy(stored), length - 1)
+            add_piece(b, NEWLINE, 1)
+            b.out_of_line = True
+        else:
+            add_piece(b, stored, length)
+    b.size = offsets[n]
+    b.count += n
+    batch_add_run(b, pos, n)
+    oldest = lp_now() - max_age / 1000.0
+    if oldest < b.oldest:
+        b.oldest = oldest
+
+
+cdef void lp_batch_unhold(lp_batch_t *b) noexcept nogil:
+    """Give a held batch's slots (and its share of the byte budget) back to
+    the ring, freeing its out-of-line copies; the batch is then empty. Its
+    bytes must not be read after this."""
+    cdef lp_ring_t *r = b.hold
+    cdef Py_ssize_t k
+    cdef uint64_t pos, n, i
+    cdef lp_slot_t *s
+    cdef Py_ssize_t payload = b.size - b.count     # framed bytes less the newlines
+    if r == NULL or b.count == 0:
+        return
+    for k in range(b.nruns):
+        pos = b.runs[2 * k]
+        n = b.runs[2 * k + 1]
+        if b.out_of_line:
+            s = slot_at(r, pos)
+            for i in range(n):
+                free_out_of_line(r, s)
+                s = next_slot(r, s)
+        release_slots(r, pos, n)
+    if payload:
+        lp_fetch_sub_u64(&r.nbytes, <uint64_t>payload)
+    lp_ec_notify(&r.not_full)
+    b.size = b.count = b.nruns = b.npieces = 0
+    b.out_of_line = False
+
+
+cdef int lp_batch_detach(lp_batch_t *b) noexcept nogil:
+    """Copy a held batch's bytes out of the ring into its own buffer, then
+    give the slots back: an ordinary batch from then on, the same records.
+    LP_NOMEM (and nothing changed) if the buffer cannot be had."""
+    cdef Py_ssize_t k, count = b.count, size = b.size, nruns = b.nruns
+    cdef char *out
+    cdef void *p
+    if b.hold == NULL:
+        return LP_OK
+    if size > b.cap:
+        p = realloc(b.buf, <size_t>size)
+        if p == NULL:
+            return LP_NOMEM
+        b.buf = <char *>p
+        b.cap = size
+    out = b.buf
+    for k in range(b.npieces):
+        lp_copy(out, <char *>b.pieces[k].iov_base, b.pieces[k].iov_len)
+        out += b.pieces[k].iov_len
+    lp_batch_unhold(b)
+    # The same records, now in buf: unhold emptied the counts, not the arrays.
+    b.count, b.size, b.nruns = count, size, nruns
+    b.hold = NULL
     return LP_OK
 
 
@@ -1666,23 +1809,129 @@ cdef inline void batch_memory_from_spare(lp_batch_t *b) noexcept nogil:
 
 
 cdef void lp_batch_clear(lp_batch_t *b) noexcept nogil:
-    """Empty the batch for reuse, keeping its memory."""
-    b.size = b.count = b.nruns = 0
+    """Empty the batch for reuse, keeping its memory (a held one gives its
+    slots back first)."""
+    lp_batch_unhold(b)
+    b.size = b.count = b.nruns = b.npieces = 0
+    b.out_of_line = False
     b.oldest = INFINITY
+
+
+cdef extern from *:
+    """
+    #include <limits.h>
+    #ifndef IOV_MAX
+    #define IOV_MAX 1024
+    #endif
+    """
+    int LP_IOV_MAX "IOV_MAX"
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EINTR
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t posix_write "write"(int fd, const void *buf, size_t count)
+
+
+cdef int write_pieces(int fd, const iovec *pieces, Py_ssize_t npieces,
+                      Py_ssize_t *written) noexcept nogil:
+    """Write the ``npieces`` stretches in order to ``fd``, writev(2) after
+    writev(2), going on after short writes. Adds the bytes written to
+    ``written``; returns 0 when all are written, the errno of a call that
+    failed, or -1 for a call that wrote nothing. ``pieces`` is not changed:
+    a piece cut by a short write goes on with a plain write of its rest."""
+    cdef Py_ssize_t i = 0
+    cdef size_t skip = 0
+    cdef ssize_t w
+    cdef int m
+    while i < npieces:
+        if skip:
+            w = posix_write(fd, <char *>pieces[i].iov_base + skip, pieces[i].iov_len - skip)
+        else:
+            m = <int>min(npieces - i, <Py_ssize_t>LP_IOV_MAX)
+            w = writev(fd, pieces + i, m)
+        if w < 0:
+            return errno
+        if w == 0:
+            return -1
+        written[0] += w
+        w += <ssize_t>skip
+        while i < npieces and <size_t>w >= pieces[i].iov_len:
+            w -= <ssize_t>pieces[i].iov_len
+            i += 1
+        skip = <size_t>w
+    return 0
+
+
+cdef enum:
+    USERS_BUSY = 0xFFFFFFFF     # Batch.users: release or detach in progress
+    # write_to gathers a held batch into one buffer first when its pieces
+    # average fewer bytes than this: records stored out of line (over
+    # slot_size - 17 bytes) are two pieces each, and the kernel's copy of
+    # thousands of ~100-byte pieces took 1.19x the time of a memcpy and one
+    # write (bench/held_write.py --slot-size 128 --mix production).
+    SCATTERED_PIECE_BYTES = 512
+
+
+cdef int write_gathered(int fd, const iovec *pieces, Py_ssize_t npieces, Py_ssize_t size,
+                        Py_ssize_t *written) noexcept nogil:
+    """write_pieces, from one buffer the pieces are copied into first; -2 if
+    that buffer could not be had (nothing written)."""
+    cdef char *buf = <char *>malloc(<size_t>size)
+    cdef char *out = buf
+    cdef iovec whole
+    cdef Py_ssize_t k
+    cdef int error
+    if buf == NULL:
+        return -2
+    for k in range(npieces):
+        lp_copy(out, <char *>pieces[k].iov_base, pieces[k].iov_len)
+        out += pieces[k].iov_len
+    whole.iov_base = buf
+    whole.iov_len = <size_t>size
+    error = write_pieces(fd, &whole, 1, written)
+    free(buf)
+    return error
+
+
+cdef int write_batch_to(int fd, lp_batch_t *b, Py_ssize_t *written) noexcept nogil:
+    """Batch.write_to's system calls, from the ring (held) or the batch's buffer."""
+    cdef iovec whole
+    cdef int error
+    if b.hold == NULL:
+        whole.iov_base = b.buf
+        whole.iov_len = <size_t>b.size
+        return write_pieces(fd, &whole, 1 if b.size else 0, written)
+    if written[0] == 0 and b.npieces > 1 and b.size < b.npieces * SCATTERED_PIECE_BYTES:
+        error = write_gathered(fd, b.pieces, b.npieces, b.size, written)
+        if error != -2:
+            return error
+    return write_pieces(fd, b.pieces, b.npieces, written)
 
 
 # A worker takes a batch per call: keep a few Batch objects for reuse
 # instead of an allocation and a free each (Cython leaves freelists out of a
-# free-threaded build).
+# free-threaded build). No cycle can go through a batch (its one object
+# field is its ring), so the collector need not track it.
 @cython.freelist(8)
+@cython.no_gc
 cdef class Batch:
-    """Records copied out of a ring in one pass, newline framed.
+    """Records taken from a ring in one pass, newline framed.
 
     ``bytes(batch)``, ``memoryview(batch)`` and ``file.write(batch)`` see
     ``rec1\\nrec2\\n...`` (one system call for the lot); iterating or indexing
     yields each record without its newline, so records that contain newlines
     come back intact. ``len(batch)`` is the record count, ``batch.nbytes`` the
-    framed size. A Batch is immutable.
+    framed size. The records never change; ``release()`` lets them go.
+
+    A batch from ``get_batch(..., hold=True)`` may be *held*: its records are
+    still in the ring's memory, their slots out of the producers' reach until
+    the batch is released (``release()``, the end of a ``with`` block, or the
+    batch being freed). ``write_to(fd)`` writes a held batch straight from
+    there with one ``writev(2)``; anything that reads its bytes in Python
+    (the buffer protocol, indexing, iterating, ``tobytes()``) first copies
+    them out (``detach()``), which gives the slots back.
     """
 
     def __cinit__(self):
@@ -1692,8 +1941,15 @@ cdef class Batch:
         self.b.size = self.b.cap = self.b.count = self.b.offsets_cap = 0
         self.b.nruns = self.b.runs_cap = 0
         self.b.oldest = INFINITY
+        self.b.hold = NULL
+        self.b.pieces = NULL
+        self.b.npieces = self.b.pieces_cap = 0
+        self.b.out_of_line = False
+        self.users = 0
 
     def __dealloc__(self):
+        lp_batch_unhold(&self.b)        # the ring is still referenced here
+        free(self.b.pieces)
         if not batch_memory_to_spare(&self.b):
             free(self.b.buf)
             free(self.b.offsets)
@@ -1701,6 +1957,131 @@ cdef class Batch:
 
     def __init__(self):
         raise TypeError("Batch objects come from RingBuffer.get_batch()")
+
+    cdef int enter(self) except -1:
+        # One more user of the bytes (a buffer export, a write): release and
+        # detach wait for none.
+        cdef uint32_t users
+        while True:
+            users = lp_load_relaxed_u32(&self.users)
+            if users == USERS_BUSY:
+                raise BufferError("the batch is being released or detached by another thread")
+            if lp_cas_strong_u32(&self.users, users, users + 1):
+                return 0
+
+    cdef void leave(self) noexcept:
+        lp_fetch_sub_u32(&self.users, 1)
+
+    cdef int lock(self, str what) except -1:
+        # The batch to ourselves, to change it: no user may be reading it.
+        if not lp_cas_strong_u32(&self.users, 0, USERS_BUSY):
+            raise BufferError(f"cannot {what} a batch while a memoryview of it exists "
+                              "or it is being written")
+        return 0
+
+    cdef void unlock(self) noexcept:
+        lp_store_release_u32(&self.users, 0)
+
+    cdef int copied(self) except -1:
+        # Make sure the bytes are in the batch's own buffer (detach a held one).
+        cdef int status
+        if self.b.hold == NULL:
+            return 0
+        self.lock("detach")
+        with nogil:
+            status = lp_batch_detach(&self.b)
+        self.unlock()
+        if status != LP_OK:
+            raise MemoryError("out of memory copying a held batch out of the ring")
+        return 0
+
+    @property
+    def held(self):
+        """True while the batch's records are still in the ring's memory (see the class doc)."""
+        return self.b.hold != NULL and self.b.count > 0
+
+    def detach(self):
+        """Copy a held batch's records out of the ring and give its slots back.
+
+        The batch keeps the same records in its own memory; nothing happens
+        to a batch that is not held. MemoryError leaves it held; BufferError
+        if another thread is writing it.
+        """
+        self.copied()
+
+    def release(self):
+        """Let the records go now: a held batch gives its slots back to the
+        ring (nothing is copied), any other frees its memory. The batch is
+        empty afterwards; a second call does nothing.
+
+        Raises BufferError (and releases nothing) while a memoryview of the
+        batch exists or it is being written.
+        """
+        self.lock("release")
+        if self.b.hold != NULL:
+            with nogil:
+                lp_batch_unhold(&self.b)
+            self.b.hold = NULL
+        if not batch_memory_to_spare(&self.b):
+            free(self.b.buf)
+            free(self.b.offsets)
+            free(self.b.runs)
+        self.b.buf = NULL
+        self.b.offsets = NULL
+        self.b.runs = NULL
+        self.b.size = self.b.cap = self.b.count = self.b.offsets_cap = 0
+        self.b.nruns = self.b.runs_cap = self.b.npieces = 0
+        self.b.oldest = INFINITY
+        self.ring_ref = None
+        self.unlock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+        return False
+
+    def write_to(self, int fd, *, bint keep_gil=False):
+        """Write the framed records to ``fd``; return the bytes written.
+
+        A held batch goes straight from the ring's memory with ``writev(2)``
+        (a record out of line and its newline are two pieces of it; pieces
+        that small on average are gathered into one buffer first, which is
+        cheaper for the kernel), any other with one ``write(2)`` of its
+        buffer. Short writes are
+        continued. A call that fails after some bytes went out stops and
+        returns that count (short of ``nbytes``: the caller writes the rest,
+        e.g. ``memoryview(batch)[count:]``, and sees the error then); one
+        that fails before any raises OSError. As with ``os.write``, a signal
+        that interrupts the first call runs the Python handlers (a handler
+        that raises ends the call) and the call is retried.
+
+        ``keep_gil``: make the system calls holding the GIL, for short
+        writes to regular files (see ``logpipe._filewrite``); by default
+        they run without it.
+        """
+        cdef Py_ssize_t written = 0
+        cdef int error
+        self.enter()
+        try:
+            while True:
+                if keep_gil:
+                    error = write_batch_to(fd, &self.b, &written)
+                else:
+                    with nogil:
+                        error = write_batch_to(fd, &self.b, &written)
+                if error == 0 or written > 0 or error == -1:
+                    # All out, a short count to report, or a call that wrote
+                    # nothing (the caller's to judge). An interrupted call
+                    # after progress leaves the handlers to the interpreter's
+                    # next check.
+                    return written
+                if error != EINTR:
+                    raise OSError(error, os.strerror(error))
+                PyErr_CheckSignals()    # raises if a handler raised; else retry
+        finally:
+            self.leave()
 
     @property
     def nbytes(self):
@@ -1714,6 +2095,7 @@ cdef class Batch:
         return self.b.count > 0
 
     def __getitem__(self, Py_ssize_t index):
+        self.copied()
         if index < 0:
             index += self.b.count
         if index < 0 or index >= self.b.count:
@@ -1722,17 +2104,22 @@ cdef class Batch:
             self.b.buf + self.b.offsets[index], self.b.offsets[index + 1] - self.b.offsets[index] - 1)
 
     def __iter__(self):
-        cdef Py_ssize_t i
-        for i in range(self.b.count):
+        cdef Py_ssize_t i = 0
+        self.copied()
+        # The count is read again at each step: a release() in between ends the loop.
+        while i < self.b.count:
             yield PyBytes_FromStringAndSize(
                 self.b.buf + self.b.offsets[i], self.b.offsets[i + 1] - self.b.offsets[i] - 1)
+            i += 1
 
     def __getbuffer__(self, Py_buffer *view, int flags):
+        self.copied()
+        self.enter()
         PyBuffer_FillInfo(view, self, self.b.buf if self.b.buf != NULL else EMPTY_BUFFER,
                           self.b.size, 1, flags)
 
     def __releasebuffer__(self, Py_buffer *view):
-        pass
+        self.leave()
 
     @property
     def oldest_enqueue(self):
@@ -1756,10 +2143,12 @@ cdef class Batch:
 
     def tobytes(self):
         """The framed records as one bytes object (a copy)."""
+        self.copied()
         return PyBytes_FromStringAndSize(self.b.buf if self.b.buf != NULL else EMPTY_BUFFER, self.b.size)
 
     def __repr__(self):
-        return f"<logpipe.Batch records={self.b.count} nbytes={self.b.size}>"
+        held = " held" if self.b.hold != NULL and self.b.count > 0 else ""
+        return f"<logpipe.Batch records={self.b.count} nbytes={self.b.size}{held}>"
 
 
 cdef class StopSignal:
@@ -1817,6 +2206,11 @@ cdef int collect_batch(Batch batch, lp_ring_t *r, uint64_t want, double deadline
             return LP_CLOSED
         if no_wait:
             return LP_OK
+        if batch.b.hold != NULL and batch.b.count > 0:
+            # Never wait holding slots: the producers may need them to add
+            # the records this batch waits for. Copy them out first.
+            if lp_batch_detach(&batch.b) != LP_OK:
+                return LP_OK    # no memory to copy them: hand them over held
         status = lp_wait_readable(r, deadline, stop, slice)
         if status == LP_INTERRUPTED:
             return status
@@ -2351,7 +2745,7 @@ cdef class RingBuffer:
                 raise Empty("ring buffer is empty")
             last_try = self._wait_for_records(block, deadline, flag)
 
-    def get_batch(self, max_items, timeout=None, *, StopSignal stop=None):
+    def get_batch(self, max_items, timeout=None, *, StopSignal stop=None, bint hold=False):
         """Collect up to ``max_items`` records into one newline-framed Batch.
 
         Returns when max_items are taken, when ``timeout`` expires or ``stop``
@@ -2360,6 +2754,14 @@ cdef class RingBuffer:
         what is there now. A batch that is all there and at most 64 KiB
         is copied with the GIL held; any other copying, and every wait, runs
         without it.
+
+        ``hold=True`` copies nothing: the batch holds the records' slots,
+        out of the producers' reach, until it is released, and
+        ``batch.write_to(fd)`` writes them straight from the ring (see
+        Batch). So that a getter never pins the ring while it waits, a call
+        that has to wait for more records copies out those it already holds
+        first, and goes on as an ordinary batch (``batch.held`` is then
+        False). A ring of capacity 1 always copies.
 
         If a signal handler raises while it waits (Ctrl+C), the exception
         propagates with the records already taken on its ``logpipe_batch``
@@ -2382,12 +2784,27 @@ cdef class RingBuffer:
         cdef uint64_t pos, nblocks
         cdef uint32_t blocks[TAKE_CHUNK]
         cdef int status
+        if hold and self.ring.capacity == self.ring.nslots:
+            # (A ring of capacity 1 keeps two slots and bounds its occupancy
+            # by position; a record held there would let a second one in
+            # beside it, so that ring always copies.)
+            batch.b.hold = self.ring
+            batch.ring_ref = self
         if (want <= LP_TAKE_CHUNK
                 and batch_reserve_run(&batch.b) == LP_OK
                 and batch_reserve_offsets(&batch.b, want) == LP_OK):
             batch.b.offsets[0] = 0
-            if (peek_framed(self.ring, want, &pos, batch.b.offsets, blocks, &nblocks) == want
-                    and batch.b.offsets[want] - <Py_ssize_t>want <= GIL_TAKE_MAX_BYTES
+            if peek_framed(self.ring, want, &pos, batch.b.offsets, blocks, &nblocks) != want:
+                pass
+            elif batch.b.hold != NULL:
+                # All there: note where the blocks lie, with the GIL held
+                # (a few instructions a block, no copy).
+                if (batch_reserve_pieces(&batch.b, nblocks) == LP_OK
+                        and lp_commit_pop(self.ring, pos, want)):
+                    hold_framed(&batch.b, self.ring, pos, want, blocks, nblocks)
+                    stamp_gil_pop(self.ring)
+                    return batch
+            elif (batch.b.offsets[want] - <Py_ssize_t>want <= GIL_TAKE_MAX_BYTES
                     and batch_reserve_bytes(&batch.b, batch.b.offsets[want]) == LP_OK
                     and lp_commit_pop(self.ring, pos, want)):
                 # The whole batch is ready and small: copy it with the GIL held.
@@ -2409,10 +2826,12 @@ cdef class RingBuffer:
             if status != LP_INTERRUPTED:
                 break
             run_signal_handlers("logpipe_batch", batch)
-        if status == LP_NOMEM and batch.b.count == 0:
-            raise MemoryError("out of memory growing a batch")
-        if status == LP_CLOSED and batch.b.count == 0:
-            raise Closed("ring buffer is closed and drained")
+        if batch.b.count == 0:
+            batch.b.hold = NULL             # an empty batch holds nothing
+            if status == LP_NOMEM:
+                raise MemoryError("out of memory growing a batch")
+            if status == LP_CLOSED:
+                raise Closed("ring buffer is closed and drained")
         return batch
 
     # -- lifecycle ----------------------------------------------------------
@@ -2453,6 +2872,8 @@ cdef class RingBuffer:
 
         On a byte-bounded ring a put can be refused while full() is False,
         because the record is longer than free_bytes: fits(len(record)) tells.
+        So can it while held batches (``get_batch(hold=True)``) keep slots:
+        their records have been taken, and are not counted here.
         """
         return (lp_ring_len(self.ring) >= self.ring.capacity
                 or lp_load_relaxed(&self.ring.nbytes) >= self.ring.max_bytes)

@@ -423,9 +423,11 @@ class _LingeringRing(RingBuffer):
     The flush rule is the pipeline's: a full batch, or ``timeout``.
     """
 
-    def get_batch(self, max_items: int, timeout: float | None = None, *, stop: Any = None) -> Any:
+    def get_batch(
+        self, max_items: int, timeout: float | None = None, *, stop: Any = None, hold: bool = False
+    ) -> Any:
         if not len(self):
-            return super().get_batch(1, timeout, stop=stop)  # idle: park until a record comes
+            return super().get_batch(1, timeout, stop=stop, hold=hold)  # idle: park until a record comes
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         while len(self) < max_items and self.usage < 0.5 and not self.closed:
             if stop is not None and stop.is_set():
@@ -434,7 +436,7 @@ class _LingeringRing(RingBuffer):
             if left <= 0:
                 break
             time.sleep(min(left, _LINGER_SLICE))
-        return super().get_batch(max_items, 0)
+        return super().get_batch(max_items, 0, hold=hold)
 
 
 # --- helpers ---------------------------------------------------------------------

@@ -16,6 +16,12 @@ down) and the batch is counted as not delivered, so the final report shows
 the loss and the command exits non-zero instead of hanging (and as
 undelivered, so the loss ledger knows where those records went).
 
+When the sink says ``takes_held_batches`` (the file sink on a regular
+file), the worker asks for held batches: their bytes stay in the ring and
+the sink writes them from there, one copy fewer; the worker releases each
+as soon as it is written, and copies one out before a retry's pause (see
+``RingBuffer.get_batch``).
+
 Every batch written is observed in the flush-duration and enqueue-to-flush
 histograms, and every write's outcome in ``metrics.sink_health`` (what
 ``/health`` reports). ``holding`` and ``collecting`` tell the loss ledger
@@ -116,12 +122,17 @@ class Worker:
 
     def _loop(self) -> None:
         while True:
+            # Held batches (written from the ring's memory, one copy fewer)
+            # only for a sink that writes promptly, and not with a simulated
+            # latency: a held batch keeps its slots from the producers until
+            # it is written, which must not shrink the ring for long.
+            hold = not self._io_latency and getattr(self._sink, "takes_held_batches", False)
             # While get_batch collects, the records it has taken from the ring
             # are in no term the ledger can read: say how many there may be.
             self.collecting = self._batch_size
             try:
                 batch = self._ring.get_batch(
-                    self._batch_size, self._batch_timeout, stop=self.stop_signal
+                    self._batch_size, self._batch_timeout, stop=self.stop_signal, hold=hold
                 )
             except Closed:
                 self.collecting = 0
@@ -133,8 +144,21 @@ class Worker:
             self.collecting = 0
             if batch:
                 self._flush(batch)
+            if hold:
+                self._let_go(batch)
             if self.stop_signal.is_set():
                 return
+
+    @staticmethod
+    def _let_go(batch: Batch) -> None:
+        # Give a held batch's slots back now, not when the next get_batch
+        # replaces it: that call may wait. If the sink still keeps a view of
+        # it (the rest of a write that failed part-way, owed to the file),
+        # that view owns the memory until the sink lets it go.
+        try:
+            batch.release()
+        except BufferError:
+            pass
 
     def _flush(self, batch: Batch) -> None:
         # The hot path of every worker: each line here runs once per batch,
@@ -189,6 +213,12 @@ class Worker:
                 pause = min(pause * 2, RETRY_MAX)
 
     def _retry_later(self, exc: Exception, batch: Batch, pause: float) -> None:
+        # A held batch would keep its slots through the pause: copy it out
+        # (MemoryError: it stays held, which is only slower to give back).
+        try:
+            batch.detach()
+        except (MemoryError, BufferError):
+            pass
         self._metrics.sink_errors.add()
         self._metrics.sink_health.failed(time.monotonic(), str(exc))
         self._console.say(

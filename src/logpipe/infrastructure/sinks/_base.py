@@ -9,9 +9,13 @@ worker runs, and the write it guards is one system call per batch anyway.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from logpipe.domain.ports import FramedBatch
 from logpipe.exceptions import SinkError
+
+if TYPE_CHECKING:
+    from logpipe._ringbuf import Batch
 
 __all__ = ["CountingSink"]
 
@@ -19,8 +23,9 @@ __all__ = ["CountingSink"]
 class CountingSink:
     """Base of the built-in sinks: serialised writes, counted records and bytes.
 
-    A subclass implements :meth:`_write` (and optionally :meth:`_flush`,
-    :meth:`_close`); they always run with the lock held, never after close.
+    A subclass implements :meth:`_write` (and optionally :meth:`_write_held`,
+    :meth:`_flush`, :meth:`_close`); they always run with the lock held,
+    never after close.
 
     Attributes:
         name: the sink as a spec would name it, e.g. ``"file:/tmp/out.ndjson"``.
@@ -66,17 +71,32 @@ class CountingSink:
         Raises:
             SinkError: the target refused the write, or the sink is closed.
         """
-        with memoryview(batch) as view:  # type: ignore[arg-type]  # no copy
+        if getattr(batch, "held", False):
+            # A held logpipe.Batch: its bytes are still in the ring. A sink
+            # that can write them from there does; the buffer path below
+            # copies them out first.
+            with self._lock:
+                self._check_open()
+                if self._write_held(batch):
+                    self._count(len(batch), batch.nbytes)  # type: ignore[attr-defined]
+                    return
+        with memoryview(batch) as view:  # type: ignore[arg-type]  # no copy (a held batch: one)
             if view.ndim != 1 or view.format != "B":
                 view = view.cast("B")
             with self._lock:
-                if self._closed:
-                    raise SinkError(f"{self.name}: write after close", retryable=False)
+                self._check_open()
                 if view.nbytes:
                     self._write(view)
-                self._records += len(batch)
-                self._batches += 1
-                self._nbytes += view.nbytes
+                self._count(len(batch), view.nbytes)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SinkError(f"{self.name}: write after close", retryable=False)
+
+    def _count(self, records: int, nbytes: int) -> None:
+        self._records += records
+        self._batches += 1
+        self._nbytes += nbytes
 
     def flush(self) -> None:
         """Push what the sink buffers to its target (see each sink for what that means)."""
@@ -98,6 +118,10 @@ class CountingSink:
 
     def _write(self, view: memoryview) -> None:
         raise NotImplementedError
+
+    def _write_held(self, batch: Batch) -> bool:
+        """Write a held batch from the ring's memory; False: not here, copy it and call _write."""
+        return False
 
     def _flush(self) -> None:
         """Nothing buffered by default."""

@@ -23,6 +23,12 @@ part-way in an :class:`UnfinishedBatch` (a full disk usually first shows as
 a short write): the next write, the retry of that batch or any other,
 completes it first, so retries neither duplicate the part already written
 nor leave a torn line.
+
+A *held* batch (``RingBuffer.get_batch(..., hold=True)``, which the workers
+ask for when the sink says ``takes_held_batches``) is written straight from
+the ring's memory with ``writev(2)`` (``HeldWrites.write_batch``,
+``UnfinishedBatch.write_held``): one copy of every byte fewer than writing
+the batch's own buffer, on the busiest thread of a file -> file run.
 """
 
 from __future__ import annotations
@@ -31,9 +37,13 @@ import os
 import stat
 from collections.abc import Callable
 from time import monotonic_ns
+from typing import TYPE_CHECKING
 
 from logpipe._filewrite import write_holding_gil
 from logpipe.exceptions import SinkError
+
+if TYPE_CHECKING:
+    from logpipe._ringbuf import Batch
 
 __all__ = [
     "HOLD_GIL_MAX_BYTES",
@@ -84,6 +94,18 @@ class HeldWrites:
                     self._release_until = start + RELEASE_AFTER_SLOW_NS
                 return written
         return os.write(fd, view)
+
+    def write_batch(self, fd: int, batch: Batch) -> int:
+        """:meth:`write` for a held batch, from the ring's memory (``Batch.write_to``):
+        bytes written, short only if a write failed after progress; OSError if none."""
+        if self.regular and batch.nbytes <= HOLD_GIL_MAX_BYTES:
+            start = monotonic_ns()
+            if start >= self._release_until:
+                written = batch.write_to(fd, keep_gil=True)
+                if monotonic_ns() - start > SLOW_WRITE_NS:
+                    self._release_until = start + RELEASE_AFTER_SLOW_NS
+                return written
+        return batch.write_to(fd)
 
 
 class UnfinishedBatch:
@@ -139,3 +161,24 @@ class UnfinishedBatch:
             if wrote is not None:
                 wrote(written)
             view = view[written:]
+
+    def write_held(self, writes: HeldWrites, fd: int, batch: Batch, name: str,
+                   wrote: Callable[[int], None] | None = None) -> None:  # fmt: skip
+        """:meth:`write_all` for a held batch, written from the ring's memory.
+
+        Call it only with no rest pending. A write that failed before any
+        byte raises and keeps nothing (the batch is still whole); one cut
+        short goes on from a copy of the rest (``memoryview`` detaches the
+        batch), which is kept as :attr:`rest` if it fails too.
+        """
+        written = writes.write_batch(fd, batch)
+        if wrote is not None and written:
+            wrote(written)
+        if written < batch.nbytes:
+            rest = memoryview(batch)[written:]
+            try:
+                self.write_all(writes, fd, rest, name, wrote)
+            except BaseException:
+                if self.rest is None:
+                    self.rest = rest  # those bytes are owed, whatever stopped them
+                raise

@@ -18,6 +18,13 @@ not let the GIL go, unless a recent one was slow (``_heldwrite``, shared
 with the stdout sink). Pipes, FIFOs, terminals and devices
 (``file:/dev/stdout``) always use ``os.write``.
 
+Held batches: on a regular file the sink says ``takes_held_batches``, so
+workers hand it batches whose bytes are still in the ring, and each is
+written from there with ``writev(2)`` instead of being copied out of the
+ring first (``_heldwrite``). A batch that needs more than the plain write
+(the rest of a failed one pending, a rotation) is copied out and written as
+any other.
+
 A write that fails part-way (a full disk usually first shows as a short
 write) keeps the batch's unwritten rest: the next write, the retry of that
 batch or any other, completes it first, so retries neither duplicate the
@@ -55,6 +62,7 @@ from logpipe.infrastructure.sinks._heldwrite import HeldWrites, UnfinishedBatch
 from logpipe.infrastructure.sinks._writeback import WRITEBACK_STEP, start_writeback
 
 if TYPE_CHECKING:
+    from logpipe._ringbuf import Batch
     from logpipe.domain.config import PipelineConfig
 
 __all__ = ["FileSink", "FileSinkConfig"]
@@ -133,6 +141,17 @@ class FileSink(CountingSink):
         self._written_back = self._size
         self._fd = fd
 
+    @property
+    def takes_held_batches(self) -> bool:
+        """Whether workers should hand this sink held batches (``get_batch(hold=True)``).
+
+        Yes for a regular file, whose writes return promptly: a held batch
+        is written from the ring's memory, and keeps its slots only that
+        long. Not for a pipe or a device, where a write may wait for a
+        reader while the batch keeps its slots from the producers.
+        """
+        return self._writes.regular
+
     def _write(self, view: memoryview) -> None:
         # A batch that failed part-way has its rest written first, so the
         # line it cut stays whole. It belongs to the current file: rotation
@@ -141,13 +160,32 @@ class FileSink(CountingSink):
             return
         if self._fd < 0:
             self._open()  # a rotation renamed the file but could not open the new one
-        elif (
-            self.rotate_bytes is not None
-            and self._size > 0
-            and self._size + len(view) > self.rotate_bytes
-        ):
+        elif self._rotation_due(len(view)):
             self._rotate()
         self._write_view(view)
+
+    def _write_held(self, batch: Batch) -> bool:
+        # Only the plain case: a rest to finish, a rotation or a file to
+        # reopen go through _write (the batch is copied out for it).
+        if (
+            self._unfinished.rest is not None
+            or self._fd < 0
+            or not self._writes.regular
+            or self._rotation_due(batch.nbytes)
+        ):
+            return False
+        try:
+            self._unfinished.write_held(self._writes, self._fd, batch, self.name, self._count_written)
+        except OSError as exc:
+            raise SinkError(
+                f"{self.name}: write failed ({exc.strerror or exc})",
+                retryable=exc.errno in _TRANSIENT,
+            ) from exc
+        self._write_back()
+        return True
+
+    def _rotation_due(self, nbytes: int) -> bool:
+        return self.rotate_bytes is not None and self._size > 0 and self._size + nbytes > self.rotate_bytes
 
     def _rotate(self) -> None:
         """PATH.(K-1) -> PATH.K, ..., PATH -> PATH.1, then a new empty PATH."""
@@ -192,6 +230,9 @@ class FileSink(CountingSink):
                 f"{self.name}: write failed ({exc.strerror or exc})",
                 retryable=exc.errno in _TRANSIENT,
             ) from exc
+        self._write_back()
+
+    def _write_back(self) -> None:
         if self._fsync and self._size - self._written_back >= WRITEBACK_STEP:
             start_writeback(self._fd, self._written_back, self._size - self._written_back)
             self._written_back = self._size
