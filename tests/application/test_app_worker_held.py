@@ -50,9 +50,9 @@ class NotingFileSink(FileSink):
 
 
 def production_records(seed: int = 1) -> list[bytes]:
-    """A production-like mix (tests/_corpus.py): empty-free lines around the inline limit,
-    stack traces, tens of KiB, invalid UTF-8, bursts of short records after a long one;
-    plus a few records with real newlines in them."""
+    """A production-like mix (tests/_corpus.py): lengths around the inline limit, stack
+    traces, tens of KiB, invalid UTF-8, bursts of short records after a long one; plus a
+    few records with real newlines in them."""
     records = make_corpus(seed, lines=400, max_record_size=1 << 16).records
     trace = b'boom="IllegalStateException"' + b"".join(b"\n\tat com.example.H.run(H.java:%d)" % i for i in range(60))
     for at in (3, len(records) // 2, len(records) - 2):
@@ -231,6 +231,26 @@ def test_several_workers_share_one_file_sink_with_held_batches(tmp_path, started
     assert_ring_all_free(ring)
 
 
+def test_a_capacity_one_ring_copies_every_batch_and_loses_nothing(tmp_path, started) -> None:
+    """Docs: a ring of capacity 1 never holds (a held record would let a second one past its
+    bound). The worker asks for held batches anyway; it gets copies, and every record lands."""
+    records = production_records(8)[:600]
+    ring = RingBuffer(1, max_record_size=1 << 17)
+    path = tmp_path / "out.ndjson"
+    sink = NotingFileSink(path)
+    worker = start(started, make_worker(ring, sink, batch_timeout=0.01), ring)
+    for record in records:
+        ring.put(record, timeout=10)
+        assert len(ring) <= 1
+    assert wait_until(lambda: sink.records == len(records), timeout=10), (sink.records, len(records))
+    worker.stop()
+    assert worker.join(JOIN) and not worker.alive
+    assert sink.calls and not any(sink.held_flags)
+    sink.close()
+    assert path.read_bytes() == framed(records)
+    assert_ring_all_free(ring)
+
+
 # --- 7: never held with a simulated latency ------------------------------------------------
 
 
@@ -256,7 +276,11 @@ def test_with_io_latency_the_sink_never_gets_a_held_batch(tmp_path, started) -> 
 
 
 @pytest.mark.parametrize("failures", [1, 3])
-def test_a_retried_batch_is_detached_before_the_pause_and_written_once(tmp_path, started, monkeypatch, failures) -> None:
+def test_a_retried_batch_is_detached_before_the_pause_and_written_once(
+    tmp_path, started, monkeypatch, failures
+) -> None:
+    """The sink refuses the first write(s) before writing: the worker copies the held batch out
+    before its pause (it would keep its slots through it), then writes the copy, once."""
     monkeypatch.setattr(worker_module, "RETRY_FIRST", 0.005)
     records = production_records(5)
     ring = RingBuffer(len(records) + 1)

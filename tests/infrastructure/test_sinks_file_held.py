@@ -67,7 +67,8 @@ def stack_trace(rng: random.Random) -> bytes:
 
 
 def invalid_utf8(rng: random.Random) -> bytes:
-    junk = bytes(rng.choice((0x00, 0x1B, 0x7F, 0x80, 0xBF, 0xC0, 0xC3, 0xED, 0xFE, 0xFF)) for _ in range(rng.randint(1, 30)))
+    bad = (0x00, 0x1B, 0x7F, 0x80, 0xBF, 0xC0, 0xC3, 0xED, 0xFE, 0xFF)
+    junk = bytes(rng.choice(bad) for _ in range(rng.randint(1, 30)))
     return text(rng, rng.randint(10, 60)) + junk + b"\xc3\x28 tail \xe2\x82"
 
 
@@ -522,7 +523,8 @@ def test_rotation_with_held_batches_keeps_whole_batches_in_order(tmp_path):
     assert held_after.count(False) == sink.rotations
     assert held_after.count(True) >= 20
 
-    rotated = sorted((p for p in tmp_path.iterdir() if p.name.startswith("out.ndjson.")), key=lambda p: -int(p.suffix[1:]))
+    rotated = [p for p in tmp_path.iterdir() if p.name.startswith("out.ndjson.")]
+    rotated.sort(key=lambda p: -int(p.suffix[1:]))
     files = [*rotated, path]  # oldest first
     assert len(files) == sink.rotations + 1
     contents = [f.read_bytes() for f in files]
@@ -558,3 +560,47 @@ def test_write_after_close_raises_and_the_held_batch_stays_whole(tmp_path):
     assert ring.nbytes == 0
     assert list(batch) == EVERY_KIND
     assert bytes(batch) == framed(EVERY_KIND)
+
+
+OUT_OF_MEMORY_CHILD = """
+import os, resource, sys
+from logpipe import RingBuffer
+from logpipe.infrastructure.sinks.file import FileSink
+
+out = sys.argv[1]
+records = [b"first line", b"x" * (32 << 20), b"last line"]
+ring = RingBuffer(4, max_record_size=64 << 20, max_bytes=1 << 30)
+ring.put_many(records)
+batch = ring.get_batch(3, timeout=0, hold=True)
+assert batch.held
+sink = FileSink(out, fsync=False)
+_, fsize_hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+_, as_hard = resource.getrlimit(resource.RLIMIT_AS)
+vm = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (vm + (16 << 20), as_hard))  # no room to copy 32 MiB out
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, fsize_hard))   # the write is cut at 1 MiB
+try:
+    sink.write_batch(batch)
+    raise SystemExit("the first write did not fail")
+except MemoryError:
+    pass
+resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_hard, fsize_hard))
+resource.setrlimit(resource.RLIMIT_AS, (as_hard, as_hard))
+sink.write_batch(batch)  # the worker's retry (it retries any Exception)
+sink.close()
+print(len(b"".join(r + b"\\n" for r in records)))
+"""
+
+
+def test_a_short_write_whose_rest_cannot_be_copied_out_is_still_owed(tmp_path):
+    """Cut short, then out of memory copying the rest out of the ring: the
+    sink remembers how much is in the file, and the retry writes only the
+    rest (it used to write the whole batch again: a duplicated, torn line)."""
+    out = tmp_path / "out.ndjson"
+    proc = subprocess.run(
+        [sys.executable, "-c", OUT_OF_MEMORY_CHILD, str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    data = out.read_bytes()
+    assert len(data) == int(proc.stdout.split()[-1])
+    assert data == b"first line\n" + b"x" * (32 << 20) + b"\nlast line\n"

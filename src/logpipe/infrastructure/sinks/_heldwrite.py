@@ -116,15 +116,27 @@ class UnfinishedBatch:
     each batch is written, writes that rest first.
     """
 
-    __slots__ = ("rest", "_finished")
+    __slots__ = ("rest", "_finished", "_owed")
 
     def __init__(self) -> None:
         self.rest: memoryview | None = None
         self._finished: list[object] = []  # batches whose rest another writer finished
+        # A held batch cut short whose rest could not be copied out yet
+        # (MemoryError): the batch and how much of it is in the file.
+        self._owed: tuple[Batch, int] | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether the rest of a batch cut short is still to be written."""
+        return self.rest is not None or self._owed is not None
 
     def settle(self, batch: object, write_all: Callable[[memoryview], None]) -> bool:
         """Finish any rest with ``write_all`` (which stores what is still unwritten if it fails);
         True if ``batch`` is complete now and must not be written again."""
+        if self._owed is not None:
+            owed_batch, written = self._owed
+            self.rest = memoryview(owed_batch)[written:]  # MemoryError: still owed
+            self._owed = None
         if self.rest is not None:
             owed_batch = self.rest.obj
             write_all(self.rest)
@@ -166,7 +178,7 @@ class UnfinishedBatch:
                    wrote: Callable[[int], None] | None = None) -> None:  # fmt: skip
         """:meth:`write_all` for a held batch, written from the ring's memory.
 
-        Call it only with no rest pending. A write that failed before any
+        Call it only when nothing is :attr:`pending`. A write that failed before any
         byte raises and keeps nothing (the batch is still whole); one cut
         short goes on from a copy of the rest (``memoryview`` detaches the
         batch), which is kept as :attr:`rest` if it fails too.
@@ -175,7 +187,11 @@ class UnfinishedBatch:
         if wrote is not None and written:
             wrote(written)
         if written < batch.nbytes:
-            rest = memoryview(batch)[written:]
+            try:
+                rest = memoryview(batch)[written:]
+            except MemoryError:
+                self._owed = (batch, written)  # settle() copies it out when it can
+                raise
             try:
                 self.write_all(writes, fd, rest, name, wrote)
             except BaseException:

@@ -168,7 +168,7 @@ class FileSink(CountingSink):
         # Only the plain case: a rest to finish, a rotation or a file to
         # reopen go through _write (the batch is copied out for it).
         if (
-            self._unfinished.rest is not None
+            self._unfinished.pending
             or self._fd < 0
             or not self._writes.regular
             or self._rotation_due(batch.nbytes)
