@@ -604,3 +604,43 @@ def test_a_short_write_whose_rest_cannot_be_copied_out_is_still_owed(tmp_path):
     data = out.read_bytes()
     assert len(data) == int(proc.stdout.split()[-1])
     assert data == b"first line\n" + b"x" * (32 << 20) + b"\nlast line\n"
+
+
+def test_stdout_to_a_regular_file_takes_held_batches_too(tmp_path):
+    """``--sink stdout > FILE``: the stdout sink writes held batches from the
+    ring as the file sink does, after what the process wrote to the stream."""
+    from logpipe.infrastructure.sinks.stdout import StdoutSink
+
+    rng = random.Random(5)
+    records = [production_record(rng) for _ in range(300)]
+    path = tmp_path / "out.ndjson"
+    ring = RingBuffer(64, max_record_size=MAX_RECORD)
+    with open(path, "wb") as stream:
+        sink = StdoutSink(stream)
+        assert sink.takes_held_batches
+        stream.write(b"# header\n")  # buffered in the stream: must land first
+        put = taken = 0
+        while taken < len(records):
+            put += ring.put_many(records[put : put + 50], block=False)
+            batch = ring.get_batch(len(ring), timeout=0, hold=True)
+            assert batch.held
+            sink.write_batch(batch)
+            assert batch.held  # written from the ring, not copied out
+            taken += len(batch)
+            batch.release()
+        sink.close()
+    assert path.read_bytes() == b"# header\n" + framed(records)
+    assert sink.records == len(records)
+    assert len(ring) == 0 and ring.nbytes == 0
+
+
+def test_stdout_to_a_pipe_does_not_take_held_batches():
+    from logpipe.infrastructure.sinks.stdout import StdoutSink
+
+    read_end, write_end = os.pipe()
+    try:
+        with os.fdopen(write_end, "wb", closefd=False) as stream:
+            assert StdoutSink(stream).takes_held_batches is False
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -13,6 +13,8 @@ does, which at the spec's defaults moves several times the logs a second
 of a write through the stream (``bench/bench_pipeline.py --writes both``).
 A write that fails part-way there (a full disk) is completed first by the
 next one, as in the file sink: retries neither duplicate nor tear a line.
+There, too, the workers hand the sink held batches, written straight from
+the ring's memory (``takes_held_batches``; see the file sink).
 
 When the reader goes away (``logpipe run --sink stdout | head``) the write
 fails with a :class:`~logpipe.exceptions.SinkError` naming the broken pipe,
@@ -25,11 +27,14 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import BinaryIO, ClassVar
+from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 from logpipe.exceptions import SinkError
 from logpipe.infrastructure.sinks._base import CountingSink
 from logpipe.infrastructure.sinks._heldwrite import HeldWrites, UnfinishedBatch, is_regular_file
+
+if TYPE_CHECKING:
+    from logpipe._ringbuf import Batch
 
 __all__ = ["StdoutSink", "StdoutSinkConfig"]
 
@@ -80,6 +85,25 @@ class StdoutSink(CountingSink):
             raise SinkError(_BROKEN, retryable=False) from exc
         except OSError as exc:
             raise SinkError(f"stdout: write failed ({exc.strerror or exc})") from exc
+
+    @property
+    def takes_held_batches(self) -> bool:
+        """Whether workers should hand this sink held batches: yes when
+        standard output is a regular file (as the file sink: its writes
+        return promptly, so a batch keeps its ring slots only that long)."""
+        return self._file_fd >= 0
+
+    def _write_held(self, batch: Batch) -> bool:
+        # A held batch straight from the ring to the file; anything but the
+        # plain case (no file, a rest pending, a broken stream) copies it out.
+        if self._file_fd < 0 or self._broken or self._unfinished.pending:
+            return False
+        try:
+            self._stream.flush()  # what the process wrote to the stream before goes first
+            self._unfinished.write_held(self._writes, self._file_fd, batch, self.name)
+        except OSError as exc:
+            raise SinkError(f"stdout: write failed ({exc.strerror or exc})") from exc
+        return True
 
     def _write_to_file(self, view: memoryview) -> None:
         # An OSError goes on to _write, which says "stdout: write failed (...)".
