@@ -135,6 +135,10 @@ def main(path, count):
         for _ in range(count // 100):
             put_many(records)
             get_batch(100, 0)
+    elif path == "put_many+get_batch(hold)":
+        for _ in range(count // 100):
+            put_many(records)
+            get_batch(100, 0, hold=True).release()
     elif path == "put_many+get_many":
         for _ in range(count // 100):
             put_many(records)
@@ -198,8 +202,8 @@ def main(path, count):
 main(sys.argv[1], int(sys.argv[2]))
 """
 
-PATHS = ("put_many+get_batch", "put_many+get_many", "put+get", "SimpleQueue put+get", "framer raw", "framer json",
-         "framer json mix")
+PATHS = ("put_many+get_batch", "put_many+get_batch(hold)", "put_many+get_many", "put+get", "SimpleQueue put+get",
+         "framer raw", "framer json", "framer json mix")
 
 
 def instructions(python: str, script: str, path: str, count: int) -> int:
@@ -237,10 +241,10 @@ def main() -> None:
         with open(script, "w") as f:
             f.write(LOOP)
         print(f"instructions per record (70-byte records, ring of 1500, {args.records:,} records)")
-        print(f"{'path':<20}" + "".join(f"{p[-40:]:>42}" for p in pythons))
+        print(f"{'path':<26}" + "".join(f"{p[-40:]:>42}" for p in pythons))
         for path in PATHS:
             cells = [per_record(python, script, path, args.records) for python in pythons]
-            print(f"{path:<20}" + "".join(f"{c:>42.0f}" for c in cells))
+            print(f"{path:<26}" + "".join(f"{c:>42.0f}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -984,6 +984,18 @@ def produce(ring: RingBuffer, pid: int, errors: list) -> None:
         ring.close()
 
 
+def run_producers_and_consumers(ring: RingBuffer, consume, errors: list) -> None:
+    """PRODUCERS threads running produce() and CONSUMERS threads running
+    ``consume(i)``; the ring is closed once the producers are done; every
+    thread is joined within its timeout."""
+    consumers = [start_daemon(consume, i) for i in range(CONSUMERS)]
+    producers = [start_daemon(produce, ring, i, errors) for i in range(PRODUCERS)]
+    join_all(producers, 60)
+    ring.close()
+    join_all(consumers, 60)
+    assert not errors, errors
+
+
 def check_streams(streams: list[list[bytes]], complete: bool) -> None:
     """Each consumer's stream keeps each producer's order; over all streams no
     record twice; if ``complete``, every record produced once."""
@@ -1056,12 +1068,7 @@ def test_threads_write_held_batches(capacity, scratch):
         finally:
             os.close(fd)
 
-    consumers = [start_daemon(consume, i) for i in range(CONSUMERS)]
-    producers = [start_daemon(produce, ring, i, errors) for i in range(PRODUCERS)]
-    join_all(producers, 60)
-    ring.close()
-    join_all(consumers, 60)
-    assert not errors, errors
+    run_producers_and_consumers(ring, consume, errors)
     streams = []
     for cid in range(CONSUMERS):
         data = (scratch / f"c{cid}").read_bytes()
@@ -1135,12 +1142,7 @@ def test_threads_detach_release_unread_and_drop(capacity, scratch):
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
 
-    consumers = [start_daemon(consume, i) for i in range(CONSUMERS)]
-    producers = [start_daemon(produce, ring, i, errors) for i in range(PRODUCERS)]
-    join_all(producers, 60)
-    ring.close()
-    join_all(consumers, 60)
-    assert not errors, errors
+    run_producers_and_consumers(ring, consume, errors)
     total = PRODUCERS * PER_PRODUCER
     taken = sorted(p for runs in positions for start, n in runs for p in range(start, start + n))
     assert taken == list(range(total)), "positions: a record taken twice or never"

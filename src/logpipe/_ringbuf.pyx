@@ -1340,17 +1340,24 @@ cdef int check_max_items(object max_items) except -1:
 # Batches: C-level storage and the copy out of the ring (no GIL needed)
 # --------------------------------------------------------------------------
 
-cdef int batch_reserve_run(lp_batch_t *b) noexcept nogil:
-    """Make room for one more run in the run list."""
+cdef inline int grow(void **array, Py_ssize_t *cap, Py_ssize_t want, size_t item,
+                     Py_ssize_t least) noexcept nogil:
+    """Make ``array`` (``cap`` items of ``item`` bytes) hold at least ``want``
+    items, doubling it (and at least ``least``) so growth costs O(1) a time."""
     cdef void *p
-    if b.nruns < b.runs_cap:
+    if want <= cap[0]:
         return LP_OK
-    p = realloc(b.runs, 2 * sizeof(uint64_t) * max(4, 2 * b.runs_cap))
+    want = max(want, 2 * cap[0], least)
+    p = realloc(array[0], <size_t>want * item)
     if p == NULL:
         return LP_NOMEM
-    b.runs = <uint64_t *>p
-    b.runs_cap = max(4, 2 * b.runs_cap)
+    array[0] = p
+    cap[0] = want
     return LP_OK
+
+cdef int batch_reserve_run(lp_batch_t *b) noexcept nogil:
+    """Make room for one more run in the run list (a run: two uint64_t)."""
+    return grow(<void **>&b.runs, &b.runs_cap, b.nruns + 1, 2 * sizeof(uint64_t), 4)
 
 cdef int batch_add_run(lp_batch_t *b, uint64_t pos, uint64_t n) noexcept nogil:
     """Remember that ring positions pos .. pos+n-1 are in this batch."""
@@ -1366,29 +1373,11 @@ cdef int batch_add_run(lp_batch_t *b, uint64_t pos, uint64_t n) noexcept nogil:
 
 cdef int batch_reserve_offsets(lp_batch_t *b, Py_ssize_t records) noexcept nogil:
     """Make room for ``records`` more entries in the offsets array (and the end one)."""
-    cdef Py_ssize_t want = b.count + records + 1
-    cdef void *p
-    if want > b.offsets_cap:
-        want = max(want, 2 * b.offsets_cap, 64)
-        p = realloc(b.offsets, want * sizeof(Py_ssize_t))
-        if p == NULL:
-            return LP_NOMEM
-        b.offsets = <Py_ssize_t *>p
-        b.offsets_cap = want
-    return LP_OK
+    return grow(<void **>&b.offsets, &b.offsets_cap, b.count + records + 1, sizeof(Py_ssize_t), 64)
 
 cdef int batch_reserve_bytes(lp_batch_t *b, Py_ssize_t nbytes) noexcept nogil:
     """Make room for ``nbytes`` more framed bytes."""
-    cdef Py_ssize_t want = b.size + nbytes
-    cdef void *p
-    if want > b.cap:
-        want = max(want, 2 * b.cap, 4096)
-        p = realloc(b.buf, want)
-        if p == NULL:
-            return LP_NOMEM
-        b.buf = <char *>p
-        b.cap = want
-    return LP_OK
+    return grow(<void **>&b.buf, &b.cap, b.size + nbytes, 1, 4096)
 
 
 cdef extern from *:
@@ -1528,6 +1517,35 @@ cdef inline void release_slots(lp_ring_t *r, uint64_t pos, uint64_t n) noexcept 
     lp_store_release_run(&r.slots.seq, SLOT_WORDS, pos + m + r.nslots, n - m)
 
 
+ctypedef struct block_t:
+    # One block of a claim framed by peek_framed, as copy_framed and
+    # hold_framed read it: where its stored bytes are and how long it is.
+    Py_ssize_t start        # offset of its first record in the batch
+    Py_ssize_t length       # framed: newlines included
+    char *stored            # its bytes in the ring, or the out-of-line pointer's place
+    bint out_of_line        # one record stored apart (its bytes: out_of_line_copy(stored))
+    uint32_t stamp          # when it was pushed (a claim stamps all its records alike)
+
+
+cdef inline void block_at(lp_ring_t *r, uint64_t first, const Py_ssize_t *offsets,
+                          const uint32_t *blocks, uint64_t nblocks, uint64_t k, uint64_t n,
+                          block_t *block) noexcept nogil:
+    """Block ``k`` of the ``nblocks`` of ``n`` records claimed from slot index
+    ``first`` (offsets and blocks as peek_framed left them)."""
+    cdef uint64_t i = blocks[k]
+    cdef uint64_t end = blocks[k + 1] if k + 1 < nblocks else n
+    cdef uint64_t idx = first + i
+    cdef uint32_t offset
+    if idx >= r.nslots:
+        idx -= r.nslots
+    offset = r.slots[idx].offset
+    block.start = offsets[i]
+    block.length = offsets[end] - offsets[i]
+    block.stored = r.data + idx * r.share + (offset & ~LP_OUT_OF_LINE)
+    block.out_of_line = (offset & LP_OUT_OF_LINE) != 0
+    block.stamp = r.stamps[idx]
+
+
 cdef void copy_framed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
                       const uint32_t *blocks, uint64_t nblocks) noexcept nogil:
     """Copy the ``n`` records claimed at ``pos``, framed by peek_framed (their
@@ -1535,10 +1553,8 @@ cdef void copy_framed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
     run), into the batch one block at a time, and hand their slots back."""
     cdef Py_ssize_t *offsets = b.offsets + b.count   # offsets[i]: where record i starts
     cdef uint64_t first = <uint64_t>(slot_at(r, pos) - r.slots)
-    cdef uint64_t k, i, idx, end
-    cdef uint32_t offset
-    cdef Py_ssize_t length
-    cdef char *stored
+    cdef uint64_t k
+    cdef block_t block
     cdef char *out
     cdef char *copy
     cdef uint32_t now_ms = lp_now_ms()
@@ -1546,25 +1562,18 @@ cdef void copy_framed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
     cdef Py_ssize_t size = offsets[n]
     cdef double oldest
     for k in range(nblocks):
-        i = blocks[k]
-        end = blocks[k + 1] if k + 1 < nblocks else n
-        idx = first + i
-        if idx >= r.nslots:
-            idx -= r.nslots
-        offset = r.slots[idx].offset
-        stored = r.data + idx * r.share + (offset & ~LP_OUT_OF_LINE)
-        out = b.buf + offsets[i]
-        length = offsets[end] - offsets[i]      # framed: newlines included
+        block_at(r, first, offsets, blocks, nblocks, k, n, &block)
+        out = b.buf + block.start
         # A block is one claim's (or part of one), and a claim stamps all
         # its records alike: its first record's stamp is the block's.
-        max_age = older(max_age, now_ms, r.stamps[idx])
-        if offset & LP_OUT_OF_LINE:             # a block of its own
-            copy = out_of_line_copy(stored)
-            memcpy(out, copy, length - 1)
-            out[length - 1] = b'\n'
+        max_age = older(max_age, now_ms, block.stamp)
+        if block.out_of_line:                   # a block of its own
+            copy = out_of_line_copy(block.stored)
+            memcpy(out, copy, block.length - 1)
+            out[block.length - 1] = b'\n'
             free(copy)
         else:
-            lp_copy(out, stored, length)
+            lp_copy(out, block.stored, block.length)
     b.size = size
     b.count += n
     # Only now that every byte is copied: a slot handed back lets a producer
@@ -1633,16 +1642,7 @@ NEWLINE[0] = b'\n'
 cdef int batch_reserve_pieces(lp_batch_t *b, uint64_t nblocks) noexcept nogil:
     """Make room for the pieces of ``nblocks`` more blocks: one each, two
     for a record out of line (its copy and a newline)."""
-    cdef Py_ssize_t want = b.npieces + 2 * <Py_ssize_t>nblocks
-    cdef void *p
-    if want > b.pieces_cap:
-        want = max(want, 2 * b.pieces_cap, 16)
-        p = realloc(b.pieces, want * sizeof(iovec))
-        if p == NULL:
-            return LP_NOMEM
-        b.pieces = <iovec *>p
-        b.pieces_cap = want
-    return LP_OK
+    return grow(<void **>&b.pieces, &b.pieces_cap, b.npieces + 2 * <Py_ssize_t>nblocks, sizeof(iovec), 16)
 
 
 cdef inline void add_piece(lp_batch_t *b, char *start, Py_ssize_t length) noexcept nogil:
@@ -1666,29 +1666,20 @@ cdef void hold_framed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
     slots (room made for the pieces and one more run)."""
     cdef Py_ssize_t *offsets = b.offsets + b.count
     cdef uint64_t first = <uint64_t>(slot_at(r, pos) - r.slots)
-    cdef uint64_t k, i, idx, end
-    cdef uint32_t offset
-    cdef Py_ssize_t length
-    cdef char *stored
+    cdef uint64_t k
+    cdef block_t block
     cdef uint32_t now_ms = lp_now_ms()
     cdef uint32_t max_age = 0
     cdef double oldest
     for k in range(nblocks):
-        i = blocks[k]
-        end = blocks[k + 1] if k + 1 < nblocks else n
-        idx = first + i
-        if idx >= r.nslots:
-            idx -= r.nslots
-        offset = r.slots[idx].offset
-        stored = r.data + idx * r.share + (offset & ~LP_OUT_OF_LINE)
-        length = offsets[end] - offsets[i]      # framed: newlines included
-        max_age = older(max_age, now_ms, r.stamps[idx])
-        if offset & LP_OUT_OF_LINE:             # a block of its own: its copy, then a newline
-            add_piece(b, out_of_line_copy(stored), length - 1)
+        block_at(r, first, offsets, blocks, nblocks, k, n, &block)
+        max_age = older(max_age, now_ms, block.stamp)
+        if block.out_of_line:                   # a block of its own: its copy, then a newline
+            add_piece(b, out_of_line_copy(block.stored), block.length - 1)
             add_piece(b, NEWLINE, 1)
             b.out_of_line = True
         else:
-            add_piece(b, stored, length)
+            add_piece(b, block.stored, block.length)
     b.size = offsets[n]
     b.count += n
     batch_add_run(b, pos, n)

@@ -177,10 +177,7 @@ class FileSink(CountingSink):
         try:
             self._unfinished.write_held(self._writes, self._fd, batch, self.name, self._count_written)
         except OSError as exc:
-            raise SinkError(
-                f"{self.name}: write failed ({exc.strerror or exc})",
-                retryable=exc.errno in _TRANSIENT,
-            ) from exc
+            raise self._write_failed(exc) from exc
         self._write_back()
         return True
 
@@ -226,11 +223,11 @@ class FileSink(CountingSink):
         try:
             self._unfinished.write_all(self._writes, self._fd, view, self.name, self._count_written)
         except OSError as exc:
-            raise SinkError(
-                f"{self.name}: write failed ({exc.strerror or exc})",
-                retryable=exc.errno in _TRANSIENT,
-            ) from exc
+            raise self._write_failed(exc) from exc
         self._write_back()
+
+    def _write_failed(self, exc: OSError) -> SinkError:
+        return SinkError(f"{self.name}: write failed ({exc.strerror or exc})", retryable=exc.errno in _TRANSIENT)
 
     def _write_back(self) -> None:
         if self._fsync and self._size - self._written_back >= WRITEBACK_STEP:
