@@ -1692,25 +1692,15 @@ cdef void lp_batch_unhold(lp_batch_t *b) noexcept nogil:
     """Give a held batch's slots (and its share of the byte budget) back to
     the ring, freeing its out-of-line copies; the batch is then empty. Its
     bytes must not be read after this."""
-    cdef lp_ring_t *r = b.hold
     cdef Py_ssize_t k
-    cdef uint64_t pos, n, i
-    cdef lp_slot_t *s
-    cdef Py_ssize_t payload = b.size - b.count     # framed bytes less the newlines
-    if r == NULL or b.count == 0:
+    cdef uint64_t payload = <uint64_t>(b.size - b.count)   # framed bytes less the newlines
+    if b.hold == NULL or b.count == 0:
         return
+    # Run by run (one, unless the batch was taken in several claims); the
+    # byte budget goes back with the last.
     for k in range(b.nruns):
-        pos = b.runs[2 * k]
-        n = b.runs[2 * k + 1]
-        if b.out_of_line:
-            s = slot_at(r, pos)
-            for i in range(n):
-                free_out_of_line(r, s)
-                s = next_slot(r, s)
-        release_slots(r, pos, n)
-    if payload:
-        lp_fetch_sub_u64(&r.nbytes, <uint64_t>payload)
-    lp_ec_notify(&r.not_full)
+        release_claimed(b.hold, b.runs[2 * k], b.runs[2 * k + 1],
+                        payload if k == b.nruns - 1 else 0, b.out_of_line)
     b.size = b.count = b.nruns = b.npieces = 0
     b.out_of_line = False
 
