@@ -1157,6 +1157,16 @@ def test_threads_detach_release_unread_and_drop(capacity, scratch):
 # --- 7. a getter that waits does not pin the ring -------------------------------------
 
 
+def put_later(ring: RingBuffer, records: list[bytes]):
+    """A thread that puts ``records`` 50 ms from now (join it with join_all)."""
+
+    def add_later() -> None:
+        time.sleep(0.05)
+        ring.put_many(records)
+
+    return start_daemon(add_later)
+
+
 def test_a_waiting_hold_getter_copies_first(scratch):
     """hold=True, more asked than is there, a producer adding records 50 ms
     later: the batch has everything (what was there and what came) and is
@@ -1166,12 +1176,7 @@ def test_a_waiting_hold_getter_copies_first(scratch):
     later = [text(rng, n) for n in (5, 20_000, 111, 1)]
     ring = RingBuffer(64, max_record_size=1 << 16)
     ring.put_many(first)
-
-    def add_later() -> None:
-        time.sleep(0.05)
-        ring.put_many(later)
-
-    producer = start_daemon(add_later)
+    producer = put_later(ring, later)
     batch = ring.get_batch(20, timeout=0.2, hold=True)
     join_all([producer], 10)
     records = list(batch) + list(ring.get_batch(20, timeout=0))  # the producer may have been late
@@ -1184,12 +1189,7 @@ def test_a_waiting_hold_getter_copies_first(scratch):
 def test_a_hold_getter_that_waits_on_an_empty_ring_is_not_held():
     ring = RingBuffer(16)
     records = [b"a", b"b" * 300, b"c"]
-
-    def add_later() -> None:
-        time.sleep(0.05)
-        ring.put_many(records)
-
-    producer = start_daemon(add_later)
+    producer = put_later(ring, records)
     batch = ring.get_batch(3, timeout=5, hold=True)
     join_all([producer], 10)
     assert list(batch) == records

@@ -1705,25 +1705,24 @@ cdef void lp_batch_unhold(lp_batch_t *b) noexcept nogil:
     b.out_of_line = False
 
 
+cdef inline void gather_pieces(char *out, const iovec *pieces, Py_ssize_t npieces) noexcept nogil:
+    # The pieces' bytes, one after another, into ``out`` (room for all of them).
+    cdef Py_ssize_t k
+    for k in range(npieces):
+        lp_copy(out, <char *>pieces[k].iov_base, pieces[k].iov_len)
+        out += pieces[k].iov_len
+
+
 cdef int lp_batch_detach(lp_batch_t *b) noexcept nogil:
     """Copy a held batch's bytes out of the ring into its own buffer, then
     give the slots back: an ordinary batch from then on, the same records.
     LP_NOMEM (and nothing changed) if the buffer cannot be had."""
-    cdef Py_ssize_t k, count = b.count, size = b.size, nruns = b.nruns
-    cdef char *out
-    cdef void *p
+    cdef Py_ssize_t count = b.count, size = b.size, nruns = b.nruns
     if b.hold == NULL:
         return LP_OK
-    if size > b.cap:
-        p = realloc(b.buf, <size_t>size)
-        if p == NULL:
-            return LP_NOMEM
-        b.buf = <char *>p
-        b.cap = size
-    out = b.buf
-    for k in range(b.npieces):
-        lp_copy(out, <char *>b.pieces[k].iov_base, b.pieces[k].iov_len)
-        out += b.pieces[k].iov_len
+    if grow(<void **>&b.buf, &b.cap, size, 1, 4096) != LP_OK:
+        return LP_NOMEM
+    gather_pieces(b.buf, b.pieces, b.npieces)
     lp_batch_unhold(b)
     # The same records, now in buf: unhold emptied the counts, not the arrays.
     b.count, b.size, b.nruns = count, size, nruns
@@ -1787,6 +1786,15 @@ cdef inline void batch_memory_from_spare(lp_batch_t *b) noexcept nogil:
         return
     move_batch_memory(b, &spare.memory)
     lp_store_release_u32(&spare.state, SPARE_EMPTY)
+
+
+cdef void free_batch_memory(lp_batch_t *b) noexcept nogil:
+    """Let the batch's buffer, offsets and run list go (to the spare, if it
+    takes them); the fields are left as they were."""
+    if not batch_memory_to_spare(b):
+        free(b.buf)
+        free(b.offsets)
+        free(b.runs)
 
 
 cdef void lp_batch_clear(lp_batch_t *b) noexcept nogil:
@@ -1860,15 +1868,11 @@ cdef int write_gathered(int fd, const iovec *pieces, Py_ssize_t npieces, Py_ssiz
     """write_pieces, from one buffer the pieces are copied into first; -2 if
     that buffer could not be had (nothing written)."""
     cdef char *buf = <char *>malloc(<size_t>size)
-    cdef char *out = buf
     cdef iovec whole
-    cdef Py_ssize_t k
     cdef int error
     if buf == NULL:
         return -2
-    for k in range(npieces):
-        lp_copy(out, <char *>pieces[k].iov_base, pieces[k].iov_len)
-        out += pieces[k].iov_len
+    gather_pieces(buf, pieces, npieces)
     whole.iov_base = buf
     whole.iov_len = <size_t>size
     error = write_pieces(fd, &whole, 1, written)
@@ -1931,10 +1935,7 @@ cdef class Batch:
     def __dealloc__(self):
         lp_batch_unhold(&self.b)        # the ring is still referenced here
         free(self.b.pieces)
-        if not batch_memory_to_spare(&self.b):
-            free(self.b.buf)
-            free(self.b.offsets)
-            free(self.b.runs)
+        free_batch_memory(&self.b)
 
     def __init__(self):
         raise TypeError("Batch objects come from RingBuffer.get_batch()")
@@ -2003,10 +2004,7 @@ cdef class Batch:
             with nogil:
                 lp_batch_unhold(&self.b)
             self.b.hold = NULL
-        if not batch_memory_to_spare(&self.b):
-            free(self.b.buf)
-            free(self.b.offsets)
-            free(self.b.runs)
+        free_batch_memory(&self.b)
         self.b.buf = NULL
         self.b.offsets = NULL
         self.b.runs = NULL
@@ -2128,7 +2126,7 @@ cdef class Batch:
         return PyBytes_FromStringAndSize(self.b.buf if self.b.buf != NULL else EMPTY_BUFFER, self.b.size)
 
     def __repr__(self):
-        held = " held" if self.b.hold != NULL and self.b.count > 0 else ""
+        held = " held" if self.held else ""
         return f"<logpipe.Batch records={self.b.count} nbytes={self.b.size}{held}>"
 
 

@@ -86,26 +86,35 @@ class HeldWrites:
 
     def write(self, fd: int, view: memoryview) -> int:
         """One ``write(2)`` of ``view`` to ``fd``, as ``os.write``: bytes written, or OSError."""
-        if self.regular and len(view) <= HOLD_GIL_MAX_BYTES:
-            start = monotonic_ns()
-            if start >= self._release_until:
-                written = write_holding_gil(fd, view)
-                if monotonic_ns() - start > SLOW_WRITE_NS:
-                    self._release_until = start + RELEASE_AFTER_SLOW_NS
-                return written
-        return os.write(fd, view)
+        start = self._keep_gil_from(len(view))
+        if not start:
+            return os.write(fd, view)
+        written = write_holding_gil(fd, view)
+        self._timed(start)
+        return written
 
     def write_batch(self, fd: int, batch: Batch) -> int:
         """:meth:`write` for a held batch, from the ring's memory (``Batch.write_to``):
         bytes written, short only if a write failed after progress; OSError if none."""
-        if self.regular and batch.nbytes <= HOLD_GIL_MAX_BYTES:
+        start = self._keep_gil_from(batch.nbytes)
+        if not start:
+            return batch.write_to(fd)
+        written = batch.write_to(fd, keep_gil=True)
+        self._timed(start)
+        return written
+
+    def _keep_gil_from(self, nbytes: int) -> int:
+        """monotonic_ns() now if a write of ``nbytes`` may keep the GIL; 0 if it lets it go."""
+        if self.regular and nbytes <= HOLD_GIL_MAX_BYTES:
             start = monotonic_ns()
             if start >= self._release_until:
-                written = batch.write_to(fd, keep_gil=True)
-                if monotonic_ns() - start > SLOW_WRITE_NS:
-                    self._release_until = start + RELEASE_AFTER_SLOW_NS
-                return written
-        return batch.write_to(fd)
+                return start
+        return 0
+
+    def _timed(self, start: int) -> None:
+        """After a write that kept the GIL from ``start``: if it was slow, let the next second's go."""
+        if monotonic_ns() - start > SLOW_WRITE_NS:
+            self._release_until = start + RELEASE_AFTER_SLOW_NS
 
 
 class UnfinishedBatch:

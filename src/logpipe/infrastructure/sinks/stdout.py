@@ -41,6 +41,10 @@ __all__ = ["StdoutSink", "StdoutSinkConfig"]
 _BROKEN = "stdout: the reader has closed the pipe (broken pipe)"
 
 
+def _write_failed(exc: OSError) -> SinkError:
+    return SinkError(f"stdout: write failed ({exc.strerror or exc})")
+
+
 def _regular_file_fd(stream: BinaryIO) -> int:
     """The stream's file descriptor if it is open on a regular file, else -1."""
     try:
@@ -84,7 +88,7 @@ class StdoutSink(CountingSink):
             self._silence()
             raise SinkError(_BROKEN, retryable=False) from exc
         except OSError as exc:
-            raise SinkError(f"stdout: write failed ({exc.strerror or exc})") from exc
+            raise _write_failed(exc) from exc
 
     @property
     def takes_held_batches(self) -> bool:
@@ -102,7 +106,7 @@ class StdoutSink(CountingSink):
             self._stream.flush()  # what the process wrote to the stream before goes first
             self._unfinished.write_held(self._writes, self._file_fd, batch, self.name)
         except OSError as exc:
-            raise SinkError(f"stdout: write failed ({exc.strerror or exc})") from exc
+            raise _write_failed(exc) from exc
         return True
 
     def _write_to_file(self, view: memoryview) -> None:
