@@ -184,7 +184,7 @@ from libc.string cimport memchr, memcpy, memmove
 from logpipe._ringbuf cimport (
     LP_CLOSED, LP_NOMEM, LP_OK, LP_PUSH_CHUNK, LP_TIMEOUT, LP_WOULD_BLOCK,
     RingBuffer, lp_cas_u64, lp_now, lp_push_many, lp_ring_is_closed, lp_ring_t,
-    lp_store_release, lp_wait_writable,
+    lp_store_release, lp_wait_room,
 )
 
 __all__ = [
@@ -989,6 +989,7 @@ cdef class LineFramer:
 
     # state of the current feed
     cdef double deadline
+    cdef double last_wait       # how long the last wait for room took (lp_wait_room)
     cdef bint given_up
     cdef bint nomem
     cdef bint broken
@@ -1101,7 +1102,7 @@ cdef class LineFramer:
             if status == LP_NOMEM:
                 self.nomem = True
                 break
-            if lp_wait_writable(self.r, self.c_len[i], self.deadline, -1.0) == LP_TIMEOUT:
+            if lp_wait_room(self.r, self.c_len[i], self.deadline, &self.last_wait) == LP_TIMEOUT:
                 # One last try: room may have come as time ran out.
                 i += lp_push_many(self.r, &self.c_data[i], &self.c_len[i], n - i, &status)
                 if status == LP_CLOSED:

@@ -128,6 +128,8 @@ cdef uint64_t lp_claim_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos) noex
 cdef const char *lp_slot_record(lp_ring_t *r, uint64_t pos, uint32_t *length) noexcept nogil
 cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept nogil
 cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop, double slice) noexcept nogil
+cdef int lp_wait_room(lp_ring_t *r, uint64_t need_bytes, double deadline,
+                      double *last_wait) noexcept nogil
 cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline,
                           double slice) noexcept nogil
 cdef double lp_wait_slice() noexcept

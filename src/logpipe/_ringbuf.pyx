@@ -278,6 +278,20 @@ cdef enum:
 cdef double LINGER_QUIET = 10e-6
 cdef double LINGER_MAX = 200e-6
 cdef bint linger_enabled = not LP_FREE_THREADED and len(os.sched_getaffinity(0)) > 1
+# lp_wait_room's spin: on one CPU a spinning producer only keeps the
+# consumer it waits for from running.
+cdef bint bulk_spin = len(os.sched_getaffinity(0)) > 1
+# Its longest spin, in seconds: about the time a park and its wake-up cost.
+cdef double ROOM_SPIN = 50e-6
+
+
+def _set_bulk_spin(bint on):
+    """Turn lp_wait_room's spin on or off (for benchmarks comparing the
+    two); returns the previous setting."""
+    global bulk_spin
+    cdef bint was = bulk_spin
+    bulk_spin = on
+    return was
 
 cdef char EMPTY_BUFFER[1]
 
@@ -1132,6 +1146,45 @@ cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline,
     lp_fetch_add_u32(&r.putters_waiting, 1)
     cdef int status = wait_writable(r, need_bytes, deadline, slice, other_lingering)
     lp_fetch_sub_u32(&r.putters_waiting, 1)
+    return status
+
+
+cdef int lp_wait_room(lp_ring_t *r, uint64_t need_bytes, double deadline,
+                      double *last_wait) noexcept nogil:
+    """lp_wait_writable for a producer that pushes lines in bulk (a line
+    framer), with no signal slice, which keeps in ``last_wait`` how long its
+    last wait took (start it at 0).
+
+    If that wait was short, room is likely to come as soon again: a busy
+    worker frees its slots every batch, ~30 us apart at the spec's batch of
+    50. So it spins up to ROOM_SPIN seconds before it parks. Parked, it would
+    sleep through each batch, and the worker would pay a futex wake (a
+    system call and an interrupt to this CPU) for every batch it frees: 1 in
+    8 of its time (docs/benchmarks.md, issue 9's tenth round). After a long
+    wait (a slow sink) it spins only as briefly as lp_wait_writable, so a
+    slow consumer costs no CPU.
+    """
+    if writable(r, need_bytes):
+        return LP_OK
+    cdef double started = lp_now()
+    cdef double spin_until = started
+    cdef uint32_t spins = 0
+    cdef int status = LP_OK
+    if bulk_spin and last_wait[0] <= ROOM_SPIN:
+        spin_until += ROOM_SPIN
+        if 0 <= deadline < spin_until:
+            spin_until = deadline   # never past the caller's deadline (timeout=0: no spin)
+    lp_fetch_add_u32(&r.putters_waiting, 1)
+    while not writable(r, need_bytes):
+        lp_cpu_relax()
+        spins += 1
+        if spins % 32 == 0 and lp_now() >= spin_until:
+            # Spun out: wait as any putter does (a short spin, then park).
+            status = wait_writable(r, need_bytes, deadline, -1.0,
+                                   lp_load_relaxed_u32(&r.getter_lingering) != 0)
+            break
+    lp_fetch_sub_u32(&r.putters_waiting, 1)
+    last_wait[0] = lp_now() - started
     return status
 
 
