@@ -2,11 +2,15 @@
 
     python bench/bench_tcp.py [--lines 2000000] [--connections 4] [--format raw|json|both]
                               [--mode pieces|pipeline] [--channel-size 16384] [--batch-size 1024]
-                              [--repeat 3] [--dir DIR]
+                              [--repeat 3] [--dir DIR] [--senders threads|process]
 
 The same pregenerated ~85-byte JSON lines (``--lines`` in all, split evenly
 over ``--connections`` client connections, each sending its whole buffer
-with ``sendall``) go, in the same run, through:
+with ``sendall``) go, in the same run, through the sides below. The
+senders are threads of this process (``--senders threads``, the default,
+as in the rounds before issue 9's tenth), or threads of a child process
+that is ready before each run's clock starts (``--senders process``: the
+way real clients run, sharing only the CPUs; see :class:`Clients`).
 
 * logpipe: ``TcpSource`` -> ``RingBuffer`` -> worker(s) -> ``FileSink``.
   ``--mode pieces`` (default) runs one writer thread doing
@@ -58,6 +62,7 @@ import os
 import queue
 import socket
 import socketserver
+import subprocess
 import sys
 import tempfile
 import threading
@@ -114,6 +119,77 @@ def send_all(address: tuple[str, int], payloads: list[bytes]) -> list[threading.
     return threads
 
 
+class Clients:
+    """The senders of one run: one connection per payload, each sent whole with ``sendall``.
+
+    ``process=False`` (``--senders threads``, as in the rounds before issue 9's
+    tenth): threads of this process, which share its GIL with the receiving
+    side (``sendall`` takes it back between its sends). ``process=True``
+    (``--senders process``): threads of one child process that builds its
+    own copy of the payloads and is ready before the clock starts, the way
+    real clients run, sharing only the CPUs.
+    """
+
+    def __init__(self, payloads: list[bytes], process: bool) -> None:
+        self._payloads = payloads
+        self._threads: list[threading.Thread] = []
+        self._child: subprocess.Popen[str] | None = None
+        if process:
+            lines = sum(len(p) for p in payloads) // LINE_SIZE
+            here = os.path.dirname(os.path.abspath(__file__))
+            code = f"import sys; sys.path.insert(0, {here!r}); import bench_tcp; " \
+                   f"bench_tcp.child_sender({lines}, {len(payloads)})"
+            self._child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, text=True)
+            assert self._child.stdout is not None
+            if self._child.stdout.readline().strip() != "ready":
+                raise SystemExit("the sender process did not start")
+
+    def send(self, address: tuple[str, int]) -> None:
+        """Connect and send every payload (the clock has started)."""
+        if self._child is None:
+            self._threads = send_all(address, self._payloads)
+            return
+        assert self._child.stdin is not None
+        self._child.stdin.write(f"{address[0]} {address[1]}\n")
+        self._child.stdin.flush()
+
+    def join(self) -> None:
+        """Wait until every payload is sent."""
+        for thread in self._threads:
+            thread.join(TIMEOUT)
+        if self._child is not None and self._child.wait(TIMEOUT) != 0:
+            raise SystemExit(f"the sender process failed (exit {self._child.returncode})")
+
+
+def child_sender(lines: int, connections: int) -> None:
+    """The child of ``Clients(process=True)``: build the payloads, say ready, send them to the
+    address read from stdin; exit 1 if a connection failed."""
+    payloads = make_payloads(lines, connections)
+    print("ready", flush=True)
+    host, port = sys.stdin.readline().split()
+    failed: list[BaseException] = []
+
+    def send(payload: bytes) -> None:
+        # A blocking socket without a timeout: sendall is then one loop of
+        # send(2) in C, without a poll(2) before each (the parent's wait
+        # for the child bounds a run that hangs).
+        try:
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(payload)
+        except OSError as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=send, args=(p,)) for p in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    if failed:
+        print(f"sender: {failed[0]}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def wait_for(done: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + TIMEOUT
     while not done():
@@ -132,7 +208,8 @@ def check_output(path: str, expected_bytes: int, label: str) -> None:
 
 
 def logpipe_pieces(
-    payloads: list[bytes], fmt: str, out: str, channel_size: int, batch_size: int, workdir: str
+    payloads: list[bytes], fmt: str, out: str, channel_size: int, batch_size: int, workdir: str,
+    process_senders: bool = False,
 ) -> float:
     context = SourceContext(
         format=fmt,
@@ -160,10 +237,10 @@ def logpipe_pieces(
     writer = threading.Thread(target=write, daemon=True)
     source_thread.start()
     writer.start()
+    clients = Clients(payloads, process_senders)
     started = time.perf_counter()
-    senders = send_all(source.address, payloads)
-    for thread in senders:
-        thread.join(TIMEOUT)
+    clients.send(source.address)
+    clients.join()
     wait_for(lambda: source.records + source.invalid >= total, "logpipe to read every line")
     stop.set()
     source_thread.join(TIMEOUT)
@@ -177,7 +254,8 @@ def logpipe_pieces(
 
 
 def logpipe_pipeline(
-    payloads: list[bytes], fmt: str, out: str, channel_size: int, batch_size: int, workdir: str
+    payloads: list[bytes], fmt: str, out: str, channel_size: int, batch_size: int, workdir: str,
+    process_senders: bool = False,
 ) -> float:
     from logpipe.application.pipeline import Pipeline
     from logpipe.domain.config import PipelineConfig
@@ -201,9 +279,10 @@ def logpipe_pipeline(
     total = sum(len(p) for p in payloads) // LINE_SIZE
     runner = threading.Thread(target=pipeline.run, daemon=True)
     runner.start()
+    clients = Clients(payloads, process_senders)
     started = time.perf_counter()
-    for thread in send_all(source.address, payloads):
-        thread.join(TIMEOUT)
+    clients.send(source.address)
+    clients.join()
     wait_for(lambda: pipeline.metrics.processed.value >= total, "the pipeline to write every line")
     elapsed = time.perf_counter() - started
     pipeline.request_stop("benchmark done")
@@ -214,7 +293,7 @@ def logpipe_pipeline(
 # --- the naive pipeline --------------------------------------------------------------
 
 
-def naive(payloads: list[bytes], fmt: str, out: str, channel_size: int) -> float:
+def naive(payloads: list[bytes], fmt: str, out: str, channel_size: int, process_senders: bool = False) -> float:
     lines: queue.Queue[bytes | None] = queue.Queue(channel_size)
     validate = fmt == "json"
     total = sum(len(p) for p in payloads) // LINE_SIZE
@@ -251,9 +330,10 @@ def naive(payloads: list[bytes], fmt: str, out: str, channel_size: int) -> float
     writer = threading.Thread(target=write, daemon=True)
     serving.start()
     writer.start()
+    clients = Clients(payloads, process_senders)
     started = time.perf_counter()
-    for thread in send_all(server.server_address, payloads):
-        thread.join(TIMEOUT)
+    clients.send(server.server_address)
+    clients.join()
     wait_for(lambda: written[0] >= total, "the naive pipeline to write every line")
     elapsed = time.perf_counter() - started
     server.shutdown()
@@ -281,8 +361,6 @@ def checked(copy: Callable[[str], float], out: str, expected_bytes: int, label: 
 
 def cat_reference(payloads: list[bytes], workdir: str, repeat: int = 3) -> float:
     """Best of ``repeat`` ``cat FILE > OUT`` of the same bytes; the file is written first, untimed."""
-    import subprocess
-
     src = os.path.join(workdir, "cat-in.ndjson")
     with open(src, "wb") as f:
         for payload in payloads:
@@ -300,7 +378,7 @@ def cat_reference(payloads: list[bytes], workdir: str, repeat: int = 3) -> float
     return best
 
 
-def recv_write(payloads: list[bytes], out: str) -> float:
+def recv_write(payloads: list[bytes], out: str, process_senders: bool = False) -> float:
     """Per connection a thread: recv_into a 256 KiB buffer, os.write it to one O_APPEND file."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=128)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -320,9 +398,10 @@ def recv_write(payloads: list[bytes], out: str) -> float:
     acceptor = threading.Thread(target=accept, daemon=True)
     acceptor.start()
     nbytes = sum(len(p) for p in payloads)
+    clients = Clients(payloads, process_senders)
     started = time.perf_counter()
-    for thread in send_all(listener.getsockname(), payloads):
-        thread.join(TIMEOUT)
+    clients.send(listener.getsockname())
+    clients.join()
     wait_for(lambda: os.fstat(fd).st_size >= nbytes, "recv+write to write every byte")
     elapsed = time.perf_counter() - started
     acceptor.join(TIMEOUT)
@@ -331,7 +410,7 @@ def recv_write(payloads: list[bytes], out: str) -> float:
     return elapsed
 
 
-def rsyslog(payloads: list[bytes], fmt: str, out: str, workdir: str) -> float:
+def rsyslog(payloads: list[bytes], fmt: str, out: str, workdir: str, process_senders: bool = False) -> float:
     """rsyslogd: imtcp -> [mmjsonparse] -> omfile, listening before the clock starts."""
     with socket.socket() as probe:  # a free port for imtcp
         probe.bind(("127.0.0.1", 0))
@@ -349,9 +428,10 @@ def rsyslog(payloads: list[bytes], fmt: str, out: str, workdir: str) -> float:
 
         wait_for(listening, "rsyslogd to listen")
         nbytes = sum(len(p) for p in payloads)
+        clients = Clients(payloads, process_senders)
         started = time.perf_counter()
-        for thread in send_all(("127.0.0.1", port), payloads):
-            thread.join(TIMEOUT)
+        clients.send(("127.0.0.1", port))
+        clients.join()
         wait_for(lambda: os.path.exists(out) and os.path.getsize(out) >= nbytes, "rsyslogd to write every line")
         return time.perf_counter() - started
 
@@ -370,7 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-naive", action="store_true", help="run logpipe only")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side; the fastest is shown (default 3)")
     parser.add_argument("--dir", default=None, help="where the output files go (default: the system's temp dir)")
+    parser.add_argument("--senders", choices=("threads", "process"), default="threads",
+                        help="the clients: threads of this process (default), or threads of a child process "
+                             "made ready before the clock starts, as real clients are")
     args = parser.parse_args(argv)
+    process = args.senders == "process"
 
     payloads = make_payloads(args.lines, args.connections)
     nbytes = sum(len(p) for p in payloads)
@@ -378,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"TCP -> file: {args.lines:,} lines of {LINE_SIZE} bytes ({nbytes / 1e6:.0f} MB) over "
         f"{args.connections} connections; channel {args.channel_size}, batch {args.batch_size}, "
-        f"logpipe mode {args.mode}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+        f"logpipe mode {args.mode}, senders: {args.senders}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     print(f"{'pipeline':<28}{'seconds':>9}{'lines/s':>14}{'MB/s':>9}{'ratio':>9}{'vs cat':>8}"
           f"{'vs recv+write':>15}{'vs rsyslog':>12}")
@@ -386,25 +470,25 @@ def main(argv: list[str] | None = None) -> int:
         cat = cat_reference(payloads, workdir, args.repeat)
         print(f"{'cat FILE > OUT':<28}{cat:>9.2f}{args.lines / cat:>14,.0f}{nbytes / cat / 1e6:>9.0f}")
         physical = best_of(args.repeat, lambda: checked(
-            lambda out: recv_write(payloads, out), os.path.join(workdir, "recv-write.ndjson"), nbytes, "recv+write"))
+            lambda out: recv_write(payloads, out, process), os.path.join(workdir, "recv-write.ndjson"), nbytes, "recv+write"))
         print(f"{'recv+write (per connection)':<28}{physical:>9.2f}{args.lines / physical:>14,.0f}"
               f"{nbytes / physical / 1e6:>9.0f}")
         for fmt in formats:
             engine = None
             if rsyslog_available:
                 engine = best_of(args.repeat, lambda: checked(
-                    lambda out: rsyslog(payloads, fmt, out, workdir),
+                    lambda out: rsyslog(payloads, fmt, out, workdir, process),
                     os.path.join(workdir, f"rsyslog-{fmt}.ndjson"), nbytes, f"rsyslog {fmt}"))
                 print(f"{'rsyslog (' + fmt + ')':<28}{engine:>9.2f}{args.lines / engine:>14,.0f}"
                       f"{nbytes / engine / 1e6:>9.0f}")
             run = logpipe_pieces if args.mode == "pieces" else logpipe_pipeline
             fast = best_of(args.repeat, lambda: checked(
-                lambda out: run(payloads, fmt, out, args.channel_size, args.batch_size, workdir),
+                lambda out: run(payloads, fmt, out, args.channel_size, args.batch_size, workdir, process),
                 os.path.join(workdir, f"logpipe-{fmt}.ndjson"), nbytes, f"logpipe {fmt}"))
             slow = None
             if not args.skip_naive:
                 slow = best_of(args.repeat, lambda: checked(
-                    lambda out: naive(payloads, fmt, out, args.channel_size),
+                    lambda out: naive(payloads, fmt, out, args.channel_size, process),
                     os.path.join(workdir, f"naive-{fmt}.ndjson"), nbytes, f"naive {fmt}"))
             for label, seconds in ((f"logpipe ({fmt})", fast), (f"naive Python ({fmt})", slow)):
                 if seconds is None:
