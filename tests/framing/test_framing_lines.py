@@ -15,6 +15,7 @@ import tracemalloc
 
 import pytest
 
+import logpipe._ringbuf as ringbuf
 from logpipe import RingBuffer
 from logpipe._framing import KEPT_BYTES, REJECTED_LIMIT, LineFramer
 
@@ -503,18 +504,27 @@ def test_closed_ring_holds_lines_without_raising():
     assert ring.get_many(10) == [b"a", b"b", b"c"]
 
 
-def test_ring_closed_while_feed_waits():
-    """A feed blocked on a full ring returns when the ring is closed, with closed set."""
-    ring = RingBuffer(1)
-    framer = LineFramer(ring, max_line=100)
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(framer.feed(b"a\nb\nc\n")), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 2
-    while ring.put_waits == 0 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    ring.close()
-    thread.join(JOIN)
+@pytest.mark.parametrize("spin", [True, False], ids=["spin", "no-spin"])
+@pytest.mark.parametrize("close_when", ["full", "parked"])
+def test_ring_closed_while_feed_waits(spin, close_when):
+    """A feed blocked on a full ring returns when the ring is closed, with closed set:
+    closed as soon as the ring is full (the framer may still be spinning for room,
+    docs/ringbuffer.md "A bulk producer's wait for room") or once it has parked."""
+    was = ringbuf._set_bulk_spin(spin)
+    try:
+        ring = RingBuffer(1)
+        framer = LineFramer(ring, max_line=100)
+        result: list[int] = []
+        thread = threading.Thread(target=lambda: result.append(framer.feed(b"a\nb\nc\n")), daemon=True)
+        thread.start()
+        waiting = (lambda: len(ring) == 1) if close_when == "full" else (lambda: ring.put_waits > 0)
+        deadline = time.monotonic() + 2
+        while not waiting() and time.monotonic() < deadline:
+            time.sleep(0.0001)
+        ring.close()
+        thread.join(JOIN)
+    finally:
+        ringbuf._set_bulk_spin(was)
     assert not thread.is_alive()
     assert result == [1]
     assert framer.closed is True and framer.pending_lines == 2

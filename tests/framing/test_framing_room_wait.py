@@ -5,8 +5,9 @@ parks, so that a busy worker does not pay a futex wake for every batch it
 frees; after a long wait it parks at once, so that a slow consumer costs
 no CPU. These tests check what users rely on either way: every line
 arrives once and in order, with the spin on and off, whatever the
-consumer's pace; a closed ring ends a wait; and a slow consumer does not
-make the framer spin. None asserts on speed.
+consumer's pace; and a slow consumer does not make the framer spin (a
+closed ring ending a wait, spinning or parked, is in test_framing_lines.py).
+None asserts on speed.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from _corpus import make_corpus
 
 import logpipe._ringbuf as ringbuf
 from logpipe import Empty, RingBuffer
 from logpipe._framing import LineFramer
-from _corpus import make_corpus
 
 JOIN = 30.0  # seconds a helper thread gets to finish once it should
 ROOM_SPIN_US = 50.0  # lp_wait_room's longest spin
@@ -77,24 +78,6 @@ def test_every_line_arrives_once_in_order(bulk_spin: bool, pause_every: int, pau
     assert got == corpus.records
     assert framer.too_long == len(corpus.too_long)
     assert ring.put_waits + ring.pushed > 0  # the framer did wait: the ring is far smaller than the input
-
-
-def test_ring_closed_while_the_framer_waits_for_room(bulk_spin: bool) -> None:
-    """A feed waiting on a full ring (spinning or parked) returns once the
-    ring is closed, with the lines it could not push held."""
-    ring = RingBuffer(4)
-    framer = LineFramer(ring, max_line=100)
-    result: list[int] = []
-    feeder = threading.Thread(target=lambda: result.append(framer.feed(b"x\n" * 10)), daemon=True)
-    feeder.start()
-    deadline = time.monotonic() + 5
-    while len(ring) < 4 and time.monotonic() < deadline:
-        time.sleep(0.0001)
-    ring.close()
-    feeder.join(JOIN)
-    assert not feeder.is_alive()
-    assert result == [4]
-    assert framer.closed is True and framer.pending_lines == 6
 
 
 def cpu_per_wait_with_a_slow_consumer(spin: bool) -> float:
