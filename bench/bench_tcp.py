@@ -101,15 +101,18 @@ def make_payloads(lines: int, connections: int) -> list[bytes]:
     return payloads
 
 
-def send_all(address: tuple[str, int], payloads: list[bytes]) -> list[threading.Thread]:
-    """Start one thread per payload: connect, sendall, close."""
-    errors: list[BaseException] = []
+def send_all(address: tuple[str, int], payloads: list[bytes], errors: list[BaseException],
+             timeout: float | None = TIMEOUT) -> list[threading.Thread]:
+    """Start one thread per payload: connect, sendall, close; a thread's failure goes to ``errors``.
+
+    ``timeout=None``: a blocking socket, whose ``sendall`` is one loop of
+    ``send(2)`` in C, without a ``poll(2)`` before each send."""
 
     def send(payload: bytes) -> None:
         try:
-            with socket.create_connection(address, timeout=TIMEOUT) as sock:
+            with socket.create_connection(address, timeout=timeout) as sock:
                 sock.sendall(payload)
-        except BaseException as exc:  # noqa: BLE001 - printed by the caller
+        except BaseException as exc:
             errors.append(exc)
             raise
 
@@ -133,6 +136,7 @@ class Clients:
     def __init__(self, payloads: list[bytes], process: bool) -> None:
         self._payloads = payloads
         self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
         self._child: subprocess.Popen[str] | None = None
         if process:
             lines = sum(len(p) for p in payloads) // LINE_SIZE
@@ -148,7 +152,7 @@ class Clients:
     def send(self, address: tuple[str, int]) -> None:
         """Connect and send every payload (the clock has started)."""
         if self._child is None:
-            self._threads = send_all(address, self._payloads)
+            self._threads = send_all(address, self._payloads, self._errors)
             return
         assert self._child.stdin is not None
         self._child.stdin.write(f"{address[0]} {address[1]}\n")
@@ -158,6 +162,8 @@ class Clients:
         """Wait until every payload is sent."""
         for thread in self._threads:
             thread.join(TIMEOUT)
+        if self._errors:
+            raise SystemExit(f"a sender failed: {self._errors[0]}")
         if self._child is not None and self._child.wait(TIMEOUT) != 0:
             raise SystemExit(f"the sender process failed (exit {self._child.returncode})")
 
@@ -169,21 +175,8 @@ def child_sender(lines: int, connections: int) -> None:
     print("ready", flush=True)
     host, port = sys.stdin.readline().split()
     failed: list[BaseException] = []
-
-    def send(payload: bytes) -> None:
-        # A blocking socket without a timeout: sendall is then one loop of
-        # send(2) in C, without a poll(2) before each (the parent's wait
-        # for the child bounds a run that hangs).
-        try:
-            with socket.create_connection((host, int(port))) as sock:
-                sock.sendall(payload)
-        except OSError as exc:
-            failed.append(exc)
-
-    threads = [threading.Thread(target=send, args=(p,)) for p in payloads]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
+    # No timeout: the parent's wait for this process bounds a run that hangs.
+    for thread in send_all((host, int(port)), payloads, failed, timeout=None):
         thread.join(TIMEOUT)
     if failed:
         print(f"sender: {failed[0]}", file=sys.stderr)

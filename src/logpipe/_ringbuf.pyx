@@ -1843,11 +1843,22 @@ cdef inline void batch_memory_from_spare(lp_batch_t *b) noexcept nogil:
 
 cdef void free_batch_memory(lp_batch_t *b) noexcept nogil:
     """Let the batch's buffer, offsets and run list go (to the spare, if it
-    takes them); the fields are left as they were."""
+    takes them); the fields are left as they were (batch_without_memory)."""
     if not batch_memory_to_spare(b):
         free(b.buf)
         free(b.offsets)
         free(b.runs)
+
+
+cdef inline void batch_without_memory(lp_batch_t *b) noexcept nogil:
+    """An empty batch with no buffer, offsets or run list: a new one, or one
+    whose memory free_batch_memory let go."""
+    b.buf = NULL
+    b.offsets = NULL
+    b.runs = NULL
+    b.size = b.cap = b.count = b.offsets_cap = 0
+    b.nruns = b.runs_cap = 0
+    b.oldest = INFINITY
 
 
 cdef void lp_batch_clear(lp_batch_t *b) noexcept nogil:
@@ -1973,12 +1984,7 @@ cdef class Batch:
     """
 
     def __cinit__(self):
-        self.b.buf = NULL
-        self.b.offsets = NULL
-        self.b.runs = NULL
-        self.b.size = self.b.cap = self.b.count = self.b.offsets_cap = 0
-        self.b.nruns = self.b.runs_cap = 0
-        self.b.oldest = INFINITY
+        batch_without_memory(&self.b)
         self.b.hold = NULL
         self.b.pieces = NULL
         self.b.npieces = self.b.pieces_cap = 0
@@ -2058,12 +2064,8 @@ cdef class Batch:
                 lp_batch_unhold(&self.b)
             self.b.hold = NULL
         free_batch_memory(&self.b)
-        self.b.buf = NULL
-        self.b.offsets = NULL
-        self.b.runs = NULL
-        self.b.size = self.b.cap = self.b.count = self.b.offsets_cap = 0
-        self.b.nruns = self.b.runs_cap = self.b.npieces = 0
-        self.b.oldest = INFINITY
+        batch_without_memory(&self.b)
+        self.b.npieces = 0              # (the pieces array itself is kept for dealloc)
         self.ring_ref = None
         self.unlock()
 
