@@ -33,11 +33,11 @@ collecting``. Once every worker has been joined the check is exact.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import math
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -200,7 +200,7 @@ class Histogram:
 
     def observe(self, value: float) -> None:
         """Count one observation (in the first bucket whose bound is >= value)."""
-        index = bisect.bisect_left(self.bounds, value)
+        index = bisect_left(self.bounds, value)
         with self._lock:
             self._counts[index] += 1
             self._sum += value
@@ -257,7 +257,7 @@ class HistogramShard:
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self._bounds, value)] += 1
+        self.counts[bisect_left(self._bounds, value)] += 1
         self.sum += value
 
     def retire(self) -> None:
