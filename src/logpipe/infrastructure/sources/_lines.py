@@ -18,9 +18,15 @@ from logpipe.infrastructure.sources.context import SourceContext
 
 __all__ = ["CHUNK_SIZE", "PUSH_SLICE", "READ_ALIGNMENT", "LineInput", "ReadBuffer"]
 
-# One read(2) per chunk: large enough that the Python work per chunk is
-# noise next to the framing, small enough to stay in L2.
-CHUNK_SIZE = 256 * 1024
+# One read(2) per chunk, framed in one call. The framer's thread takes the
+# GIL back after each read and each framing, and while a worker holds it
+# (through its batch writes) that thread waits until the ring runs dry:
+# each chunk costs one stall of the pipeline, ~30 context switches. At the
+# spec's defaults 1 MiB chunks made a file -> file run 1.2x faster than
+# 256 KiB ones (19k -> 5k context switches for 2 M lines; larger chunks
+# gained no more), and no slower with tuned batches (docs/benchmarks.md,
+# issue 9's eleventh round). 1 MiB is also the L2 cache of our machines.
+CHUNK_SIZE = 1024 * 1024
 # The longest a push waits on a full ring before the stop signal is checked.
 PUSH_SLICE = 0.01
 #: Where a ReadBuffer's first byte lies: on a page boundary.

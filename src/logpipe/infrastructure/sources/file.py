@@ -1,6 +1,6 @@
 """The ``file:PATH`` source: a file's lines, then its appends, like ``tail -F``.
 
-Reading: 256 KiB ``read(2)`` calls handed to the Cython line framer, which
+Reading: 1 MiB ``read(2)`` calls handed to the Cython line framer, which
 splits, validates and pushes the lines without the GIL; no Python runs per
 line. At the end of the file the source polls every 50 ms (``os.stat``, no
 inotify) and notices three things:

@@ -1,14 +1,15 @@
 """The ``stdin`` source: lines from standard input until end of file.
 
 ``producer | logpipe run --source stdin --sink file:out.ndjson`` reads fd 0
-with 256 KiB ``read(2)`` calls into one reused buffer and hands them to the
-Cython line framer. At end of input the last line is delivered even without
+with ``read(2)`` calls of up to 1 MiB (``CHUNK_SIZE``; a pipe gives at most
+what it holds) into one reused buffer and hands them to the Cython line
+framer. At end of input the last line is delivered even without
 its newline, and the source returns, so the pipeline shuts down cleanly with
 its usual report.
 
 When fd 0 is a pipe, the source first raises the pipe's capacity from
-Linux's default 64 KiB to :data:`PIPE_CAPACITY` (256 KiB, one read's
-worth), so each ``read(2)`` can take a whole chunk: ``cat FILE | logpipe
+Linux's default 64 KiB to :data:`PIPE_CAPACITY` (256 KiB), so each
+``read(2)`` takes four times as much: ``cat FILE | logpipe
 run --source stdin ...`` moved 5 M lines in 0.48 s inside the run instead
 of 0.67 s (``bench/pipe_capacity.py``; docs/benchmarks.md, issue 9's
 eighth round). If the kernel refuses (a user over
@@ -54,8 +55,10 @@ POLL_MS = 20
 STOP_FLUSH = 0.5  # workers drain the ring meanwhile; only a stalled sink uses it all
 PARTIAL_AT_STOP = "stdin open at shutdown: partial line"
 UNPUSHED_AT_STOP = "read but not delivered: shutdown while the ring stayed full"
-#: What a pipe on stdin is widened to: one read's worth (CHUNK_SIZE).
-PIPE_CAPACITY = CHUNK_SIZE
+#: What a pipe on stdin is widened to (the eighth round's measure; Linux's
+#: pipe-max-size, 1 MiB by default, would allow up to CHUNK_SIZE, and a
+#: stop leaves what the pipe holds unread).
+PIPE_CAPACITY = 256 * 1024
 
 
 class StdinSource:

@@ -37,13 +37,15 @@ Behaviour, as an operator sees it:
   altogether until the ring drains: the kernel's receive buffers fill, TCP
   flow control closes the window, and the senders block in ``send()``. Each
   pause is counted in ``metrics.backpressure_sleeps`` (the autoscaler's
-  signal to add workers). Memory is therefore bounded: one shared 256 KiB
+  signal to add workers). Memory is therefore bounded: one shared 1 MiB
   receive buffer, plus per connection the framer's partial line (at most
-  ``max_line + 1`` bytes; 4 KiB once the line is known to be too long) and
-  at most one receive's worth (256 KiB) of complete lines waiting for room
-  in the ring, plus what the kernel buffers. With 256 connections and a
-  1 MiB ``max_line`` that is at most ~320 MiB, reached only if every client
-  holds a nearly 1 MiB unfinished line; typically it is a few KiB each.
+  ``max_line + 1`` bytes; 4 KiB once the line is known to be too long),
+  plus the complete lines of one receive (at most 1 MiB) waiting for room
+  in the ring: while a connection holds such lines no socket is read, so
+  only one ever does. Plus what the kernel buffers. With 256 connections
+  and a 1 MiB ``max_line`` that is at most ~258 MiB, reached only if every
+  client holds a nearly 1 MiB unfinished line; typically it is a few KiB
+  each.
 * **Shutdown.** Within ~10-50 ms of the stop signal the source stops
   reading, spends at most 0.5 s pushing lines it has already split but not
   yet pushed (the ring is still open then, and the workers drain it), and
@@ -84,9 +86,13 @@ from logpipe.infrastructure.sources.context import SourceContext
 __all__ = ["TcpSource", "TcpSourceConfig", "parse_address"]
 
 DEFAULT_HOST = "127.0.0.1"
-# Bytes read per recv_into: large enough that a fast sender costs one Python
-# round trip per ~3,000 lines of 85 bytes, small enough to bound memory.
-RECV_SIZE = 256 * 1024
+# Bytes read per recv_into. Between two receives the reading thread takes
+# the GIL back, which a worker busy with its writes gives up only once the
+# ring runs dry: each receive can cost the pipeline a stall. 1 MiB instead
+# of 256 KiB made TCP -> file at the spec's defaults ~1.3x faster
+# (docs/benchmarks.md, issue 9's eleventh round); memory stays bounded (the
+# module doc).
+RECV_SIZE = 1024 * 1024
 # Longest the loop waits in select() or in a push before looking at stop.
 POLL_TIMEOUT = 0.01
 # Above this ring usage, no socket is read until the workers drain it.
