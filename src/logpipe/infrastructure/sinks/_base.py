@@ -74,15 +74,11 @@ class CountingSink:
         if getattr(batch, "held", False):
             # A held logpipe.Batch: its bytes are still in the ring. A sink
             # that can write them from there does; the buffer path below
-            # copies them out first. This is every file -> file worker's
-            # path, once a batch: counted inline, with no call to spare.
+            # copies them out first.
             with self._lock:
-                if self._closed:
-                    self._check_open()  # raises
+                self._check_open()
                 if self._write_held(batch):
-                    self._records += len(batch)
-                    self._batches += 1
-                    self._nbytes += batch.nbytes  # type: ignore[attr-defined]
+                    self._count(len(batch), batch.nbytes)  # type: ignore[attr-defined]
                     return
         with memoryview(batch) as view:  # type: ignore[arg-type]  # no copy (a held batch: one)
             if view.ndim != 1 or view.format != "B":

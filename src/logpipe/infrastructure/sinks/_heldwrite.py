@@ -84,32 +84,37 @@ class HeldWrites:
         self.regular = regular
         self._release_until = 0  # monotonic_ns() before which writes let the GIL go
 
-    # Both writes run once per batch on a worker, so each decides and times
-    # itself inline: at the spec's defaults a batch is ~20 us of work in
-    # all, and every Python call on the way costs ~0.1 us of it.
-
     def write(self, fd: int, view: memoryview) -> int:
         """One ``write(2)`` of ``view`` to ``fd``, as ``os.write``: bytes written, or OSError."""
-        if self.regular and len(view) <= HOLD_GIL_MAX_BYTES:
-            start = monotonic_ns()
-            if start >= self._release_until:
-                written = write_holding_gil(fd, view)
-                if monotonic_ns() - start > SLOW_WRITE_NS:
-                    self._release_until = start + RELEASE_AFTER_SLOW_NS
-                return written
-        return os.write(fd, view)
+        start = self._keep_gil_from(len(view))
+        if not start:
+            return os.write(fd, view)
+        written = write_holding_gil(fd, view)
+        self._timed(start)
+        return written
 
     def write_batch(self, fd: int, batch: Batch) -> int:
         """:meth:`write` for a held batch, from the ring's memory (``Batch.write_to``):
         bytes written, short only if a write failed after progress; OSError if none."""
-        if self.regular and batch.nbytes <= HOLD_GIL_MAX_BYTES:
+        start = self._keep_gil_from(batch.nbytes)
+        if not start:
+            return batch.write_to(fd)
+        written = batch.write_to(fd, keep_gil=True)
+        self._timed(start)
+        return written
+
+    def _keep_gil_from(self, nbytes: int) -> int:
+        """monotonic_ns() now if a write of ``nbytes`` may keep the GIL; 0 if it lets it go."""
+        if self.regular and nbytes <= HOLD_GIL_MAX_BYTES:
             start = monotonic_ns()
             if start >= self._release_until:
-                written = batch.write_to(fd, keep_gil=True)
-                if monotonic_ns() - start > SLOW_WRITE_NS:
-                    self._release_until = start + RELEASE_AFTER_SLOW_NS
-                return written
-        return batch.write_to(fd)
+                return start
+        return 0
+
+    def _timed(self, start: int) -> None:
+        """After a write that kept the GIL from ``start``: if it was slow, let the next second's go."""
+        if monotonic_ns() - start > SLOW_WRITE_NS:
+            self._release_until = start + RELEASE_AFTER_SLOW_NS
 
 
 class UnfinishedBatch:
@@ -184,31 +189,21 @@ class UnfinishedBatch:
 
         Call it only when nothing is :attr:`pending`. A write that failed before any
         byte raises and keeps nothing (the batch is still whole); one cut
-        short goes on from a copy of the rest (:meth:`finish_held`).
+        short goes on from a copy of the rest (``memoryview`` detaches the
+        batch), which is kept as :attr:`rest` if it fails too.
         """
         written = writes.write_batch(fd, batch)
         if wrote is not None and written:
             wrote(written)
         if written < batch.nbytes:
-            self.finish_held(writes, fd, batch, written, name, wrote)
-
-    def finish_held(self, writes: HeldWrites, fd: int, batch: Batch, written: int, name: str,
-                    wrote: Callable[[int], None] | None = None) -> None:  # fmt: skip
-        """Write the rest of a held batch whose write stopped after ``written`` bytes.
-
-        The rest goes from a copy (``memoryview`` detaches the batch), which
-        is kept as :attr:`rest` if its write fails too; if even the copy
-        fails (MemoryError), the batch and ``written`` are kept, and
-        :meth:`settle` copies them out when it can.
-        """
-        try:
-            rest = memoryview(batch)[written:]
-        except MemoryError:
-            self._owed = (batch, written)
-            raise
-        try:
-            self.write_all(writes, fd, rest, name, wrote)
-        except BaseException:
-            if self.rest is None:
-                self.rest = rest  # those bytes are owed, whatever stopped them
-            raise
+            try:
+                rest = memoryview(batch)[written:]
+            except MemoryError:
+                self._owed = (batch, written)  # settle() copies it out when it can
+                raise
+            try:
+                self.write_all(writes, fd, rest, name, wrote)
+            except BaseException:
+                if self.rest is None:
+                    self.rest = rest  # those bytes are owed, whatever stopped them
+                raise

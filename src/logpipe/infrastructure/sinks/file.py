@@ -167,24 +167,18 @@ class FileSink(CountingSink):
     def _write_held(self, batch: Batch) -> bool:
         # Only the plain case: a rest to finish, a rotation or a file to
         # reopen go through _write (the batch is copied out for it).
-        # (Every file -> file batch comes here: the checks are inline.)
         if (
             self._unfinished.pending
             or self._fd < 0
             or not self._writes.regular
-            or (self.rotate_bytes is not None and self._rotation_due(batch.nbytes))
+            or self._rotation_due(batch.nbytes)
         ):
             return False
         try:
-            # UnfinishedBatch.write_held, with its usual case inline.
-            written = self._writes.write_batch(self._fd, batch)
-            self._size += written
-            if written < batch.nbytes:
-                self._unfinished.finish_held(self._writes, self._fd, batch, written, self.name, self._count_written)
+            self._unfinished.write_held(self._writes, self._fd, batch, self.name, self._count_written)
         except OSError as exc:
             raise self._write_failed(exc) from exc
-        if self._fsync and self._size - self._written_back >= WRITEBACK_STEP:
-            self._write_back()
+        self._write_back()
         return True
 
     def _rotation_due(self, nbytes: int) -> bool:
@@ -230,16 +224,15 @@ class FileSink(CountingSink):
             self._unfinished.write_all(self._writes, self._fd, view, self.name, self._count_written)
         except OSError as exc:
             raise self._write_failed(exc) from exc
-        if self._fsync and self._size - self._written_back >= WRITEBACK_STEP:
-            self._write_back()
+        self._write_back()
 
     def _write_failed(self, exc: OSError) -> SinkError:
         return SinkError(f"{self.name}: write failed ({exc.strerror or exc})", retryable=exc.errno in _TRANSIENT)
 
     def _write_back(self) -> None:
-        """Ask the kernel to start writing what was written since the last call (callers check it is due)."""
-        start_writeback(self._fd, self._written_back, self._size - self._written_back)
-        self._written_back = self._size
+        if self._fsync and self._size - self._written_back >= WRITEBACK_STEP:
+            start_writeback(self._fd, self._written_back, self._size - self._written_back)
+            self._written_back = self._size
 
     def _close(self) -> None:
         if self._fd < 0:
