@@ -215,11 +215,11 @@ def stop_problem(code: int, out: str, err: str, signum: int, out_file: Path) -> 
 
 
 def patch_sink_writes(monkeypatch, fake: Callable[[int, object], int]) -> None:
-    """Make ``fake`` every write(2) of the file and stdout sinks: os.write, and
-    write_holding_gil, which small writes to a regular file go through."""
+    """Make ``fake`` every write(2) of the file and stdout sinks but a held batch's
+    writev: os.write, and the writes of ``logpipe._filewrite.HeldWrites``."""
     import os
 
-    from logpipe.infrastructure.sinks import _heldwrite
+    from logpipe import _filewrite
 
     monkeypatch.setattr(os, "write", fake)
-    monkeypatch.setattr(_heldwrite, "write_holding_gil", fake)
+    monkeypatch.setattr(_filewrite, "_write_hook", fake)

@@ -1,4 +1,5 @@
-"""Tests for logpipe._filewrite.write_holding_gil: os.write's contract, without the GIL release."""
+"""Tests for logpipe._filewrite: write_holding_gil (os.write's contract, without the GIL
+release) and HeldWrites (which writes keep the GIL, and what they count)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from logpipe._filewrite import write_holding_gil
+from logpipe._filewrite import HOLD_GIL_MAX_BYTES, HeldWrites, write_holding_gil
 from logpipe._ringbuf import RingBuffer
 
 
@@ -78,7 +79,7 @@ def test_a_short_write_returns_what_the_kernel_took():
 # and the timeout then fails the test instead of hanging the suite.
 SIGNAL_CHILD = r"""
 import os, signal, sys
-from logpipe._filewrite import write_holding_gil
+from logpipe._filewrite import HOLD_GIL_MAX_BYTES, HeldWrites, write_holding_gil
 
 mode = sys.argv[1]
 read_end, write_end = os.pipe()
@@ -123,3 +124,57 @@ def test_a_signal_runs_its_handler_and_the_write_is_retried_unless_it_raised(mod
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [expected, "handler ran 1"]
+
+
+# --- HeldWrites ------------------------------------------------------------------
+
+
+def test_held_writes_count_the_bytes_they_put_in_the_file_and_how_each_went(tmp_path):
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    writes = HeldWrites(regular=True)
+    writes.written = 7  # the file's size when it was opened
+    ring = RingBuffer(8)
+    ring.put_many([b"held", b"batch"])
+    batch = ring.get_batch(2, hold=True)
+    try:
+        assert writes.write(fd, b"small") == 5
+        assert writes.write(fd, memoryview(b"x" * (HOLD_GIL_MAX_BYTES + 1))) == HOLD_GIL_MAX_BYTES + 1
+        assert writes.write_batch(fd, batch) == len(b"held\nbatch\n")
+    finally:
+        batch.release()
+        os.close(fd)
+    assert writes.written == 7 + 5 + HOLD_GIL_MAX_BYTES + 1 + 11
+    assert (writes.kept_gil, writes.released_gil) == (2, 1)  # the large one let the GIL go
+    assert path.read_bytes() == b"small" + b"x" * (HOLD_GIL_MAX_BYTES + 1) + b"held\nbatch\n"
+
+
+def test_held_writes_to_a_pipe_always_let_the_gil_go_and_report_errors_as_os_write():
+    read_end, write_end = os.pipe()
+    writes = HeldWrites(regular=False)
+    try:
+        assert writes.write(write_end, b"abc") == 3
+        assert os.read(read_end, 10) == b"abc"
+        os.close(read_end)
+        with pytest.raises(BrokenPipeError):
+            writes.write(write_end, b"x")
+    finally:
+        os.close(write_end)
+    assert (writes.kept_gil, writes.released_gil, writes.written) == (0, 2, 3)
+    with pytest.raises(OSError) as info:
+        HeldWrites(regular=True).write(2**30, b"x")
+    assert info.value.errno == errno.EBADF
+
+
+def test_a_short_write_counts_only_what_went_out(monkeypatch, tmp_path):
+    from logpipe import _filewrite
+
+    monkeypatch.setattr(_filewrite, "_write_hook", lambda fd, data: os.write(fd, bytes(data)[:2]))
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o644)
+    writes = HeldWrites(regular=True)
+    try:
+        assert writes.write(fd, b"abcdef") == 2
+    finally:
+        os.close(fd)
+    assert writes.written == 2
+    assert (tmp_path / "out").read_bytes() == b"ab"

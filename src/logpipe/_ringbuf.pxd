@@ -189,3 +189,5 @@ cdef class Batch:
     cdef int lock(self, str what) except -1
     cdef void unlock(self) noexcept
     cdef int copied(self) except -1
+    # write_to's body: the bytes written (short only after progress), or OSError.
+    cdef Py_ssize_t write_out(self, int fd, bint keep_gil) except -1

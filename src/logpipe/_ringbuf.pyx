@@ -2095,6 +2095,9 @@ cdef class Batch:
         writes to regular files (see ``logpipe._filewrite``); by default
         they run without it.
         """
+        return self.write_out(fd, keep_gil)
+
+    cdef Py_ssize_t write_out(self, int fd, bint keep_gil) except -1:
         cdef Py_ssize_t written = 0
         cdef int error
         self.enter()

@@ -14,10 +14,9 @@ import orjson
 import pytest
 from _support import patch_sink_writes
 
+from logpipe._filewrite import HOLD_GIL_MAX_BYTES, RELEASE_AFTER_SLOW_NS, SLOW_WRITE_NS
 from logpipe.exceptions import SinkError
-from logpipe.infrastructure.sinks import _heldwrite as held_module
 from logpipe.infrastructure.sinks import file as file_module
-from logpipe.infrastructure.sinks._heldwrite import HOLD_GIL_MAX_BYTES
 from logpipe.infrastructure.sinks.file import FileSink, FileSinkConfig
 
 THREADS = 8
@@ -307,78 +306,68 @@ def test_the_real_writeback_call_keeps_the_data_and_never_raises(tmp_path):
 # --- small writes to regular files keep the GIL --------------------------------------
 
 
-def spy_on_writes(monkeypatch) -> list[str]:
-    """Record which call each of the sink's writes went through: 'held' or 'released'."""
+def write_each(sink: FileSink, batches) -> list[str]:
+    """Write each batch; say how each write went: 'held' (kept the GIL) or 'released'."""
+    writes = sink._writes
     calls: list[str] = []
-    real_write, real_held = os.write, held_module.write_holding_gil
-
-    def released(fd: int, data) -> int:
-        calls.append("released")
-        return real_write(fd, data)
-
-    def held(fd: int, data) -> int:
-        calls.append("held")
-        return real_held(fd, data)
-
-    monkeypatch.setattr(os, "write", released)
-    monkeypatch.setattr(held_module, "write_holding_gil", held)
+    for batch in batches:
+        kept, released = writes.kept_gil, writes.released_gil
+        sink.write_batch(batch)
+        assert writes.kept_gil + writes.released_gil == kept + released + 1  # one write(2) each
+        calls.append("held" if writes.kept_gil > kept else "released")
     return calls
 
 
-def test_small_writes_to_a_regular_file_keep_the_gil_and_large_ones_release_it(
-    tmp_path, make_batch, monkeypatch
-):
+class FakeClock:
+    """A monotonic_ns for HeldWrites: ``now`` moves only when the test moves it,
+    or by ``per_read`` at every read (a write spans two reads)."""
+
+    def __init__(self) -> None:
+        self.now = 10**12
+        self.per_read = 0
+
+    def __call__(self) -> int:
+        self.now += self.per_read
+        return self.now
+
+
+def test_small_writes_to_a_regular_file_keep_the_gil_and_large_ones_release_it(tmp_path, make_batch):
     path = tmp_path / "out.ndjson"
     sink = FileSink(path)
-    calls = spy_on_writes(monkeypatch)
     small = make_batch([b"a" * 99] * 40)  # 4,000 bytes framed
     at_limit = make_batch([b"b" * (HOLD_GIL_MAX_BYTES - 1)])  # exactly the limit, framed
     over = make_batch([b"c" * HOLD_GIL_MAX_BYTES])  # one byte over
-    for batch in (small, at_limit, over, small):
-        sink.write_batch(batch)
-    monkeypatch.undo()
+    calls = write_each(sink, (small, at_limit, over, small))
     sink.close()
     assert calls == ["held", "held", "released", "held"]
     assert path.stat().st_size == 2 * 4000 + HOLD_GIL_MAX_BYTES + HOLD_GIL_MAX_BYTES + 1
 
 
-def test_a_slow_held_write_sends_the_next_second_of_writes_to_os_write(tmp_path, make_batch, monkeypatch):
+def test_a_slow_held_write_sends_the_next_second_of_writes_to_os_write(tmp_path, make_batch):
     """One write over SLOW_WRITE_NS: writes release the GIL for RELEASE_AFTER_SLOW_NS, then keep it again."""
-    now = [10**12]
-    monkeypatch.setattr(held_module, "monotonic_ns", lambda: now[0])
     sink = FileSink(tmp_path / "out.ndjson")
-    calls = spy_on_writes(monkeypatch)
-    real_held = held_module.write_holding_gil
-
-    def slow_held(fd: int, data) -> int:
-        now[0] += held_module.SLOW_WRITE_NS + 1  # this write "took" just over the limit
-        return real_held(fd, data)
-
+    clock = sink._writes.clock = FakeClock()
     batch = make_batch([b'{"n":1}'])
-    monkeypatch.setattr(held_module, "write_holding_gil", slow_held)
-    sink.write_batch(batch)  # slow
-    monkeypatch.setattr(held_module, "write_holding_gil", real_held)
-    sink.write_batch(batch)  # within the second after it: released
-    now[0] += held_module.RELEASE_AFTER_SLOW_NS - held_module.SLOW_WRITE_NS - 2
-    sink.write_batch(batch)  # still within it
-    now[0] += 2
-    sink.write_batch(batch)  # the second is over
-    sink.write_batch(batch)
-    monkeypatch.undo()
+    clock.per_read = SLOW_WRITE_NS + 1  # the first write "takes" just over the limit
+    calls = write_each(sink, [batch])
+    clock.per_read = 0
+    calls += write_each(sink, [batch])  # within the second after it: released
+    clock.now += RELEASE_AFTER_SLOW_NS - SLOW_WRITE_NS - 3
+    calls += write_each(sink, [batch])  # still within it
+    clock.now += 2
+    calls += write_each(sink, [batch, batch])  # the second is over
     sink.close()
     assert calls == ["held", "released", "released", "held", "held"]
     assert sink.records == 5
 
 
-def test_a_fast_held_write_keeps_the_next_ones_held(tmp_path, make_batch, monkeypatch):
-    now = [10**12]
-    monkeypatch.setattr(held_module, "monotonic_ns", lambda: now[0])
+def test_a_fast_held_write_keeps_the_next_ones_held(tmp_path, make_batch):
     sink = FileSink(tmp_path / "out.ndjson")
-    calls = spy_on_writes(monkeypatch)
+    clock = sink._writes.clock = FakeClock()
+    calls = []
     for _ in range(3):
-        now[0] += held_module.SLOW_WRITE_NS  # time passes between writes, none during one
-        sink.write_batch(make_batch([b"x"]))
-    monkeypatch.undo()
+        clock.now += SLOW_WRITE_NS  # time passes between writes, none during one
+        calls += write_each(sink, [make_batch([b"x"])])
     sink.close()
     assert calls == ["held"] * 3
 

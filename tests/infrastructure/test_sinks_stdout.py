@@ -128,24 +128,23 @@ def test_batches_keep_their_order_with_what_the_process_wrote_to_stdout(stdout_i
     assert out == expected + b'buffered, not flushed\n{"batch":3}\n'
 
 
-def test_to_a_regular_file_small_batches_keep_the_gil_and_large_ones_release_it(tmp_path, make_batch, monkeypatch):
-    from logpipe.infrastructure.sinks import _heldwrite
+def test_to_a_regular_file_small_batches_keep_the_gil_and_large_ones_release_it(tmp_path, make_batch):
+    from logpipe._filewrite import HOLD_GIL_MAX_BYTES
 
-    calls: list[str] = []
-    real_write, real_held = os.write, _heldwrite.write_holding_gil
-    monkeypatch.setattr(os, "write", lambda fd, data: calls.append("released") or real_write(fd, data))
-    monkeypatch.setattr(_heldwrite, "write_holding_gil", lambda fd, data: calls.append("held") or real_held(fd, data))
     path = tmp_path / "out.ndjson"
     with open(path, "wb") as stream:
         sink = StdoutSink(stream)
         small = make_batch([b"a" * 99] * 40)
-        large = make_batch([b"b" * _heldwrite.HOLD_GIL_MAX_BYTES])
+        large = make_batch([b"b" * HOLD_GIL_MAX_BYTES])
+        calls = []
         for batch in (small, large, small):
+            kept = sink._writes.kept_gil
             sink.write_batch(batch)
+            calls.append("held" if sink._writes.kept_gil > kept else "released")
         sink.close()
-    monkeypatch.undo()
     assert calls == ["held", "released", "held"]
-    assert path.read_bytes() == (b"a" * 99 + b"\n") * 40 + b"b" * _heldwrite.HOLD_GIL_MAX_BYTES + b"\n" + (b"a" * 99 + b"\n") * 40
+    assert sink._writes.kept_gil + sink._writes.released_gil == 3  # one write(2) each
+    assert path.read_bytes() == (b"a" * 99 + b"\n") * 40 + b"b" * HOLD_GIL_MAX_BYTES + b"\n" + (b"a" * 99 + b"\n") * 40
 
 
 def test_a_pipe_or_an_in_memory_stream_goes_through_the_stream():

@@ -14,14 +14,14 @@ writing those bytes to disk without waiting (``_writeback``), so that the
 fsync at the end has only the last few MiB left instead of the whole run.
 
 Small writes keep the GIL: a write of up to 64 KiB to a regular file does
-not let the GIL go, unless a recent one was slow (``_heldwrite``, shared
-with the stdout sink). Pipes, FIFOs, terminals and devices
-(``file:/dev/stdout``) always use ``os.write``.
+not let the GIL go, unless a recent one was slow (``HeldWrites`` of
+``logpipe._filewrite``, shared with the stdout sink). Pipes, FIFOs,
+terminals and devices (``file:/dev/stdout``) always let it go.
 
 Held batches: on a regular file the sink says ``takes_held_batches``, so
 workers hand it batches whose bytes are still in the ring, and each is
 written from there with ``writev(2)`` instead of being copied out of the
-ring first (``_heldwrite``). A batch that needs more than the plain write
+ring first (``HeldWrites.write_batch``). A batch that needs more than the plain write
 (the rest of a failed one pending, a rotation) is copied out and written as
 any other.
 
@@ -73,7 +73,7 @@ _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
 
 class FileSink(CountingSink):
-    """Appends each batch to a file with one ``os.write`` (looping on short writes).
+    """Appends each batch to a file with one ``write(2)`` (looping on short writes).
 
     Args:
         path: the file; created if missing (mode 0666 minus the umask).
@@ -109,9 +109,10 @@ class FileSink(CountingSink):
         self._rotations = 0
         self._unfinished = UnfinishedBatch()  # the rest of a batch whose write failed part-way
         self._fd = -1  # -1 only between a rotation and a successful reopen
-        self._size = 0  # bytes in the current file (what rotation is decided on)
-        self._written_back = 0  # self._size when writeback was last asked for
-        self._writes = HeldWrites()  # regular: set by _open for each file
+        # Every write goes through it; regular and written (the current
+        # file's size, which rotation is decided on) are set by _open.
+        self._writes = HeldWrites()
+        self._written_back = 0  # self._writes.written when writeback was last asked for
         self._open()
 
     @property
@@ -134,11 +135,11 @@ class FileSink(CountingSink):
             raise SinkError(f"cannot open {self.name}: {exc.strerror or exc}") from exc
         try:
             status = os.fstat(fd)
-            self._size = status.st_size  # appending: what is there counts
+            self._writes.written = status.st_size  # appending: what is there counts
             self._writes.regular = stat.S_ISREG(status.st_mode)
         except OSError:
-            self._size, self._writes.regular = 0, False
-        self._written_back = self._size
+            self._writes.written, self._writes.regular = 0, False
+        self._written_back = self._writes.written
         self._fd = fd
 
     @property
@@ -175,14 +176,15 @@ class FileSink(CountingSink):
         ):
             return False
         try:
-            self._unfinished.write_held(self._writes, self._fd, batch, self.name, self._count_written)
+            self._unfinished.write_held(self._writes, self._fd, batch, self.name)
         except OSError as exc:
             raise self._write_failed(exc) from exc
         self._write_back()
         return True
 
     def _rotation_due(self, nbytes: int) -> bool:
-        return self.rotate_bytes is not None and self._size > 0 and self._size + nbytes > self.rotate_bytes
+        size = self._writes.written  # bytes written before a failure count too: they are in the file
+        return self.rotate_bytes is not None and size > 0 and size + nbytes > self.rotate_bytes
 
     def _rotate(self) -> None:
         """PATH.(K-1) -> PATH.K, ..., PATH -> PATH.1, then a new empty PATH."""
@@ -215,13 +217,10 @@ class FileSink(CountingSink):
             pass  # its data is synced (or handed to the kernel) already
         self._open()
 
-    def _count_written(self, written: int) -> None:
-        self._size += written  # bytes written before a failure count too: they are in the file
-
     def _write_view(self, view: memoryview) -> None:
         """Write all of ``view``; on failure after progress, keep the rest as unfinished."""
         try:
-            self._unfinished.write_all(self._writes, self._fd, view, self.name, self._count_written)
+            self._unfinished.write_all(self._writes, self._fd, view, self.name)
         except OSError as exc:
             raise self._write_failed(exc) from exc
         self._write_back()
@@ -230,9 +229,10 @@ class FileSink(CountingSink):
         return SinkError(f"{self.name}: write failed ({exc.strerror or exc})", retryable=exc.errno in _TRANSIENT)
 
     def _write_back(self) -> None:
-        if self._fsync and self._size - self._written_back >= WRITEBACK_STEP:
-            start_writeback(self._fd, self._written_back, self._size - self._written_back)
-            self._written_back = self._size
+        size = self._writes.written
+        if self._fsync and size - self._written_back >= WRITEBACK_STEP:
+            start_writeback(self._fd, self._written_back, size - self._written_back)
+            self._written_back = size
 
     def _close(self) -> None:
         if self._fd < 0:
