@@ -175,8 +175,13 @@ concurrent ``feed``/``finish`` raises RuntimeError). Counters may be read and
 ``take_rejected()`` called from any thread.
 """
 
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+import os
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport EINTR, errno
+from posix.unistd cimport read
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy, memmove
@@ -218,6 +223,14 @@ cdef enum:
     ST_DONE = 0
     ST_STAGE_FULL = 1
     ST_NOMEM = 2
+
+# Why read_chunks returned.
+cdef enum:
+    READ_PAUSE = 0     # a short read, or the time is up
+    READ_END = 1       # end of input
+    READ_CONVERT = 2   # the chunk needs the GIL to be finished
+    READ_STOPPED = 3   # gave up waiting for room, ring closed, out of memory
+    READ_ERROR = 4
 
 
 # --------------------------------------------------------------------------
@@ -943,6 +956,12 @@ cdef class LineFramer:
     ``closed`` becomes True and the lines stay held. ``finish()`` ends the
     stream: a final line without a newline is treated as complete.
 
+    Reading: ``feed_from(fd, buffer, timeout=None)`` makes the ``read(2)``
+    calls itself, into ``buffer``, and frames each chunk as ``feed`` would,
+    reading on without taking the GIL while reads fill the buffer, for up to
+    ``timeout``; it returns the bytes read (0: end of input). A file source
+    spends no GIL round trip between its chunks that way.
+
     Rejected lines: ``take_rejected()`` returns ``(reason, first 4096 bytes,
     full size)`` for each line rejected since the last call, in order.
 
@@ -1319,6 +1338,54 @@ cdef class LineFramer:
                         PyBytes_FromStringAndSize(e.line, e.kept), e.size))
         return 0
 
+    cdef int frame_begin(self, const char *p, Py_ssize_t n, Py_ssize_t *ppos) noexcept nogil:
+        """Start framing a fed buffer: held lines first, then the partial line
+        completed, then the lines; the scan's result (finish_scan goes on)."""
+        cdef const char *hit
+        cdef Py_ssize_t length
+        self.n_fed += n
+        self.push_backlog()
+        if n and self.part_size:
+            hit = <const char *>memchr(p, 10, n)
+            if hit == NULL:
+                if not self.append_partial(p, n):
+                    self.broken = True
+                ppos[0] = n
+            else:
+                length = hit - p
+                if not self.append_partial(p, length):
+                    self.broken = True
+                else:
+                    self.end_partial(1)
+                ppos[0] = length + 1
+        if self.broken:
+            return ST_NOMEM
+        return self.scan(p, n, ppos)
+
+    cdef int finish_scan(self, const char *p, Py_ssize_t n, Py_ssize_t pos, int st) except -1:
+        """With the GIL: after frame_begin returned ``st``, scan the rest of the
+        buffer (turning rejections into Python objects each time the stage
+        fills), then keep the tail (no newline) as the partial line."""
+        while st == ST_STAGE_FULL:
+            self.convert_stage()
+            with nogil:
+                st = self.scan(p, n, &pos)
+        self.convert_stage()
+        if n - pos > 65536:
+            with nogil:
+                self.keep_tail(p, n, pos)
+        else:
+            self.keep_tail(p, n, pos)
+        return 0
+
+    cdef void keep_tail(self, const char *p, Py_ssize_t n, Py_ssize_t pos) noexcept nogil:
+        """The end of a framed buffer (the stage converted): the tail after its
+        last newline becomes the partial line, the only copy a good line can cost."""
+        self.release_part()
+        if not self.broken and pos < n:
+            if not self.append_partial(p + pos, n - pos):
+                self.broken = True
+
     def feed(self, data, *, timeout=None):
         """Frame ``data`` (any bytes-like object) and push its good lines; return how many were pushed.
 
@@ -1328,10 +1395,9 @@ cdef class LineFramer:
         """
         cdef Py_buffer view
         cdef const char *p
-        cdef const char *hit
-        cdef Py_ssize_t n, pos = 0, length
+        cdef Py_ssize_t n, pos = 0
         cdef uint64_t before = self.n_records
-        cdef int st = ST_DONE
+        cdef int st
         get_buffer(data, &view)
         try:
             self.enter(timeout)
@@ -1339,42 +1405,99 @@ cdef class LineFramer:
                 p = <const char *>view.buf
                 n = view.len
                 with nogil:
-                    self.n_fed += n
-                    self.push_backlog()
-                    if n and self.part_size:
-                        hit = <const char *>memchr(p, 10, n)
-                        if hit == NULL:
-                            if not self.append_partial(p, n):
-                                self.broken = True
-                            pos = n
-                        else:
-                            length = hit - p
-                            if not self.append_partial(p, length):
-                                self.broken = True
-                            else:
-                                self.end_partial(1)
-                            pos = length + 1
-                    if not self.broken:
-                        st = self.scan(p, n, &pos)
-                while st == ST_STAGE_FULL:
-                    self.convert_stage()
-                    with nogil:
-                        st = self.scan(p, n, &pos)
-                self.convert_stage()
-                self.release_part()
-                if not self.broken and pos < n:
-                    # The tail (no newline): the only copy a good line can cost.
-                    if n - pos > 65536:
-                        with nogil:
-                            if not self.append_partial(p + pos, n - pos):
-                                self.broken = True
-                    elif not self.append_partial(p + pos, n - pos):
-                        self.broken = True
+                    st = self.frame_begin(p, n, &pos)
+                self.finish_scan(p, n, pos, st)
             finally:
                 self.leave()
         finally:
             PyBuffer_Release(&view)
         return self.n_records - before
+
+    cdef int read_chunks(self, int fd, char *buf, Py_ssize_t size, double read_until,
+                         Py_ssize_t *pn, Py_ssize_t *ppos, int *pst, uint64_t *ptotal) noexcept nogil:
+        """feed_from's loop without the GIL: read a chunk, frame it, and go on
+        while reads come back full and nothing asks for the GIL. Returns
+        READ_* (READ_ERROR with errno in pst[0]); on READ_CONVERT the chunk of
+        pn[0] bytes is framed up to ppos[0], frame_begin having returned pst[0]."""
+        cdef Py_ssize_t got
+        while True:
+            got = read(fd, buf, <size_t>size)
+            if got < 0:
+                pst[0] = errno
+                return READ_ERROR
+            if got == 0:
+                return READ_END
+            ptotal[0] += <uint64_t>got
+            pn[0] = got
+            ppos[0] = 0
+            pst[0] = self.frame_begin(buf, got, ppos)
+            if pst[0] != ST_DONE or self.stage_n:
+                # Rejected lines to turn into Python objects first (they
+                # point into buf, which the next read overwrites).
+                return READ_CONVERT
+            self.keep_tail(buf, got, ppos[0])
+            if self.given_up or self.is_closed or self.broken or self.nomem:
+                return READ_STOPPED
+            if got < size or (read_until >= 0 and lp_now() >= read_until):
+                return READ_PAUSE
+
+    def feed_from(self, int fd, buffer, *, timeout=None):
+        """Read ``fd`` into ``buffer`` (writable, reused) and frame what comes, as
+        :meth:`feed` would each chunk; return the bytes read (0: the first read
+        found the end of the input).
+
+        It reads chunk after chunk without taking the GIL between them, while
+        each read fills the buffer (a short one means the end of the file is
+        near, or a pipe had no more) and for up to ``timeout`` seconds (None:
+        no limit); the lines of the last chunk then have as long again to
+        find room in the ring. It also returns once a wait for room gave up,
+        the ring closed, or after a failed read that followed others (the
+        next call meets the failure again). The partial line, held lines and
+        rejected lines are as with :meth:`feed`.
+
+        Raises:
+            OSError: the first read failed (``read(2)``'s errno); a read
+                interrupted by a signal runs the Python handlers and is
+                retried unless one raised (PEP 475).
+        """
+        cdef Py_buffer view
+        cdef double read_until = -1.0
+        cdef Py_ssize_t n = 0, pos = 0
+        cdef int st = ST_DONE, outcome
+        cdef uint64_t total = 0
+        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        try:
+            if view.len == 0:
+                raise ValueError("feed_from needs a buffer of at least one byte")
+            self.enter(timeout)
+            try:
+                if timeout is not None:
+                    read_until = self.deadline
+                    self.deadline = read_until + <double>timeout
+                while True:
+                    with nogil:
+                        outcome = self.read_chunks(fd, <char *>view.buf, view.len, read_until,
+                                                   &n, &pos, &st, &total)
+                    if outcome == READ_CONVERT:
+                        self.finish_scan(<const char *>view.buf, n, pos, st)
+                        if self.given_up or self.is_closed or self.broken or self.nomem:
+                            break
+                        if n < view.len or (read_until >= 0 and lp_now() >= read_until):
+                            break
+                        continue
+                    if outcome == READ_ERROR:
+                        if st == EINTR:
+                            PyErr_CheckSignals()  # raises if a handler raised
+                            continue
+                        if total:
+                            break
+                        raise OSError(st, os.strerror(st))
+                    break
+            finally:
+                self.leave()
+        finally:
+            PyBuffer_Release(&view)
+        return total
 
     def finish(self, *, timeout=None):
         """End of input: push held lines and take a final line without newline as complete.

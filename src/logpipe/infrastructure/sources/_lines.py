@@ -131,6 +131,33 @@ class LineInput:
         self.report()
         return True
 
+    def read_from(self, fd: int, buffer: memoryview, stop: StopFlag) -> tuple[int, bool]:
+        """Read ``fd`` into ``buffer`` and push the complete lines, waiting while the ring is full.
+
+        The framer reads and frames chunk after chunk without the GIL
+        (``LineFramer.feed_from``) for up to ``PUSH_SLICE`` while reads fill
+        ``buffer``, so a busy worker holding the GIL never keeps this thread
+        from its next read: between chunks it used to wait for the GIL
+        twice, and the ring ran dry meanwhile.
+
+        Returns:
+            (bytes read, True once every complete line is pushed); 0 bytes
+            read means the end of the input. False as with :meth:`feed`: the
+            rest is held by the framer.
+
+        Raises:
+            OSError: the read failed.
+        """
+        framer = self.framer
+        n = framer.feed_from(fd, buffer, timeout=PUSH_SLICE)
+        while framer.pending_lines:
+            self.report()
+            if stop.is_set() or framer.closed:
+                return n, False
+            framer.feed(b"", timeout=PUSH_SLICE)
+        self.report()
+        return n, True
+
     def finish(self, stop: StopFlag | None = None) -> bool:
         """Push what is held, a final line without newline included (end of input).
 

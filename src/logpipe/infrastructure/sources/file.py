@@ -1,8 +1,9 @@
 """The ``file:PATH`` source: a file's lines, then its appends, like ``tail -F``.
 
-Reading: 1 MiB ``read(2)`` calls handed to the Cython line framer, which
-splits, validates and pushes the lines without the GIL; no Python runs per
-line. At the end of the file the source polls every 50 ms (``os.stat``, no
+Reading: 1 MiB ``read(2)`` calls made by the Cython line framer itself,
+which splits, validates and pushes the lines without the GIL, and reads the
+next chunk without taking the GIL in between for up to 10 ms while reads
+come back full (``LineInput.read_from``); no Python runs per line. At the end of the file the source polls every 50 ms (``os.stat``, no
 inotify) and notices three things:
 
 - appends: read on;
@@ -148,11 +149,12 @@ class FileSource:
             if not self._open_first(ring, stop):
                 return
             while not stop.is_set():
-                n = os.readv(self._fd, (view,))
+                assert self._input is not None
+                n, pushed = self._input.read_from(self._fd, view, stop)
                 if n:
                     self._pos += n
                     self._idle_since = None
-                    if not self._feed(view[:n], stop):
+                    if not pushed or self._input.closed:
                         return
                     continue
                 if self._idle_since is None:
@@ -167,10 +169,6 @@ class FileSource:
                 _sleep(stop, self.poll_interval)
         finally:
             self._close()
-
-    def _feed(self, data: memoryview, stop: StopFlag) -> bool:
-        assert self._input is not None
-        return self._input.feed(data, stop) and not self._input.closed
 
     def _finish(self, stop: StopFlag) -> bool:
         assert self._input is not None
