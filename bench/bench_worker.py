@@ -12,6 +12,8 @@ file). For each sink:
   worker can do: ``sink.write_batch(batch)`` for the null sink,
   ``batch.write_to(fd, keep_gil=True)`` and ``release()`` on a file
   descriptor for the file sink (one ``write(2)``, no Python around it);
+- sink (file sink only): the bare loop calling ``sink.write_batch(batch)``
+  and ``release()`` instead of the bare write: the sink's own Python;
 - Worker: the pipeline's ``Worker._run`` loop, the code every worker thread
   runs (its stop signal, the ledger's holding/collecting marks, metrics
   counters, the flush-duration and enqueue-to-flush histograms, the sink's
@@ -121,6 +123,28 @@ def bare(sinks: Sinks, batches: int, batch_size: int) -> float:
     return elapsed / batches
 
 
+def through_sink(sinks: Sinks, batches: int, batch_size: int) -> float:
+    """The bare loop with ``sink.write_batch`` as its write: what the sink's own Python adds."""
+    ring, sink = filled_ring(batches * batch_size), sinks.build()
+    stop = StopSignal(ring)
+    get_batch = ring.get_batch
+    hold = getattr(sink, "takes_held_batches", False)
+
+    def write(batch: Any) -> None:
+        sink.write_batch(batch)
+        if hold:
+            batch.release()
+
+    write_batch = StopWhenWritten(write, batches * batch_size, stop).write_batch
+    start = time.thread_time()
+    while not stop.is_set():
+        write_batch(get_batch(batch_size, 0.5, hold=hold))
+    elapsed = time.thread_time() - start
+    assert sink.records == batches * batch_size
+    sinks.close(sink)
+    return elapsed / batches
+
+
 def through_worker(sinks: Sinks, batches: int, batch_size: int, tracker: FlushTracker | None = None) -> float:
     ring, sink = filled_ring(batches * batch_size), sinks.build()
     worker = Worker(1, ring, sink, batch_size=batch_size, batch_timeout=0.5, metrics=Metrics(),
@@ -147,15 +171,19 @@ def main() -> None:
     print(f"batch size {args.batch_size}, {args.batches} batches, median of {args.repeat} (thread CPU time)")
     for kind in args.sinks.split(","):
         sinks = Sinks(kind, directory)
-        rows: dict[str, list[float]] = {"bare": [], "worker": [], "checkpointing": []}
+        rows: dict[str, list[float]] = {"bare": [], "sink": [], "worker": [], "checkpointing": []}
         for _ in range(args.repeat):  # interleaved, so drift hits all alike
             rows["bare"].append(bare(sinks, args.batches, args.batch_size))
+            if kind != "null":  # the null sink's bare loop is its write_batch already
+                rows["sink"].append(through_sink(sinks, args.batches, args.batch_size))
             rows["worker"].append(through_worker(sinks, args.batches, args.batch_size))
             rows["checkpointing"].append(through_worker(sinks, args.batches, args.batch_size, FlushTracker()))
-        us = {name: statistics.median(times) * 1e6 for name, times in rows.items()}
+        us = {name: statistics.median(times) * 1e6 for name, times in rows.items() if times}
         print(f"{kind} sink")
         print(f"  bare get_batch + write                : {us['bare']:7.2f} us/batch")
-        for name, label in (("worker", "Worker._run loop"), ("checkpointing", "Worker._run, checkpointing source")):
+        labels = (("sink", "sink.write_batch alone"), ("worker", "Worker._run loop"),
+                  ("checkpointing", "Worker._run, checkpointing source"))  # fmt: skip
+        for name, label in (row for row in labels if row[0] in us):
             print(f"  {label:<38}: {us[name]:7.2f} us/batch, adds {us[name] - us['bare']:5.2f} us "
                   f"({us[name] / us['bare']:.2f}x the bare loop)")
 
