@@ -7,10 +7,9 @@
  *
  * The event count is how blocked threads park without polling: a waiter reads
  * the epoch, re-checks its condition, then sleeps in futex(WAIT) only while
- * the epoch is unchanged. A notifier publishes its change, orders it before
- * its look at the waiter count (see "asymmetric barrier" below) and looks:
- * no waiter, no system call, which keeps the uncontended fast path free of
- * syscalls and shared writes.
+ * the epoch is unchanged. A notifier publishes its change, issues a full fence
+ * and looks at the waiter count: no waiter, no system call, which keeps the
+ * uncontended fast path free of syscalls and shared writes.
  */
 #ifndef LOGPIPE_LP_SYNC_H
 #define LOGPIPE_LP_SYNC_H
@@ -22,8 +21,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
-#include <linux/membarrier.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -206,73 +203,6 @@ typedef struct {
     uint64_t wakes;   /* futex wake calls made (observability) */
 } lp_event_t;
 
-/* ---- asymmetric barrier -----------------------------------------------
- * A notifier stores its change (a record published, a slot freed) and then
- * loads the waiter count; a waiter stores itself into that count and then
- * loads the condition. Each side must see the other's store, or the waiter
- * sleeps through the change: store-load order on both sides, which x86
- * (and ARM) give only with a full fence, ~10 ns. The notifier runs on every
- * put and every get, the waiter only before it parks (already a system
- * call and a sleep). So when the kernel offers membarrier(2), the waiter
- * pays for both: lp_waiter_barrier() makes every running thread of the
- * process pass a full barrier (an interrupt to each CPU running one), and
- * the notifier's lp_notifier_barrier() is a compiler barrier only. Either
- * that barrier lands in the notifier before its store, and its later load
- * sees the waiter; or after it, and the waiter's re-check sees the change.
- * In a one-thread loop of put() and get() on this project's machines this
- * took put from 34-43 to 28-30 ns and get from 38-55 to 32-35 ns
- * (docs/benchmarks.md, issue 9's twelfth round).
- *
- * lp_sync_init() registers the process (MEMBARRIER_CMD_REGISTER_PRIVATE_
- * EXPEDITED) once, before any ring exists; where that fails (an old
- * kernel, a seccomp filter) or LOGPIPE_FULL_FENCES=1 is set, both sides
- * keep their full fences. A forked child is not registered (the kernel
- * does not inherit it): it registers again in an atfork handler, or falls
- * back to fences before any thread of its own starts. Only this header's
- * users in one compiled module (_ringbuf) may notify or wait: the switch
- * is a static of that module. */
-static int lp_light_notify = 0;
-
-static inline int lp_register_membarrier(void) {
-#if defined(SYS_membarrier)
-    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-#else
-    return 0;
-#endif
-}
-
-static inline void lp_sync_after_fork(void) {
-    /* In the child, one thread: nothing can be notifying or waiting now. */
-    if (lp_light_notify && !lp_register_membarrier()) lp_light_notify = 0;
-}
-
-/* Returns whether notifiers go without a fence. */
-static inline int lp_sync_init(int allow_light) {
-    static int registered_fork_handler = 0;
-    if (allow_light && lp_register_membarrier()) {
-        lp_light_notify = 1;
-        if (!registered_fork_handler) {
-            pthread_atfork(NULL, NULL, lp_sync_after_fork);
-            registered_fork_handler = 1;
-        }
-    }
-    return lp_light_notify;
-}
-
-static inline void lp_waiter_barrier(void) {
-    lp_fence();
-#if defined(SYS_membarrier)
-    if (lp_light_notify) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
-#endif
-}
-
-static inline void lp_notifier_barrier(void) {
-    if (lp_light_notify)
-        __asm__ __volatile__("" ::: "memory");
-    else
-        lp_fence();
-}
-
 /* Register as a waiter, arm the event and return the (armed) epoch to wait
  * on. The caller must re-check its condition AFTER this call and before
  * lp_ec_wait. */
@@ -280,7 +210,7 @@ static inline uint32_t lp_ec_prepare(lp_event_t *ev) {
     uint32_t epoch;
     __atomic_fetch_add(&ev->waiters, 1, __ATOMIC_SEQ_CST);
     epoch = __atomic_fetch_or(&ev->epoch, 1u, __ATOMIC_SEQ_CST) | 1u;
-    lp_waiter_barrier(); /* pairs with lp_ec_notify's lp_notifier_barrier (store-barrier-load on both sides) */
+    lp_fence(); /* pairs with the fence in lp_ec_notify (store-fence-load on both sides) */
     return epoch;
 }
 
@@ -306,14 +236,14 @@ static inline int lp_ec_wait(lp_event_t *ev, uint32_t epoch, double timeout) {
     return rc == -1 && errno == EINTR;
 }
 
-/* Wake every parked waiter, if the event is armed. The barrier pairs with
- * the seq_cst increment and arming in lp_ec_prepare and its barrier: either
- * the notifier sees the waiter armed, or the waiter's re-check sees the
- * change published before this call. Disarming is the bump itself (odd + 1
- * is even), done by one CAS, so of racing notifiers one makes the call. */
+/* Wake every parked waiter, if the event is armed. The fence pairs with
+ * the seq_cst increment and arming in lp_ec_prepare: either the notifier
+ * sees the waiter armed, or the waiter's re-check sees the change
+ * published before this call. Disarming is the bump itself (odd + 1 is
+ * even), done by one CAS, so of racing notifiers one makes the call. */
 static inline void lp_ec_notify(lp_event_t *ev) {
     uint32_t epoch;
-    lp_notifier_barrier();
+    lp_fence();
     if (__atomic_load_n(&ev->waiters, __ATOMIC_RELAXED) == 0) return;
     epoch = __atomic_load_n(&ev->epoch, __ATOMIC_RELAXED);
     while (epoch & 1u) {

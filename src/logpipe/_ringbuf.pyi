@@ -8,7 +8,6 @@ from typing_extensions import Buffer
 DEFAULT_MAX_RECORD_SIZE: int
 DEFAULT_SLOT_SIZE: int
 DEFAULT_MAX_BYTES: int
-LIGHT_NOTIFY: bool
 
 class Batch:
     """Records taken from a ring in one pass, newline framed.

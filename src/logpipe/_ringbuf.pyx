@@ -88,19 +88,15 @@ Python. A blocked call first retries with a short spin (``pause``), then parks
 on an event count over a Linux futex (``_lp_sync.h``): it registers as a
 waiter, re-checks, and sleeps while the epoch is unchanged. Pushers notify
 ``not_empty``, poppers ``not_full``, ``close()`` and ``StopSignal.set()`` both.
-A notify is one barrier and one load when nobody waits, so the fast paths make
+A notify is one fence and one load when nobody waits, so the fast paths make
 no system call. A waiter also arms the event (the epoch's low bit) when it
 registers, and the notify that wakes disarms it: until a waiter registers
 again, later notifies make no system call either, even while the woken
 waiter has not run yet (on one CPU it waits for the notifier to let the
 CPU go, and each put of that time slice used to make a futex call). The
-barrier on each side (after the publish, after the waiter registration)
+fence on each side (after the publish, after the waiter registration)
 guarantees that either the notifier sees the waiter or the
-waiter's re-check sees the change. Where the kernel has membarrier(2)
-(``LIGHT_NOTIFY``), the notifier's barrier is a compiler barrier only and
-the waiter, about to park anyway, makes every running thread of the
-process pass a full fence instead (``_lp_sync.h``, "asymmetric barrier"):
-a put and a get each save a ~10 ns fence. The re-check itself must not read a
+waiter's re-check sees the change. The re-check itself must not read a
 stale position: readable() and writable() load the head (tail) position and
 then that slot's sequence; if the sequence shows the slot has already moved
 on (another thread claimed and released it between the two loads), they
@@ -281,11 +277,6 @@ cdef enum:
 # lingering, and the longest linger.
 cdef double LINGER_QUIET = 10e-6
 cdef double LINGER_MAX = 200e-6
-#: Whether put and get notify without a full fence, the parking side
-#: paying with membarrier(2) instead (_lp_sync.h, "asymmetric barrier");
-#: LOGPIPE_FULL_FENCES=1 keeps the fences (for comparisons, and for kernels
-#: or sandboxes where membarrier misbehaves).
-LIGHT_NOTIFY = bool(lp_sync_init(os.environ.get("LOGPIPE_FULL_FENCES", "") in ("", "0")))
 cdef bint linger_enabled = not LP_FREE_THREADED and len(os.sched_getaffinity(0)) > 1
 # lp_wait_room's spin: on one CPU a spinning producer only keeps the
 # consumer it waits for from running.
