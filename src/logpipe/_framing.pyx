@@ -1441,7 +1441,7 @@ cdef class LineFramer:
             if got < size or (read_until >= 0 and lp_now() >= read_until):
                 return READ_PAUSE
 
-    def feed_from(self, int fd, buffer, *, timeout=None):
+    def feed_from(self, int fd, buffer, *, timeout=None, bint once=False):
         """Read ``fd`` into ``buffer`` (writable, reused) and frame what comes, as
         :meth:`feed` would each chunk; return the bytes read (0: the first read
         found the end of the input).
@@ -1450,10 +1450,12 @@ cdef class LineFramer:
         each read fills the buffer (a short one means the end of the file is
         near, or a pipe had no more) and for up to ``timeout`` seconds (None:
         no limit); the lines of the last chunk then have as long again to
-        find room in the ring. It also returns once a wait for room gave up,
-        the ring closed, or after a failed read that followed others (the
-        next call meets the failure again). The partial line, held lines and
-        rejected lines are as with :meth:`feed`.
+        find room in the ring. ``once``: one read only, its lines waiting up
+        to ``timeout`` for room (a socket served in turn with others, a pipe
+        that may have nothing more). It also returns once a wait for room
+        gave up, the ring closed, or after a failed read that followed
+        others (the next call meets the failure again). The partial line,
+        held lines and rejected lines are as with :meth:`feed`.
 
         Raises:
             OSError: the first read failed (``read(2)``'s errno); a read
@@ -1471,7 +1473,9 @@ cdef class LineFramer:
                 raise ValueError("feed_from needs a buffer of at least one byte")
             self.enter(timeout)
             try:
-                if timeout is not None:
+                if once:
+                    read_until = 0.0  # passed as soon as the first chunk is framed
+                elif timeout is not None:
                     read_until = self.deadline
                     self.deadline = read_until + <double>timeout
                 while True:
@@ -1587,6 +1591,16 @@ cdef class LineFramer:
     def pending(self):
         """Input bytes not yet accounted for: held good lines plus the partial line (full size)."""
         return self.n_fed - self.n_consumed
+
+    @property
+    def partial(self):
+        """The line begun and not ended yet (no newline so far): ``(its first
+        bytes, at most 4096, its full size)``; None when there is none. What a
+        source dead-letters when a stop cuts a live stream mid-line."""
+        if self.part_size == 0:
+            return None
+        return (PyBytes_FromStringAndSize(self.part, min(self.part_kept, <Py_ssize_t>KEEP)),
+                self.part_size)
 
     @property
     def pending_lines(self):

@@ -44,21 +44,3 @@ def test_os_readv_fills_the_view(tmp_path):
     finally:
         os.close(fd)
     assert got == data
-
-
-def test_rfind_newline_matches_bytes_rfind_within_the_view():
-    rng = random.Random(3)
-    buffer = ReadBuffer(512)
-    for _ in range(300):
-        content = bytes(rng.choice(b"ab\n\r") for _ in range(512))
-        buffer.view[:] = content
-        end = rng.randint(0, 512)
-        assert buffer.rfind_newline(end) == content.rfind(b"\n", 0, end)
-
-
-def test_rfind_newline_never_sees_bytes_outside_the_view():
-    buffer = ReadBuffer(16)
-    buffer._storage[:] = b"\n" * len(buffer._storage)  # newlines before and after the window
-    buffer.view[:] = b"x" * 16
-    assert buffer.rfind_newline(16) == -1
-    assert buffer.rfind_newline(0) == -1

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 
 from logpipe import RingBuffer
 from logpipe.infrastructure.sources.stdin import (
@@ -175,6 +176,52 @@ def test_stop_dead_letters_a_partial_line(tmp_path, make_context):
     assert context.metrics.invalid.value == 1 and source.partial_at_stop == 1
     (letter,) = [orjson.loads(x) for x in Path(context.dead_letter.path).read_bytes().splitlines()]
     assert (letter["reason"], letter["line"], letter["size"]) == (PARTIAL_AT_STOP, "half a li", 9)
+
+
+@pytest.mark.parametrize(("tail", "size"), [(bytes(range(32, 127)) * 100, 9500), (b"\r", None)], ids=["long", "cr"])
+def test_stop_dead_letters_the_head_and_size_of_a_long_partial_line_read_in_pieces(make_context, tail, size):
+    """The partial line is the framer's, across reads: its first 4 KiB and its full size; a lone CR
+    after a complete line is no partial line."""
+    read_fd, write_fd = os.pipe()
+    context = make_context()
+    try:
+        source = StdinSource(context, fd=read_fd)
+        running = Running(source, RingBuffer(8))
+        os.write(write_fd, b"whole\r\n" + tail[:3000])
+        wait_until(lambda: source.records == 1, "the complete line")
+        for start in range(3000, len(tail), 3000):
+            os.write(write_fd, tail[start : start + 3000])
+            time.sleep(0.05)  # one read each, most likely
+        running.stop_flag.set()
+        running.join()
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    path = Path(context.dead_letter.path)
+    letters = [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
+    if size is None:
+        assert letters == [] and source.partial_at_stop == 0
+    else:
+        [letter] = letters
+        assert (letter["reason"], letter["size"]) == (PARTIAL_AT_STOP, size)
+        assert letter["line"] == tail[:4096].decode() and source.partial_at_stop == 1
+
+
+def test_a_regular_file_on_stdin_is_read_through(tmp_path, make_context):
+    """stdin redirected from a file (``< FILE``): read while reads fill the buffer, every line in order."""
+    path = tmp_path / "in.log"
+    lines = [b"line %07d" % i for i in range(300_000)]  # ~4 MiB: several full reads
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    fd = os.open(path, os.O_RDONLY)
+    ring = RingBuffer(1 << 20)
+    try:
+        source = StdinSource(make_context(), fd=fd)
+        running = Running(source, ring)
+        running.join()
+    finally:
+        os.close(fd)
+    assert source.eof and source.records == len(lines)
+    assert ring.get_many(len(lines), timeout=0) == lines
 
 
 def test_stop_with_a_full_ring_returns_and_counts_the_unpushed(make_context):

@@ -475,6 +475,32 @@ def test_stop_returns_promptly_with_idle_connections_open(tmp_path):
     assert source.context.metrics.invalid.value == 1
 
 
+def test_a_long_partial_line_sent_in_pieces_is_dead_lettered_by_its_head_and_size(tmp_path):
+    """The partial line at a stop is the framer's own: its first 4 KiB and its full size, across
+    receives; a lone CR after a complete line is no partial line (the start of a CRLF)."""
+    running = start(tmp_path)
+    source = running.source
+    long_client, cr_client = connect(source), connect(source)
+    head = bytes(range(32, 127)) * 100  # 9,500 bytes, no newline
+    try:
+        long_client.sendall(b"first\n" + head[:3000])
+        wait_until(lambda: source.bytes_received == 3006)
+        long_client.sendall(head[3000:7000])
+        wait_until(lambda: source.bytes_received == 7006)
+        long_client.sendall(head[7000:])
+        cr_client.sendall(b"second\r\n\r")
+        wait_until(lambda: running.received == 2 and source.bytes_received == 9506 + 9)
+        running.stop()
+    finally:
+        long_client.close()
+        cr_client.close()
+    assert sorted(running.records()) == [b"first", b"second"]
+    assert source.partial_at_stop == 1
+    [letter] = dead_letters(source.context)
+    assert (letter["reason"], letter["size"]) == (PARTIAL_AT_STOP, 9500)
+    assert letter["line"] == head[:4096].decode()
+
+
 def test_stop_returns_while_the_ring_is_full(tmp_path):
     """A source blocked on a full ring (nobody consuming) still returns soon after stop."""
     context = make_context(tmp_path)

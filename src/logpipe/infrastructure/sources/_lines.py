@@ -34,7 +34,7 @@ READ_ALIGNMENT = 4096
 
 
 class ReadBuffer:
-    """A reused buffer for ``read(2)`` and ``recv_into``, its first byte page aligned.
+    """A reused buffer for ``read(2)``, its first byte page aligned.
 
     The kernel copies file and socket data out of pages that start on a
     4 KiB boundary, with ``rep movsb`` on x86. On this project's AMD EPYC
@@ -53,20 +53,15 @@ class ReadBuffer:
         size: bytes one read may fill (``len(view)``).
     """
 
-    __slots__ = ("_start", "_storage", "view")
+    __slots__ = ("_storage", "view")
 
     def __init__(self, size: int) -> None:
         self._storage = bytearray(size + READ_ALIGNMENT - 1)
-        self._start = aligned_offset(self._storage, READ_ALIGNMENT)
-        self.view = memoryview(self._storage)[self._start : self._start + size]
+        start = aligned_offset(self._storage, READ_ALIGNMENT)
+        self.view = memoryview(self._storage)[start : start + size]
 
     def __len__(self) -> int:
         return len(self.view)
-
-    def rfind_newline(self, end: int) -> int:
-        """Where the last newline in ``view[:end]`` is, or -1."""
-        found = self._storage.rfind(b"\n", self._start, self._start + end)
-        return found - self._start if found >= 0 else -1
 
 
 class LineInput:
@@ -131,14 +126,14 @@ class LineInput:
         self.report()
         return True
 
-    def read_from(self, fd: int, buffer: memoryview, stop: StopFlag) -> tuple[int, bool]:
+    def read_from(self, fd: int, buffer: memoryview, stop: StopFlag, *, once: bool = False) -> tuple[int, bool]:
         """Read ``fd`` into ``buffer`` and push the complete lines, waiting while the ring is full.
 
         The framer reads and frames chunk after chunk without the GIL
         (``LineFramer.feed_from``) for up to ``PUSH_SLICE`` while reads fill
-        ``buffer``, so a busy worker holding the GIL never keeps this thread
-        from its next read: between chunks it used to wait for the GIL
-        twice, and the ring ran dry meanwhile.
+        ``buffer`` (``once``: one read), so a busy worker holding the GIL
+        never keeps this thread from its next read: between chunks it used
+        to wait for the GIL twice, and the ring ran dry meanwhile.
 
         Returns:
             (bytes read, True once every complete line is pushed); 0 bytes
@@ -149,7 +144,7 @@ class LineInput:
             OSError: the read failed.
         """
         framer = self.framer
-        n = framer.feed_from(fd, buffer, timeout=PUSH_SLICE)
+        n = framer.feed_from(fd, buffer, timeout=PUSH_SLICE, once=once)
         while framer.pending_lines:
             self.report()
             if stop.is_set() or framer.closed:

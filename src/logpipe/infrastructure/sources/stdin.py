@@ -2,8 +2,11 @@
 
 ``producer | logpipe run --source stdin --sink file:out.ndjson`` reads fd 0
 with ``read(2)`` calls of up to 1 MiB (``CHUNK_SIZE``; a pipe gives at most
-what it holds) into one reused buffer and hands them to the Cython line
-framer. At end of input the last line is delivered even without
+what it holds) into one reused buffer, made by the Cython line framer
+itself (``LineFramer.feed_from``), which frames and pushes each chunk before
+it takes the GIL back: one read per poll from a pipe, a terminal or a
+socket; from a regular file (``< FILE``) reads go on while they fill the
+buffer, for up to 10 ms, as in the file source. At end of input the last line is delivered even without
 its newline, and the source returns, so the pipeline shuts down cleanly with
 its usual report.
 
@@ -43,7 +46,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from logpipe.domain.ports import Ring, StopFlag
-from logpipe.infrastructure.deadletter import KEPT_BYTES
 from logpipe.infrastructure.sources._lines import CHUNK_SIZE, PUSH_SLICE, LineInput, ReadBuffer
 from logpipe.infrastructure.sources.context import SourceContext
 
@@ -85,9 +87,6 @@ class StdinSource:
         self.unpushed_at_stop = 0
         self.partial_at_stop = 0
         self._input: LineInput | None = None
-        # The line being received (after the last newline): its first bytes and size.
-        self._partial_head = b""
-        self._partial_size = 0
 
     @property
     def records(self) -> int:
@@ -99,44 +98,32 @@ class StdinSource:
         fd = self._fd if self._fd is not None else _stdin_fd()
         widen_pipe(fd, PIPE_CAPACITY)
         self._input = lines = LineInput(ring, self.context, self.name)
-        buffer = ReadBuffer(CHUNK_SIZE)  # reused: the framer copies what it keeps
-        view = buffer.view
+        view = ReadBuffer(CHUNK_SIZE).view  # reused: the framer copies what it keeps
+        # A pipe, a terminal or a socket is read once per poll (a second read
+        # could wait for input without looking at stop); a file (``< FILE``)
+        # is read on while reads fill the buffer, as the file source does.
+        once = not _is_regular_file(fd)
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLPRI)
         while not stop.is_set():
             if not poller.poll(POLL_MS):
                 continue
             try:
-                n = os.readv(fd, (view,))
-            except InterruptedError:
-                continue
+                n, pushed = lines.read_from(fd, view, stop, once=once)
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                     continue
                 if exc.errno != errno.EBADF:  # no stdin at all reads as empty
                     raise
-                n = 0
+                n, pushed = 0, True
             if not n:
                 self.eof = True
                 if lines.finish(stop):
                     return
                 break  # stopped while the ring was full: as any stop
-            self._note_partial(buffer, n)
-            if not lines.feed(view[:n], stop):
+            if not pushed:
                 break
         self._stop(lines)
-
-    def _note_partial(self, buffer: ReadBuffer, n: int) -> None:
-        # Kept only for the dead letter, should a stop cut this line short.
-        last = buffer.rfind_newline(n)  # from the end: stops within one line
-        if last >= 0:
-            self._partial_size = n - last - 1
-            self._partial_head = bytes(buffer.view[last + 1 : last + 1 + min(KEPT_BYTES, self._partial_size)])
-        else:
-            room = KEPT_BYTES - len(self._partial_head)
-            if room > 0:
-                self._partial_head += bytes(buffer.view[: min(n, room)])
-            self._partial_size += n
 
     def _stop(self, lines: LineInput) -> None:
         framer = lines.framer
@@ -153,9 +140,11 @@ class StdinSource:
             self.unpushed_at_stop += 1
             self.context.dead_letter.reject(self.name, UNPUSHED_AT_STOP, line)
             self.context.metrics.invalid.add(1)
-        if not self.eof and self._partial_size and self._partial_head != b"\r":
+        # The framer's line begun and not ended: its first 4 KiB and its size.
+        partial = None if self.eof else framer.partial
+        if partial is not None and partial[0] != b"\r":
             self.partial_at_stop = 1
-            self.context.dead_letter.reject(self.name, PARTIAL_AT_STOP, self._partial_head, self._partial_size)
+            self.context.dead_letter.reject(self.name, PARTIAL_AT_STOP, *partial)
             self.context.metrics.invalid.add(1)
 
 
@@ -173,6 +162,13 @@ def widen_pipe(fd: int, capacity: int) -> bool:
             return True
         return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, capacity) >= capacity
     except OSError:  # EPERM: over the user's pipe allowance or pipe-max-size; EBADF: no stdin
+        return False
+
+
+def _is_regular_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
         return False
 
 

@@ -86,9 +86,11 @@ from logpipe.infrastructure.sources.context import SourceContext
 __all__ = ["TcpSource", "TcpSourceConfig", "parse_address"]
 
 DEFAULT_HOST = "127.0.0.1"
-# Bytes read per recv_into. Between two receives the reading thread takes
-# the GIL back, which a worker busy with its writes gives up only once the
-# ring runs dry: each receive can cost the pipeline a stall. 1 MiB instead
+# Bytes read per receive (the framer's read(2), LineFramer.feed_from, which
+# frames and pushes them before it takes the GIL back). Between two receives
+# the reading thread takes the GIL back, which a worker busy with its writes
+# gives up only once the ring runs dry: each receive can cost the pipeline a
+# stall. 1 MiB instead
 # of 256 KiB made TCP -> file at the spec's defaults ~1.3x faster
 # (docs/benchmarks.md, issue 9's eleventh round); memory stays bounded (the
 # module doc).
@@ -106,9 +108,6 @@ ACCEPT_BURST = 64
 ACCEPT_RETRY = 0.1
 # At shutdown: how long to keep pushing lines already split off.
 STOP_FLUSH = 0.5  # workers drain the ring meanwhile; only a stalled sink uses it all
-# How much of a partial line at shutdown the dead letter keeps (as it does
-# for every rejected line).
-KEPT_BYTES = 4096
 PARTIAL_AT_STOP = "connection open at shutdown: partial line"
 UNPUSHED_AT_STOP = "read but not delivered: shutdown while the ring stayed full"
 
@@ -215,7 +214,7 @@ class TcpSourceConfig:
 class _Conn:
     """One client: its socket, its framer, and what the loop knows of it."""
 
-    __slots__ = ("sock", "framer", "peer", "eof", "invalid", "partial_head", "partial_size")
+    __slots__ = ("sock", "framer", "peer", "eof", "invalid")
 
     def __init__(self, sock: socket.socket, framer: LineFramer, peer: object) -> None:
         self.sock: socket.socket | None = sock
@@ -223,10 +222,6 @@ class _Conn:
         self.peer = peer
         self.eof = False  # the client closed; the framer has been finished
         self.invalid = 0  # framer.invalid already added to the metrics
-        # The line being received (no newline yet): its first KEPT_BYTES and
-        # its size, kept only to dead-letter it if shutdown comes first.
-        self.partial_head = b""
-        self.partial_size = 0
 
 
 class TcpSource:
@@ -287,8 +282,7 @@ class TcpSource:
         self._selector: selectors.BaseSelector | None = None
         self._accept_paused_until = 0.0
         self._ring_closed = False
-        self._buf = ReadBuffer(RECV_SIZE)
-        self._view = self._buf.view
+        self._view = ReadBuffer(RECV_SIZE).view
 
     @staticmethod
     def _listen(host: str, port: int, backlog: int) -> socket.socket:
@@ -413,8 +407,12 @@ class TcpSource:
             sock = conn.sock
             if sock is None or conn.eof:
                 continue
+            framer = conn.framer
+            records = framer.records
             try:
-                n = sock.recv_into(view, RECV_SIZE)
+                # One receive, made by the framer without the GIL, its lines
+                # pushed before it returns (waiting up to POLL_TIMEOUT for room).
+                n = framer.feed_from(sock.fileno(), view, timeout=POLL_TIMEOUT, once=True)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
@@ -423,8 +421,7 @@ class TcpSource:
                 self._end(conn)
             else:
                 self.bytes_received += n
-                self._track_partial(conn, n)
-                self._account(conn, conn.framer.feed(view[:n], timeout=POLL_TIMEOUT))
+                self._account(conn, framer.records - records)
             if conn.framer.pending_lines:
                 self._held.append(conn)
                 return
@@ -434,28 +431,11 @@ class TcpSource:
             if stop.is_set() or ring.usage > PAUSE_ABOVE:
                 return
 
-    def _track_partial(self, conn: _Conn, n: int) -> None:
-        if self._view[n - 1] == 10:
-            conn.partial_size = 0
-            conn.partial_head = b""
-            return
-        cut = self._buf.rfind_newline(n)
-        if cut < 0:  # the whole receive continues the line
-            if len(conn.partial_head) < KEPT_BYTES:
-                conn.partial_head += self._view[: min(n, KEPT_BYTES - len(conn.partial_head))]
-            conn.partial_size += n
-        else:
-            start = cut + 1
-            conn.partial_head = bytes(self._view[start : min(n, start + KEPT_BYTES)])
-            conn.partial_size = n - start
-
     def _end(self, conn: _Conn) -> None:
         # The client closed: its last line counts even without a newline.
         assert self._selector is not None and conn.sock is not None
         self._selector.unregister(conn.sock)
         conn.eof = True
-        conn.partial_size = 0
-        conn.partial_head = b""
         self._account(conn, conn.framer.finish(timeout=POLL_TIMEOUT))
         if not conn.framer.pending_lines:
             self._close(conn)
@@ -522,10 +502,12 @@ class TcpSource:
                     self.context.dead_letter.reject(self.name, UNPUSHED_AT_STOP, line)
                     self.context.metrics.invalid.add(1)
             for conn in self._conns.values():
-                if not conn.eof and conn.partial_size and conn.partial_head != b"\r":
+                # The framer's line begun and not ended: its first 4 KiB and size.
+                partial = None if conn.eof else conn.framer.partial
+                if partial is not None and partial[0] != b"\r":
                     self.partial_at_stop += 1
                     self.invalid += 1
-                    self.context.dead_letter.reject(self.name, PARTIAL_AT_STOP, conn.partial_head, conn.partial_size)
+                    self.context.dead_letter.reject(self.name, PARTIAL_AT_STOP, *partial)
                     self.context.metrics.invalid.add(1)
         finally:
             self._held.clear()
