@@ -236,3 +236,34 @@ def test_a_signal_runs_its_handler_and_the_read_is_retried_unless_it_raised(mode
     done = subprocess.run([sys.executable, "-c", SIGNAL_CHILD, mode], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["handler ran", expected]
+
+
+def test_once_reads_one_chunk_and_its_lines_still_wait_for_room(tmp_path):
+    path = tmp_path / "in.log"
+    path.write_bytes(b"".join(b"line %04d\n" % i for i in range(1000)))  # 10,000 bytes
+    ring = RingBuffer(1 << 12)
+    framer = LineFramer(ring, max_line=100)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert framer.feed_from(fd, bytearray(4000), timeout=1.0, once=True) == 4000
+        assert framer.records == 400 and framer.pending_lines == 0
+        assert framer.feed_from(fd, bytearray(4000), timeout=1.0) == 6000  # on to the end
+    finally:
+        os.close(fd)
+    assert drain(ring) == [b"line %04d" % i for i in range(1000)]
+
+
+def test_the_partial_line_is_its_first_4_kib_and_its_size():
+    framer = LineFramer(RingBuffer(8), max_line=1 << 20)
+    assert framer.partial is None
+    framer.feed(b"done\nab")
+    assert framer.partial == (b"ab", 2)
+    body = (bytes(range(256)) * 40).replace(b"\n", b".")  # 10,240 bytes, no newline
+    framer.feed(body[:5000])
+    framer.feed(body[5000:])
+    assert framer.partial == ((b"ab" + body)[:4096], 2 + len(body))
+    framer.feed(b"\n")
+    assert framer.partial is None
+    long_framer = LineFramer(RingBuffer(8), max_line=100)  # past max_line: only 4 KiB are kept
+    long_framer.feed(body)
+    assert long_framer.partial == (body[:4096], len(body))
