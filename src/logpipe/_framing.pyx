@@ -180,11 +180,11 @@ import os
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
-from libc.errno cimport EINTR, errno
-from posix.unistd cimport read
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
+from libc.errno cimport EINTR, errno
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy, memmove
+from posix.unistd cimport read
 
 from logpipe._ringbuf cimport (
     LP_CLOSED, LP_NOMEM, LP_OK, LP_PUSH_CHUNK, LP_TIMEOUT, LP_WOULD_BLOCK,
@@ -1489,7 +1489,7 @@ cdef class LineFramer:
                         if n < view.len or (read_until >= 0 and lp_now() >= read_until):
                             break
                         continue
-                    if outcome == READ_ERROR:
+                    if outcome == READ_ERROR:  # st holds the errno
                         if st == EINTR:
                             PyErr_CheckSignals()  # raises if a handler raised
                             continue

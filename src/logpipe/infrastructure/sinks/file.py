@@ -21,9 +21,9 @@ terminals and devices (``file:/dev/stdout``) always let it go.
 Held batches: on a regular file the sink says ``takes_held_batches``, so
 workers hand it batches whose bytes are still in the ring, and each is
 written from there with ``writev(2)`` instead of being copied out of the
-ring first (``HeldWrites.write_batch``). A batch that needs more than the plain write
-(the rest of a failed one pending, a rotation) is copied out and written as
-any other.
+ring first (``HeldWrites.write_batch``). A batch that needs more than the
+plain write (the rest of a failed one pending, a rotation) is copied out
+and written as any other.
 
 A write that fails part-way (a full disk usually first shows as a short
 write) keeps the batch's unwritten rest: the next write, the retry of that

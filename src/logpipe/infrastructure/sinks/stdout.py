@@ -8,9 +8,10 @@ memory; a smaller one is copied into the buffer and flushed at once.
 When standard output is a regular file (``logpipe run --sink stdout >
 out.ndjson``, systemd's ``StandardOutput=file:``), the stream is flushed and
 each batch goes to its file descriptor with the file sink's writes
-(``HeldWrites`` of ``logpipe._filewrite``): up to 64 KiB without letting the GIL go, as the file sink
-does, which at the spec's defaults moves several times the logs a second
-of a write through the stream (``bench/bench_pipeline.py --writes both``).
+(``HeldWrites`` of ``logpipe._filewrite``): up to 64 KiB without letting
+the GIL go, as the file sink does, which at the spec's defaults moves
+several times the logs a second of a write through the stream
+(``bench/bench_pipeline.py --writes both``).
 A write that fails part-way there (a full disk) is completed first by the
 next one, as in the file sink: retries neither duplicate nor tear a line.
 There, too, the workers hand the sink held batches, written straight from
