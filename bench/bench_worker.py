@@ -99,10 +99,19 @@ class Sinks:
             os.unlink(self.path)
 
 
-def bare(sinks: Sinks, batches: int, batch_size: int) -> float:
-    ring, sink = filled_ring(batches * batch_size), sinks.build()
+def drain(ring: RingBuffer, write: Callable[[Any], object], batches: int, batch_size: int, hold: bool) -> float:
+    """Thread CPU time per batch of taking every batch from ``ring`` and handing it to ``write``."""
     stop = StopSignal(ring)
     get_batch = ring.get_batch
+    write_batch = StopWhenWritten(write, batches * batch_size, stop).write_batch
+    start = time.thread_time()
+    while not stop.is_set():
+        write_batch(get_batch(batch_size, 0.5, hold=hold))
+    return (time.thread_time() - start) / batches
+
+
+def bare(sinks: Sinks, batches: int, batch_size: int) -> float:
+    ring, sink = filled_ring(batches * batch_size), sinks.build()
     hold = sinks.kind == "file"
     if hold:
         fd = os.open(sinks.path, os.O_WRONLY | os.O_APPEND)
@@ -112,22 +121,16 @@ def bare(sinks: Sinks, batches: int, batch_size: int) -> float:
             batch.release()
     else:
         write = sink.write_batch
-    write_batch = StopWhenWritten(write, batches * batch_size, stop).write_batch
-    start = time.thread_time()
-    while not stop.is_set():
-        write_batch(get_batch(batch_size, 0.5, hold=hold))
-    elapsed = time.thread_time() - start
+    per_batch = drain(ring, write, batches, batch_size, hold)
     if hold:
         os.close(fd)
     sinks.close(sink)
-    return elapsed / batches
+    return per_batch
 
 
 def through_sink(sinks: Sinks, batches: int, batch_size: int) -> float:
     """The bare loop with ``sink.write_batch`` as its write: what the sink's own Python adds."""
     ring, sink = filled_ring(batches * batch_size), sinks.build()
-    stop = StopSignal(ring)
-    get_batch = ring.get_batch
     hold = getattr(sink, "takes_held_batches", False)
 
     def write(batch: Any) -> None:
@@ -135,14 +138,10 @@ def through_sink(sinks: Sinks, batches: int, batch_size: int) -> float:
         if hold:
             batch.release()
 
-    write_batch = StopWhenWritten(write, batches * batch_size, stop).write_batch
-    start = time.thread_time()
-    while not stop.is_set():
-        write_batch(get_batch(batch_size, 0.5, hold=hold))
-    elapsed = time.thread_time() - start
+    per_batch = drain(ring, write, batches, batch_size, hold)
     assert sink.records == batches * batch_size
     sinks.close(sink)
-    return elapsed / batches
+    return per_batch
 
 
 def through_worker(sinks: Sinks, batches: int, batch_size: int, tracker: FlushTracker | None = None) -> float:

@@ -187,7 +187,7 @@ cdef class HeldWrites:
             start = self.now()
             if start >= self.release_until:
                 self.kept_gil += 1
-                return start if start else 1
+                return start if start else 1  # 0 means "let it go": a test clock may read 0
         self.released_gil += 1
         return 0
 

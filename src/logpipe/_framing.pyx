@@ -937,6 +937,12 @@ cdef inline double deadline_from(object timeout) except? -2.0:
     return lp_now() + t
 
 
+cdef inline bint pause_reading(Py_ssize_t got, Py_ssize_t size, double read_until) noexcept nogil:
+    """feed_from stops after a read of ``got`` bytes into ``size``: a short read
+    (the end of a file, a pipe with no more), or ``read_until`` (>= 0) passed."""
+    return got < size or (read_until >= 0 and lp_now() >= read_until)
+
+
 cdef class LineFramer:
     """Split a byte stream into lines and push them into a ring as records.
 
@@ -1413,6 +1419,10 @@ cdef class LineFramer:
             PyBuffer_Release(&view)
         return self.n_records - before
 
+    cdef inline bint cannot_go_on(self) noexcept nogil:
+        """A wait for room gave up, the ring closed, or memory ran out: read no more."""
+        return self.given_up or self.is_closed or self.broken or self.nomem
+
     cdef int read_chunks(self, int fd, char *buf, Py_ssize_t size, double read_until,
                          Py_ssize_t *pn, Py_ssize_t *ppos, int *pst, uint64_t *ptotal) noexcept nogil:
         """feed_from's loop without the GIL: read a chunk, frame it, and go on
@@ -1436,9 +1446,9 @@ cdef class LineFramer:
                 # point into buf, which the next read overwrites).
                 return READ_CONVERT
             self.keep_tail(buf, got, ppos[0])
-            if self.given_up or self.is_closed or self.broken or self.nomem:
+            if self.cannot_go_on():
                 return READ_STOPPED
-            if got < size or (read_until >= 0 and lp_now() >= read_until):
+            if pause_reading(got, size, read_until):
                 return READ_PAUSE
 
     def feed_from(self, int fd, buffer, *, timeout=None, bint once=False):
@@ -1484,9 +1494,7 @@ cdef class LineFramer:
                                                    &n, &pos, &st, &total)
                     if outcome == READ_CONVERT:
                         self.finish_scan(<const char *>view.buf, n, pos, st)
-                        if self.given_up or self.is_closed or self.broken or self.nomem:
-                            break
-                        if n < view.len or (read_until >= 0 and lp_now() >= read_until):
+                        if self.cannot_go_on() or pause_reading(n, view.len, read_until):
                             break
                         continue
                     if outcome == READ_ERROR:  # st holds the errno

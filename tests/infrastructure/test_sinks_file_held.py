@@ -33,9 +33,9 @@ from pathlib import Path
 import pytest
 
 from logpipe import Batch, RingBuffer
+from logpipe._filewrite import HOLD_GIL_MAX_BYTES
 from logpipe.exceptions import SinkError
 from logpipe.infrastructure.sinks import file as file_module
-from logpipe.infrastructure.sinks._heldwrite import HOLD_GIL_MAX_BYTES
 from logpipe.infrastructure.sinks.file import FileSink
 
 SLOT_SIZE = 128  # the default

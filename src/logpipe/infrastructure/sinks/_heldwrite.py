@@ -1,4 +1,4 @@
-"""The rest of a batch whose write failed part-way, and the GIL rule's home.
+"""The rest of a batch whose write failed part-way.
 
 The file sink and the stdout sink (when standard output is a regular file,
 ``logpipe run --sink stdout > out.ndjson``) both write through a
@@ -19,33 +19,16 @@ the batch's own buffer, on the busiest thread of a file -> file run.
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from logpipe._filewrite import HOLD_GIL_MAX_BYTES, RELEASE_AFTER_SLOW_NS, SLOW_WRITE_NS, HeldWrites
 from logpipe.exceptions import SinkError
 
 if TYPE_CHECKING:
+    from logpipe._filewrite import HeldWrites
     from logpipe._ringbuf import Batch
 
-__all__ = [
-    "HOLD_GIL_MAX_BYTES",
-    "RELEASE_AFTER_SLOW_NS",
-    "SLOW_WRITE_NS",
-    "HeldWrites",
-    "UnfinishedBatch",
-    "is_regular_file",
-]
-
-
-def is_regular_file(fd: int) -> bool:
-    """Whether ``fd`` is open on a regular file (False if it cannot be asked)."""
-    try:
-        return stat.S_ISREG(os.fstat(fd).st_mode)
-    except OSError:
-        return False
+__all__ = ["UnfinishedBatch"]
 
 
 class UnfinishedBatch:

@@ -56,9 +56,10 @@ import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from logpipe._filewrite import HeldWrites
 from logpipe.exceptions import SinkError
 from logpipe.infrastructure.sinks._base import CountingSink
-from logpipe.infrastructure.sinks._heldwrite import HeldWrites, UnfinishedBatch
+from logpipe.infrastructure.sinks._heldwrite import UnfinishedBatch
 from logpipe.infrastructure.sinks._writeback import WRITEBACK_STEP, start_writeback
 
 if TYPE_CHECKING:

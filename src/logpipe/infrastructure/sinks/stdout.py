@@ -30,9 +30,11 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
+from logpipe._filewrite import HeldWrites
 from logpipe.exceptions import SinkError
+from logpipe.infrastructure._files import is_regular_file
 from logpipe.infrastructure.sinks._base import CountingSink
-from logpipe.infrastructure.sinks._heldwrite import HeldWrites, UnfinishedBatch, is_regular_file
+from logpipe.infrastructure.sinks._heldwrite import UnfinishedBatch
 
 if TYPE_CHECKING:
     from logpipe._ringbuf import Batch

@@ -3,8 +3,9 @@
 Reading: 1 MiB ``read(2)`` calls made by the Cython line framer itself,
 which splits, validates and pushes the lines without the GIL, and reads the
 next chunk without taking the GIL in between for up to 10 ms while reads
-come back full (``LineInput.read_from``); no Python runs per line. At the end of the file the source polls every 50 ms (``os.stat``, no
-inotify) and notices three things:
+come back full (``LineInput.read_from``); no Python runs per line. At the
+end of the file the source polls every 50 ms (``os.stat``, no inotify) and
+notices three things:
 
 - appends: read on;
 - rotation (PATH now names another file, by device and inode): the new

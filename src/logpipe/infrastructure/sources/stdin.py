@@ -6,9 +6,9 @@ what it holds) into one reused buffer, made by the Cython line framer
 itself (``LineFramer.feed_from``), which frames and pushes each chunk before
 it takes the GIL back: one read per poll from a pipe, a terminal or a
 socket; from a regular file (``< FILE``) reads go on while they fill the
-buffer, for up to 10 ms, as in the file source. At end of input the last line is delivered even without
-its newline, and the source returns, so the pipeline shuts down cleanly with
-its usual report.
+buffer, for up to 10 ms, as in the file source. At end of input the last
+line is delivered even without its newline, and the source returns, so the
+pipeline shuts down cleanly with its usual report.
 
 When fd 0 is a pipe, the source first raises the pipe's capacity from
 Linux's default 64 KiB to :data:`PIPE_CAPACITY` (256 KiB), so each
@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from logpipe.domain.ports import Ring, StopFlag
+from logpipe.infrastructure._files import is_regular_file
 from logpipe.infrastructure.sources._lines import CHUNK_SIZE, PUSH_SLICE, LineInput, ReadBuffer
 from logpipe.infrastructure.sources.context import SourceContext
 
@@ -102,7 +103,7 @@ class StdinSource:
         # A pipe, a terminal or a socket is read once per poll (a second read
         # could wait for input without looking at stop); a file (``< FILE``)
         # is read on while reads fill the buffer, as the file source does.
-        once = not _is_regular_file(fd)
+        once = not is_regular_file(fd)
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLPRI)
         while not stop.is_set():
@@ -162,13 +163,6 @@ def widen_pipe(fd: int, capacity: int) -> bool:
             return True
         return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, capacity) >= capacity
     except OSError:  # EPERM: over the user's pipe allowance or pipe-max-size; EBADF: no stdin
-        return False
-
-
-def _is_regular_file(fd: int) -> bool:
-    try:
-        return stat.S_ISREG(os.fstat(fd).st_mode)
-    except OSError:
         return False
 
 

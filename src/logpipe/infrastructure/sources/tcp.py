@@ -90,10 +90,9 @@ DEFAULT_HOST = "127.0.0.1"
 # frames and pushes them before it takes the GIL back). Between two receives
 # the reading thread takes the GIL back, which a worker busy with its writes
 # gives up only once the ring runs dry: each receive can cost the pipeline a
-# stall. 1 MiB instead
-# of 256 KiB made TCP -> file at the spec's defaults ~1.3x faster
-# (docs/benchmarks.md, issue 9's eleventh round); memory stays bounded (the
-# module doc).
+# stall. 1 MiB instead of 256 KiB made TCP -> file at the spec's defaults
+# ~1.3x faster (docs/benchmarks.md, issue 9's eleventh round); memory stays
+# bounded (the module doc).
 RECV_SIZE = 1024 * 1024
 # Longest the loop waits in select() or in a push before looking at stop.
 POLL_TIMEOUT = 0.01
@@ -422,10 +421,10 @@ class TcpSource:
             else:
                 self.bytes_received += n
                 self._account(conn, framer.records - records)
-            if conn.framer.pending_lines:
+            if framer.pending_lines:
                 self._held.append(conn)
                 return
-            if conn.framer.closed:
+            if framer.closed:
                 self._ring_closed = True
                 return
             if stop.is_set() or ring.usage > PAUSE_ABOVE:
