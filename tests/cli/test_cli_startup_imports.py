@@ -36,7 +36,11 @@ HEAVY = ("asyncio", "nats", "numpy", "prometheus_client", "rich")
 # a retried write: ~1 ms), and orjson with what its import loads (datetime,
 # uuid, platform: ~10-15 ms), which only the dead letter (a rejected line),
 # RingBuffer.put_objects and the generator use.
+# And dataclasses, with the inspect it imports (~15 ms with the code it
+# generated per class): logpipe's value classes are frozen records
+# (logpipe.domain.records), which need neither.
 LIGHT = (
+    "dataclasses", "inspect",
     "datetime", "decimal", "difflib", "hashlib", "ipaddress", "orjson", "platform", "random", "select",
     "shutil", "socket", "tempfile", "tomllib", "urllib", "uuid",
 )  # fmt: skip

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from logpipe.domain import records
 from logpipe.domain.config import (
     OPTION_BY_NAME,
     OPTIONS,
@@ -84,7 +84,7 @@ def test_a_choice_outside_its_list_is_one_line_naming_the_flag() -> None:
 
 def test_options_describe_every_field_once() -> None:
     """OPTIONS has one entry per PipelineConfig field, in order, with its default."""
-    fields = dataclasses.fields(PipelineConfig)
+    fields = records.fields(PipelineConfig)
     assert [option.name for option in OPTIONS] == [f.name for f in fields]
     assert [option.default for option in OPTIONS] == [f.default for f in fields]
     assert set(OPTION_BY_NAME) == {f.name for f in fields}
@@ -252,11 +252,11 @@ def test_numbers_are_normalised() -> None:
 def test_config_is_frozen_and_replace_validates() -> None:
     """A config cannot be changed in place, and replace() checks the rules again."""
     config = PipelineConfig()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(records.FrozenRecordError):
         config.channel_size = 5  # type: ignore[misc]
-    assert dataclasses.replace(config, channel_size=5).channel_size == 5
+    assert records.replace(config, channel_size=5).channel_size == 5
     with pytest.raises(ConfigError, match="--channel-size: 0 "):
-        dataclasses.replace(config, channel_size=0)
+        records.replace(config, channel_size=0)
 
 
 # --- TOML files --------------------------------------------------------------------

@@ -33,16 +33,15 @@ collecting``. Once every worker has been joined the check is exact.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from logpipe._waits import join_thread
 from logpipe.application.console import Console
+from logpipe.domain.records import field, frozen, replace
 
 __all__ = [
     "ENQUEUE_TO_FLUSH_BUCKETS",
@@ -159,7 +158,7 @@ class DropCounter(Counter):
             return dict(self._by_reason)
 
 
-@dataclass(frozen=True)
+@frozen
 class HistogramSnapshot:
     """A histogram at one instant, cumulative like Prometheus's.
 
@@ -305,7 +304,7 @@ class SinkHealth:
         return 0.0 if since is None else max(now - since, 0.0)
 
 
-@dataclass(frozen=True)
+@frozen
 class Ledger:
     """Where every record received is, at one instant.
 
@@ -388,7 +387,7 @@ class Ledger:
         }
 
 
-@dataclass(frozen=True)
+@frozen
 class UpstreamLag:
     """How far behind its upstream a consuming source is (the NATS source).
 
@@ -406,7 +405,7 @@ class UpstreamLag:
     redelivered: int = 0
 
 
-@dataclass(frozen=True)
+@frozen
 class Snapshot:
     """The numbers at one instant."""
 
@@ -580,7 +579,7 @@ class Metrics:
                 allowance for batches being collected (it must be exact).
         """
         if final:
-            return dataclasses.replace(self._read_ledger(), collecting_max=0)
+            return replace(self._read_ledger(), collecting_max=0)
         reading = self._read_ledger()
         pause = 0.001
         for _ in range(attempts - 1):

@@ -21,7 +21,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 
 from logpipe._ringbuf import RingBuffer
 from logpipe._waits import JOIN_SLICE, join_thread
@@ -35,6 +34,7 @@ from logpipe.domain.clock import Clock, SystemClock
 from logpipe.domain.config import PipelineConfig
 from logpipe.domain.durations import format_duration
 from logpipe.domain.ports import Sink, Source
+from logpipe.domain.records import fields, frozen
 
 __all__ = ["JOIN_SLICE", "Pipeline", "Report"]
 
@@ -61,7 +61,7 @@ def ring_slot_size(channel_size: int) -> int:
     return RING_SLOT_SIZES[-1]
 
 
-@dataclass(frozen=True)
+@frozen
 class Report:
     """The final account of a run."""
 

@@ -12,14 +12,13 @@ option, the value and the rule: ``--channel-size: 0 is out of range (must be
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from logpipe.domain.durations import format_duration, parse_duration
+from logpipe.domain.records import field, fields, frozen
 from logpipe.exceptions import ConfigError
 
 __all__ = [
@@ -44,7 +43,7 @@ _KIND_NAMES = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class Option:
     """One parameter, as the CLI, the TOML loader and the rules see it.
 
@@ -192,20 +191,21 @@ def _opt(
     help: str,
     **rule: Any,
 ) -> Any:
-    """A dataclass field carrying its Option metadata (name and flag added later)."""
+    """A field carrying its Option metadata (name and flag added later)."""
     return field(default=default, metadata={"option": dict(kind=kind, help=help, **rule)})
 
 
 _MiB = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@frozen
 class PipelineConfig:
     """Every parameter of the pipeline, validated when constructed.
 
     Durations are float seconds. Use :func:`build_config` to combine
     defaults, a TOML file and command-line values, and
-    ``dataclasses.replace(config, ...)`` for a changed copy (validated too).
+    ``logpipe.domain.records.replace(config, ...)`` for a changed copy
+    (validated too).
 
     Raises:
         ConfigError: on construction, for the first value that breaks a rule.
@@ -345,7 +345,7 @@ OPTIONS: tuple[Option, ...] = tuple(
         default=f.default,
         **f.metadata["option"],
     )
-    for f in dataclasses.fields(PipelineConfig)
+    for f in fields(PipelineConfig)
 )
 OPTION_BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
 # A TOML key may be the attribute (channel_size) or the flag's word (channel-size).

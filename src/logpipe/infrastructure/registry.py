@@ -26,7 +26,7 @@ so their modules are imported only when a spec names their scheme. A run
 from a file never loads the TCP source (socket, select), the NATS specs'
 parsers (urllib.parse, ipaddress) or the stdin source, which took ~15 ms
 of every start-up when the registry imported them all, nor the
-generator's config class (a frozen dataclass: ~1 ms to define;
+generator's config class (~1 ms to define when it was a dataclass;
 ``GeneratorSourceConfig`` here loads it too). Listing the known
 schemes, and every error about an unknown or malformed spec, needs only
 the names. The first use of a lazy scheme checks that its class says the
@@ -41,12 +41,12 @@ naming the flag (or config key), the spec and the known schemes:
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from logpipe._lazy import lazy_names
 from logpipe.domain.config import PipelineConfig
 from logpipe.domain.ports import Sink, Source
+from logpipe.domain.records import frozen
 from logpipe.exceptions import ConfigError, LogpipeError
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class ComponentConfig(Protocol[T_co]):
         ...
 
 
-@dataclass(frozen=True)
+@frozen
 class Spec:
     """A spec split into its parts.
 
@@ -109,7 +109,7 @@ class Spec:
         return cls(text=text, scheme=scheme.lower(), target=target)
 
 
-@dataclass(frozen=True)
+@frozen
 class LazyConfig:
     """A scheme registered by name: its config class is imported on first use.
 

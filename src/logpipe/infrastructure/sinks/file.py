@@ -53,10 +53,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from logpipe._filewrite import HeldWrites
+from logpipe.domain.records import frozen
 from logpipe.exceptions import SinkError
 from logpipe.infrastructure.sinks._base import CountingSink
 from logpipe.infrastructure.sinks._heldwrite import UnfinishedBatch
@@ -247,7 +247,7 @@ class FileSink(CountingSink):
             os.close(self._fd)
 
 
-@dataclass(frozen=True)
+@frozen
 class FileSinkConfig:
     """Builds a :class:`FileSink`; spec ``file:PATH`` or ``file://PATH``.
 

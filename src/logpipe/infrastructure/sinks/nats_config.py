@@ -11,9 +11,9 @@ nothing to NATS loads neither.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from logpipe.domain.records import frozen
 from logpipe.exceptions import SinkError
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def check_subject(subject: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class NatsSinkConfig:
     """Builds a :class:`NatsSink`; spec ``nats://HOST:PORT/SUBJECT[?mode=record|batch]`` (port 4222 by default).
 

@@ -5,9 +5,9 @@ For benchmarks and dry runs: the pipeline's cost without the target's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
+from logpipe.domain.records import frozen
 from logpipe.infrastructure.sinks._base import CountingSink
 
 __all__ = ["NullSink", "NullSinkConfig"]
@@ -23,7 +23,7 @@ class NullSink(CountingSink):
         pass
 
 
-@dataclass(frozen=True)
+@frozen
 class NullSinkConfig:
     """Builds a :class:`NullSink`; spec ``null``."""
 

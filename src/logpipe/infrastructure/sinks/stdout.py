@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 from logpipe._filewrite import HeldWrites
+from logpipe.domain.records import frozen
 from logpipe.exceptions import SinkError
 from logpipe.infrastructure._files import is_regular_file
 from logpipe.infrastructure.sinks._base import CountingSink
@@ -145,7 +145,7 @@ class StdoutSink(CountingSink):
             os.close(devnull)
 
 
-@dataclass(frozen=True)
+@frozen
 class StdoutSinkConfig:
     """Builds a :class:`StdoutSink`; spec ``stdout``."""
 

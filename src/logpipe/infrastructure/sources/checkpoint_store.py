@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
 
 import orjson
+
+from logpipe.domain.records import frozen
 
 __all__ = ["Checkpoint", "CheckpointStore", "state_file_name"]
 
 
-@dataclass(frozen=True)
+@frozen
 class Checkpoint:
     """A position in one file: every byte before ``offset`` has been written.
 

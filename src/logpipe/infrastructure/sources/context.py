@@ -3,16 +3,15 @@ for its side results (counters, rejected lines, checkpoints)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from logpipe.application.metrics import Metrics
 from logpipe.domain.config import PipelineConfig
+from logpipe.domain.records import frozen
 from logpipe.infrastructure.deadletter import DeadLetter, default_dead_letter_path
 
 __all__ = ["SourceContext"]
 
 
-@dataclass(frozen=True)
+@frozen
 class SourceContext:
     """Settings and collaborators shared by all sources.
 

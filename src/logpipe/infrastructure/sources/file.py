@@ -44,10 +44,10 @@ import errno
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from logpipe.domain.ports import Ring, StopFlag
+from logpipe.domain.records import frozen
 from logpipe.infrastructure.sources._lines import CHUNK_SIZE, LineInput, ReadBuffer
 from logpipe.infrastructure.sources.context import SourceContext
 
@@ -352,7 +352,7 @@ class FileSource:
             self.checkpoint_error = None
 
 
-@dataclass(frozen=True)
+@frozen
 class FileSourceConfig:
     """Spec ``file:PATH``: follow a file (``file:///var/log/app.log`` reads the same).
 

@@ -8,13 +8,14 @@ one, so runs from other sources do not define its config class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
+
+from logpipe.domain.records import frozen
 
 __all__ = ["GeneratorSourceConfig"]
 
 
-@dataclass(frozen=True)
+@frozen
 class GeneratorSourceConfig:
     """Spec ``generator``: the pipeline's own producer of synthetic logs.
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from logpipe.domain.durations import parse_duration
+from logpipe.domain.records import frozen
 from logpipe.exceptions import ConfigError, SourceError
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def _check_name(what: str, name: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class NatsSourceConfig:
     """Spec ``nats://HOST:PORT/SUBJECT?stream=NAME&durable=NAME``: a JetStream consumer group.
 

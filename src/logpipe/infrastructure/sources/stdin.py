@@ -42,10 +42,10 @@ import select
 import stat
 import sys
 import time
-from dataclasses import dataclass
 from typing import ClassVar
 
 from logpipe.domain.ports import Ring, StopFlag
+from logpipe.domain.records import frozen
 from logpipe.infrastructure._files import is_regular_file
 from logpipe.infrastructure.sources._lines import CHUNK_SIZE, PUSH_SLICE, LineInput, ReadBuffer
 from logpipe.infrastructure.sources.context import SourceContext
@@ -176,7 +176,7 @@ def _stdin_fd() -> int:
         return 0
 
 
-@dataclass(frozen=True)
+@frozen
 class StdinSourceConfig:
     """Spec ``stdin``: standard input, until end of file."""
 

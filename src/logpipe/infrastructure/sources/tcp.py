@@ -74,12 +74,12 @@ import selectors
 import socket
 import struct
 import time
-from dataclasses import dataclass
 from typing import ClassVar
 
 from logpipe._framing import LineFramer
 from logpipe.domain.policies import backpressure_sleep
 from logpipe.domain.ports import Ring, StopFlag
+from logpipe.domain.records import frozen
 from logpipe.infrastructure.sources._lines import ReadBuffer
 from logpipe.infrastructure.sources.context import SourceContext
 
@@ -170,7 +170,7 @@ def _format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-@dataclass(frozen=True)
+@frozen
 class TcpSourceConfig:
     """Builds a :class:`TcpSource`; spec ``tcp://HOST:PORT``.
 

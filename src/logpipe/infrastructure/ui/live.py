@@ -28,7 +28,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
@@ -40,6 +39,7 @@ from rich.text import Text
 from logpipe._waits import join_thread
 from logpipe.domain.durations import format_duration
 from logpipe.domain.policies import BACKPRESSURE_TABLE, backpressure_sleep
+from logpipe.domain.records import frozen
 from logpipe.infrastructure.ui.terminal import same_terminal
 
 __all__ = ["LiveView", "LogPanel", "gauge", "same_terminal", "sparkline"]
@@ -167,7 +167,7 @@ def gauge(usage: float, *, scale_up: float, scale_down: float, width: int = GAUG
     return bar, row
 
 
-@dataclass(frozen=True)
+@frozen
 class _Sample:
     """The numbers of one refresh."""
 
