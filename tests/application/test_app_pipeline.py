@@ -313,3 +313,45 @@ def test_a_source_with_upstream_pressure_drives_the_autoscaler():
     assert pipeline.scaler._external_pressure == source.upstream_pressure
     chosen = Pipeline(PipelineConfig(), MemorySink(), source=source, external_pressure=lambda: False)
     assert chosen.scaler._external_pressure() is False
+
+
+class CommittingSource(ScriptedSource):
+    """A ScriptedSource that takes commits, or says it keeps no checkpoints (a file without --state-dir)."""
+
+    def __init__(self, count: int, keeps_checkpoints: bool) -> None:
+        super().__init__(count)
+        self.keeps_checkpoints = keeps_checkpoints
+        self.commits: list[int] = []
+
+    def commit(self, watermark: int) -> None:
+        self.commits.append(watermark)
+
+
+@pytest.mark.parametrize("keeps_checkpoints", [True, False])
+def test_only_a_source_that_keeps_checkpoints_gets_the_flush_watermark(keeps_checkpoints: bool) -> None:
+    """The tracker, the workers' reports to it and the commits exist only for a source that keeps
+    checkpoints; then its last commit covers every record written."""
+    sink, source = MemorySink(), CommittingSource(3000, keeps_checkpoints)
+    config = PipelineConfig(batch_size=7, max_workers=3)
+    pipeline = Pipeline(config, sink, source=source, console=Console(io.StringIO()))
+    workers_trackers: list[object] = []
+    make_worker = pipeline._make_worker
+
+    def recording_make_worker(worker_id: int):
+        worker = make_worker(worker_id)
+        workers_trackers.append(worker._tracker)
+        return worker
+
+    pipeline.pool._make_worker = recording_make_worker
+    report = run(pipeline)
+    assert_exactly_once(sink, 3000)
+    assert report.lost == 0
+    assert workers_trackers, "no worker was made"
+    if keeps_checkpoints:
+        assert pipeline.tracker is not None
+        assert all(tracker is pipeline.tracker for tracker in workers_trackers)
+        assert source.commits and source.commits[-1] == 3000
+    else:
+        assert pipeline.tracker is None
+        assert workers_trackers == [None] * len(workers_trackers)
+        assert source.commits == []

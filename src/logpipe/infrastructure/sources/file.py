@@ -320,6 +320,15 @@ class FileSource:
                 self._marks = marks = collections.deque(list(marks)[::-2][::-1])
             marks.append(mark)
 
+    @property
+    def keeps_checkpoints(self) -> bool:
+        """Whether :meth:`commit` saves anything: only with a state directory.
+
+        Without one the pipeline keeps no flush watermark for this source
+        and never calls :meth:`commit`.
+        """
+        return self.store is not None
+
     def commit(self, watermark: int) -> None:
         """Save the offset up to which every line has been written by a sink.
 
