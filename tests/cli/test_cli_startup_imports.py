@@ -40,7 +40,7 @@ HEAVY = ("asyncio", "nats", "numpy", "prometheus_client", "rich")
 # generated per class): logpipe's value classes are frozen records
 # (logpipe.domain.records), which need neither.
 LIGHT = (
-    "dataclasses", "inspect",
+    "dataclasses", "inspect", "json",
     "datetime", "decimal", "difflib", "hashlib", "ipaddress", "orjson", "platform", "random", "select",
     "shutil", "socket", "tempfile", "tomllib", "urllib", "uuid",
 )  # fmt: skip
@@ -74,15 +74,17 @@ NOT_FOR_A_FILE_RUN = (
 
 # Runs `logpipe ARGS...` in-process through the entry point, then writes the
 # names of the imported modules (a package's and its submodules') to
-# MODULES_FILE.
+# MODULES_FILE, one per line (written without json, which is one of the
+# modules checked).
 _PROBE = """
-import json, sys
-modules_file, args = sys.argv[1], json.loads(sys.argv[2])
+import sys
+modules_file, args = sys.argv[1], sys.argv[2:]
 sys.argv = ["logpipe", *args]
 from logpipe._entry import main
 code = main()
+names = sorted(sys.modules)
 with open(modules_file, "w") as out:
-    json.dump(sorted(sys.modules), out)
+    out.write("\\n".join(names))
 sys.exit(code)
 """
 
@@ -97,7 +99,7 @@ def _imported(tmp_path: Path, args: list[str], *, tty: bool = False) -> tuple[in
     terminal UI may draw.
     """
     modules_file = tmp_path / "modules.json"
-    command = [sys.executable, "-c", _PROBE, str(modules_file), json.dumps(args)]
+    command = [sys.executable, "-c", _PROBE, str(modules_file), *args]
     env = {**os.environ, "TERM": "xterm", "COLUMNS": "100"}
     if not tty:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
@@ -129,7 +131,7 @@ def _imported(tmp_path: Path, args: list[str], *, tty: bool = False) -> tuple[in
             reader.join(5)
             os.close(master)
         code = process.returncode
-    modules = set(json.loads(modules_file.read_text())) if modules_file.exists() else set()
+    modules = set(modules_file.read_text().split("\n")) if modules_file.exists() else set()
     return code, modules, err
 
 
@@ -227,7 +229,7 @@ def test_a_nats_source_imports_asyncio_and_nats(tmp_path: Path) -> None:
 
 
 def test_the_light_modules_are_imported_by_the_features_that_use_them(tmp_path: Path, one_line: Path) -> None:
-    """--config loads tomllib, --report-json tempfile, --state-dir hashlib and the checkpoint
+    """--config loads tomllib, --report-json tempfile and json, --state-dir hashlib and the checkpoint
     store, a duration other than 0 decimal, a TCP source socket."""
     config = tmp_path / "logpipe.toml"
     config.write_text("batch_size = 10\n")
@@ -237,7 +239,8 @@ def test_the_light_modules_are_imported_by_the_features_that_use_them(tmp_path: 
     ]  # fmt: skip
     code, modules, err = _imported(tmp_path, _file_run(one_line, tmp_path, *extra))
     assert code == 0, err
-    assert {"tomllib", "tempfile", "hashlib", "decimal", "logpipe.infrastructure.sources.checkpoint_store"} <= modules
+    assert {"tomllib", "tempfile", "json", "hashlib", "decimal",
+            "logpipe.infrastructure.sources.checkpoint_store"} <= modules
     code, modules, err = _imported(tmp_path, ["run", "--source", "tcp://127.0.0.1:1", "--dry-run"])
     assert code == 0, err
     assert "socket" in modules
