@@ -9,6 +9,8 @@ writes first in pure Python: a producer thread serialising dicts with orjson
 into a bounded queue.Queue, worker threads batching and writing. Both run in
 the same process, one after the other, in the same run: read the ratios.
 Every run checks its output count, so a fast wrong answer cannot win.
+Like the ``logpipe`` command, it asks numpy for one BLAS thread
+(``logpipe._blas``) unless the environment says otherwise.
 
 The stdout row writes to a regular file opened as the shell opens one for
 ``logpipe run --sink stdout > OUT``. ``--workers N`` fixes the pool at N
@@ -33,6 +35,7 @@ import time
 
 import orjson
 
+from logpipe._blas import limit_blas_threads
 from logpipe.application.console import Console
 from logpipe.application.pipeline import Pipeline
 from logpipe.domain.config import PipelineConfig
@@ -126,6 +129,7 @@ def main() -> None:
     parser.add_argument("--sinks", default="null,file,stdout",
                         help="comma-separated rows: null, file, stdout (to a regular file)")
     args = parser.parse_args()
+    limit_blas_threads()  # as the logpipe command does, before the generator imports numpy
     rows = []
     sinks = args.sinks.split(",")
     if args.writes == "both":

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gc
 
+from logpipe._blas import limit_blas_threads
 from logpipe._signals import SignalHandler, exit_interrupted
 
 __all__ = ["main"]
@@ -43,6 +44,7 @@ _HANDLER = SignalHandler.install_for_process()
 
 def main() -> int:
     """Run the ``logpipe`` command with sys.argv; return its exit code."""
+    limit_blas_threads()  # before the generator imports numpy: see logpipe._blas
     try:
         gc.disable()  # until the command is imported: see the module docstring
         try:

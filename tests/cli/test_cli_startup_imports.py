@@ -366,3 +366,50 @@ def test_the_collector_runs_during_the_run_and_is_frozen_at_the_end(tmp_path: Pa
     (running, during), (after_on, after) = json.loads(done.stdout.splitlines()[-1])
     assert running and after_on  # the collector is on during the run, and left on
     assert 0 < during < after  # the imports' objects frozen, then everything
+
+
+# --- numpy's BLAS threads ---------------------------------------------------------------
+
+# After a generator run (which imports numpy): the BLAS variables, and the
+# native threads of the process against the Python threads still alive (a
+# thread the run joined may take a moment to leave /proc: given up to WAIT s).
+_BLAS_PROBE = """
+import json, os, sys, threading, time
+deadline = time.monotonic() + float(sys.argv[1])
+sys.argv = ["logpipe", "run", "--count", "1000", "--rate", "0", "--sink", "null"]
+from logpipe._blas import BLAS_THREAD_VARIABLES
+from logpipe._entry import main
+code = main()
+while len(os.listdir("/proc/self/task")) > threading.active_count() and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(json.dumps({
+    "numpy": "numpy" in sys.modules,
+    "variables": {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES},
+    "native_threads": len(os.listdir("/proc/self/task")),
+    "python_threads": threading.active_count(),
+}))
+sys.exit(code)
+"""
+
+
+def _blas_probe(wait: float, **preset: str) -> dict:
+    env = {name: value for name, value in os.environ.items() if not name.endswith("_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", _BLAS_PROBE, str(wait)], capture_output=True, text=True,
+                          timeout=60, env={**env, **preset})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: BLAS starts no thread of its own anyway")
+def test_a_generator_run_starts_no_blas_threads() -> None:
+    """numpy's BLAS would start a spinning thread per further CPU: the entry point asks for one
+    BLAS thread (the caller's), so the process has no native thread Python does not know of."""
+    seen = _blas_probe(wait=5.0)
+    assert seen["numpy"]  # the generator imported it
+    assert set(seen["variables"].values()) == {"1"}
+    assert seen["native_threads"] == seen["python_threads"]
+
+
+def test_the_users_blas_setting_is_kept() -> None:
+    seen = _blas_probe(wait=0.0, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="3")
+    assert seen["variables"] == {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
