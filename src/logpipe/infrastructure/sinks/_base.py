@@ -76,7 +76,7 @@ class CountingSink:
             # that can write them from there does; the buffer path below
             # copies them out first. This is every batch a worker hands a
             # regular file, so its counting is written out here rather than
-            # called (each Python call is ~0.1 us of a ~5 us batch of 50).
+            # called (a call costs ~0.03-0.1 us of a ~5 us batch of 50).
             with self._lock:
                 if not self._closed and self._write_held(batch):
                     self._records += len(batch)
