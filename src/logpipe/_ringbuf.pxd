@@ -81,7 +81,8 @@ cdef struct lp_ring_t:
     uint64_t gil_dequeue_pos # dequeue_pos after the last pop made with the GIL held
     uint8_t _pad1[48]
     uint64_t nbytes          # payload bytes held or reserved by pushers
-    uint8_t _pad2[56]
+    uint64_t gathering       # batch gatherers parked for several records: count << 32 | fewest needed
+    uint8_t _pad2[48]
     lp_event_t not_empty     # getters park here; pushers notify
     lp_event_t not_full      # putters park here; poppers notify
     uint64_t put_waits

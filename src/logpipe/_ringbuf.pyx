@@ -89,7 +89,10 @@ on an event count over a Linux futex (``_lp_sync.h``): it registers as a
 waiter, re-checks, and sleeps while the epoch is unchanged. Pushers notify
 ``not_empty``, poppers ``not_full``, ``close()`` and ``StopSignal.set()`` both.
 A notify is one fence and one load when nobody waits, so the fast paths make
-no system call. A waiter also arms the event (the epoch's low bit) when it
+no system call. A ``get_batch`` short of its batch waits for the records it
+still needs (lp_wait_gather), not for one: a push wakes getters only if one
+of them waits for any record, or the gatherers' least need is in the ring
+(notify_getters), and a putter that starts waiting for room wakes them all. A waiter also arms the event (the epoch's low bit) when it
 registers, and the notify that wakes disarms it: until a waiter registers
 again, later notifies make no system call either, even while the woken
 waiter has not run yet (on one CPU it waits for the notifier to let the
@@ -780,7 +783,7 @@ cdef Py_ssize_t push_sized(lp_ring_t *r, const char **data, const uint32_t *leng
     elif k < count and status[0] == LP_OK:
         status[0] = LP_WOULD_BLOCK      # the byte budget stopped us
     if n > 0:
-        lp_ec_notify(&r.not_empty)
+        notify_getters(r)
     return n
 
 
@@ -817,7 +820,7 @@ cdef int push_one(lp_ring_t *r, const char *data, uint32_t length) noexcept nogi
                 lp_copy(dst, data, length)
                 dst[length] = b'\n'
                 lp_store_release(&s.seq, pos + 1)
-                lp_ec_notify(&r.not_empty)
+                notify_getters(r)
                 return LP_OK
         elif dif < 0:
             break               # the slot still holds last lap's record: full
@@ -1091,7 +1094,31 @@ cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop, double slice
     park(). Returns LP_OK (the caller re-tries its pop), LP_TIMEOUT,
     LP_STOPPED or LP_INTERRUPTED.
     """
-    if readable(r):
+    return lp_wait_gather(r, 1, deadline, stop, slice)
+
+
+cdef int lp_wait_gather(lp_ring_t *r, uint64_t need, double deadline, int *stop,
+                        double slice) noexcept nogil:
+    """lp_wait_readable for a getter gathering a batch that still needs
+    ``need`` records: wait until that many are in the ring (or a putter waits
+    for room, or the ring is closed), not for each one.
+
+    A worker gathering a batch of 50 from a trickle (the spec's generator:
+    a record every 100 us) used to be woken by every put, take that one
+    record and park again: a futex wake in the producer and a sleep and
+    wake-up in the worker per record. Parked with its need noted in
+    ``gathering``, it is woken once its batch can be had (notify_getters).
+    A putter that starts waiting for room wakes it too (it takes what is
+    there, which makes room), so a ring full by its byte budget before
+    ``need`` records never stalls; ``close()`` and ``StopSignal.set()``
+    wake every waiter as before. ``need`` is capped at half the capacity.
+    Returns as lp_wait_readable.
+    """
+    if need > r.capacity // 2:
+        need = r.capacity // 2
+    if need <= 1:
+        need = 1
+    if gathered(r, need):
         return LP_OK
     # Counted as waiting from here, before the spin: a putter lingering for
     # the GIL (linger_for_gil) takes it as soon as this thread has let it go.
@@ -1100,19 +1127,87 @@ cdef int lp_wait_readable(lp_ring_t *r, double deadline, int *stop, double slice
     # longer spin than parking and being woken.
     cdef bint other_lingering = lp_load_relaxed_u32(&r.putter_lingering) != 0
     lp_fetch_add_u32(&r.getters_waiting, 1)
-    cdef int status = wait_readable(r, deadline, stop, slice, other_lingering)
+    if need > 1:
+        note_gatherer(r, need)
+    cdef int status = wait_readable(r, need, deadline, stop, slice, other_lingering)
+    if need > 1:
+        forget_gatherer(r)
     lp_fetch_sub_u32(&r.getters_waiting, 1)
     return status
 
 
-cdef inline int wait_readable(lp_ring_t *r, double deadline, int *stop, double slice,
+cdef inline uint64_t ring_count(lp_ring_t *r) noexcept nogil:
+    """Positions claimed by producers and not yet by consumers (some may
+    still be being copied into). The head is read first: positions only
+    grow, so the tail read after it is never behind it."""
+    cdef uint64_t deq = lp_load_acquire(&r.dequeue_pos)
+    return (lp_load_acquire(&r.enqueue_pos) & ~LP_CLOSED_BIT) - deq
+
+
+cdef inline bint gathered(lp_ring_t *r, uint64_t need) noexcept nogil:
+    """What a getter needing ``need`` records waits for: a record ready at the
+    head (or the ring drained), and, for more than one, ``need`` of them in
+    the ring, a putter waiting for room, or the ring closed."""
+    if not readable(r):
+        return False
+    return (need <= 1 or ring_count(r) >= need or lp_load_relaxed_u32(&r.putters_waiting) != 0
+            or (lp_load_relaxed(&r.enqueue_pos) & LP_CLOSED_BIT) != 0)
+
+
+# ``gathering``'s low half: the least need of the gatherers counted in its high half.
+cdef uint64_t LEAST_NEED = 0xFFFFFFFFULL
+
+
+cdef inline void note_gatherer(lp_ring_t *r, uint64_t need) noexcept nogil:
+    """Count a parked gatherer in ``gathering`` and lower its least need to ``need``."""
+    cdef uint64_t old = lp_load_relaxed(&r.gathering)
+    cdef uint64_t count, least
+    while True:
+        count = old >> 32
+        least = old & LEAST_NEED
+        if count == 0 or need < least:
+            least = need
+        if lp_cas_u64(&r.gathering, &old, ((count + 1) << 32) | least):
+            return
+
+
+cdef inline void forget_gatherer(lp_ring_t *r) noexcept nogil:
+    """Undo note_gatherer. The least need of those left may be too low (only
+    the last one out clears it): a notify then wakes them early, never late."""
+    cdef uint64_t old = lp_load_relaxed(&r.gathering)
+    cdef uint64_t count
+    while True:
+        count = (old >> 32) - 1
+        if lp_cas_u64(&r.gathering, &old, (count << 32) | (old & LEAST_NEED) if count else 0):
+            return
+
+
+cdef inline void notify_getters(lp_ring_t *r) noexcept nogil:
+    """After a publish: wake the parked getters (lp_ec_notify), unless every
+    one of them is a gatherer whose batch is not there yet. The fence pairs
+    with lp_ec_prepare's after note_gatherer: either this sees the gatherer
+    and its need, or the gatherer's re-check sees this publish."""
+    cdef uint32_t waiters
+    cdef uint64_t gathering
+    lp_fence()
+    waiters = lp_load_relaxed_u32(&r.not_empty.waiters)
+    if waiters == 0:
+        return
+    gathering = lp_load_relaxed(&r.gathering)
+    if ((gathering >> 32) >= waiters and ring_count(r) < (gathering & LEAST_NEED)
+            and not (lp_load_relaxed(&r.enqueue_pos) & LP_CLOSED_BIT)):
+        return
+    lp_ec_notify(&r.not_empty)
+
+
+cdef inline int wait_readable(lp_ring_t *r, uint64_t need, double deadline, int *stop, double slice,
                               bint spin_long) noexcept nogil:
     cdef int spins = 0
     cdef int spin_limit = LP_SPIN_LIMIT_LONG if spin_long else LP_SPIN_LIMIT
     cdef uint32_t epoch
     cdef double left
     while True:
-        if readable(r):
+        if gathered(r, need):
             return LP_OK
         if stop != NULL and lp_load_acquire_int(stop):
             return LP_STOPPED
@@ -1121,7 +1216,7 @@ cdef inline int wait_readable(lp_ring_t *r, double deadline, int *stop, double s
             lp_cpu_relax()
             continue
         epoch = lp_ec_prepare(&r.not_empty)
-        if readable(r) or (stop != NULL and lp_load_acquire_int(stop)):
+        if gathered(r, need) or (stop != NULL and lp_load_acquire_int(stop)):
             lp_ec_done(&r.not_empty)
             continue
         left = remaining(deadline)
@@ -1144,6 +1239,7 @@ cdef int lp_wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline,
     # As in lp_wait_readable, the other way round.
     cdef bint other_lingering = lp_load_relaxed_u32(&r.getter_lingering) != 0
     lp_fetch_add_u32(&r.putters_waiting, 1)
+    wake_gatherers(r)
     cdef int status = wait_writable(r, need_bytes, deadline, slice, other_lingering)
     lp_fetch_sub_u32(&r.putters_waiting, 1)
     return status
@@ -1175,6 +1271,7 @@ cdef int lp_wait_room(lp_ring_t *r, uint64_t need_bytes, double deadline,
         if 0 <= deadline < spin_until:
             spin_until = deadline   # never past the caller's deadline (timeout=0: no spin)
     lp_fetch_add_u32(&r.putters_waiting, 1)
+    wake_gatherers(r)
     while not writable(r, need_bytes):
         lp_cpu_relax()
         spins += 1
@@ -1186,6 +1283,13 @@ cdef int lp_wait_room(lp_ring_t *r, uint64_t need_bytes, double deadline,
     lp_fetch_sub_u32(&r.putters_waiting, 1)
     last_wait[0] = lp_now() - started
     return status
+
+
+cdef inline void wake_gatherers(lp_ring_t *r) noexcept nogil:
+    """A putter starts waiting for room: getters gathering a batch (lp_wait_gather)
+    take what is there now. After the putters_waiting increment, whose
+    counterpart is the gatherer's re-check; lp_ec_notify fences first."""
+    lp_ec_notify(&r.not_empty)
 
 
 cdef inline int wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline,
@@ -1437,7 +1541,7 @@ cdef extern from *:
     """
     /* An offset no slot ever holds (inline offsets are below 2**25, out-of-line
      * ones 2**31 plus as much): peek_framed's "whatever comes next starts a block". */
-    #define LP_NO_OFFSET 0xFFFFFFFFu
+    #define LP_NO_OFFSET 0xFFFFFFFF
     """
     uint32_t NO_OFFSET "LP_NO_OFFSET"
 
@@ -2248,7 +2352,7 @@ cdef int collect_batch(Batch batch, lp_ring_t *r, uint64_t want, double deadline
             # the records this batch waits for. Copy them out first.
             if lp_batch_detach(&batch.b) != LP_OK:
                 return LP_OK    # no memory to copy them: hand them over held
-        status = lp_wait_readable(r, deadline, stop, slice)
+        status = lp_wait_gather(r, want - batch.b.count, deadline, stop, slice)
         if status == LP_INTERRUPTED:
             return status
         if status != LP_OK:
