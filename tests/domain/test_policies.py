@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logpipe.domain.clock import FakeClock
 from logpipe.domain.policies import (
     PacingSchedule,
     ScaleDecision,
+    backpressure_headroom,
     backpressure_sleep,
     decide_scaling,
     stabilize_scale_down,
@@ -17,6 +20,25 @@ UP, DOWN, HOLD = ScaleDecision.UP, ScaleDecision.DOWN, ScaleDecision.HOLD
 
 
 # --- backpressure sleep table ------------------------------------------------
+
+
+@given(capacity=st.integers(1, 100_000), data=st.data())
+def test_headroom_is_every_record_that_needs_no_sleep_before_it(capacity: int, data: st.DataObject) -> None:
+    """backpressure_headroom(length, capacity) records go in without a sleep, and the next one needs one."""
+    length = data.draw(st.integers(0, capacity))
+    room = backpressure_headroom(length, capacity)
+    assert room >= 0
+    assert all(backpressure_sleep((length + k) / capacity) == 0 for k in (0, room - 1) if 0 <= k < room)
+    assert backpressure_sleep((length + room) / capacity) > 0
+
+
+@pytest.mark.parametrize(("length", "capacity", "room"), [
+    (0, 1500, 1201), (1200, 1500, 1), (1201, 1500, 0), (0, 10, 9), (0, 1, 1), (1, 1, 0), (0, 3, 3), (3, 3, 0),
+])  # fmt: skip
+def test_headroom_at_the_bounds(length: int, capacity: int, room: int) -> None:
+    """80% of 1500 is 1200: a queue of 1200 takes one more (1200/1500 is not above 80%), not two."""
+    assert backpressure_headroom(length, capacity) == room
+
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,13 @@ Two modes:
 * paced (``rate > 0``): logs are due on a schedule (domain.PacingSchedule),
   not after a sleep per log, so 100 µs really means 10,000 logs/s. Before
   each log the backpressure table is consulted with the ring's occupancy.
+  The producer sleeps at least ``PACE_SLICE`` (1 ms) between looks, and
+  pushes the logs that came due meanwhile with one encoder call, as many
+  of them at once as go in without a backpressure sleep before any
+  (domain.backpressure_headroom): the same logs at the same average rate,
+  with a wake-up a millisecond instead of one per log (at the spec's
+  100 µs, 10,000 sleeps and encoder calls a second took ~0.4 s of CPU a
+  second; docs/benchmarks.md, issue 9's thirteenth round).
 * as fast as possible (``rate == 0``): chunks of logs are formatted and
   pushed by the nogil batch encoder; backpressure is consulted per chunk.
 
@@ -26,7 +33,7 @@ from logpipe._ringbuf import RingBuffer
 from logpipe._waits import wait_event
 from logpipe.application.metrics import Metrics
 from logpipe.domain.clock import Clock, SystemClock
-from logpipe.domain.policies import PacingSchedule, backpressure_sleep
+from logpipe.domain.policies import PacingSchedule, backpressure_headroom, backpressure_sleep
 from logpipe.exceptions import Closed
 
 __all__ = ["GeneratorSource"]
@@ -36,6 +43,9 @@ __all__ = ["GeneratorSource"]
 FULL_SPEED_CHUNK = 1024
 # Longest a blocked put waits before looking at the stop flag again.
 STOP_CHECK = 0.01
+# Shortest sleep of a paced producer between looks at its schedule: the logs
+# due meanwhile go in together when it wakes (a burst of 10 at 100 µs).
+PACE_SLICE = 0.001
 
 
 class GeneratorSource:
@@ -127,9 +137,10 @@ class GeneratorSource:
             now = self._clock.monotonic()
             due = schedule.take(now, limit=remaining)
             if due == 0:
-                wait_event(stop, schedule.wait(now))  # in slices: run() may be on the main thread
+                # In slices: run() may be on the main thread.
+                wait_event(stop, max(schedule.wait(now), PACE_SLICE))
                 continue
-            for _ in range(due):
+            while due > 0:
                 if stop.is_set():
                     return
                 slept = self._backpressure(ring, stop)
@@ -137,4 +148,9 @@ class GeneratorSource:
                     # Time slept under pressure lowers the rate; it must not
                     # come back as a burst of overdue logs.
                     schedule.postpone(slept)
-                self._push(ring, stop, 1)
+                    burst = 1
+                else:
+                    # These logs would each find no pressure before them either.
+                    burst = min(due, max(1, backpressure_headroom(len(ring), ring.capacity)))
+                self._push(ring, stop, burst)
+                due -= burst

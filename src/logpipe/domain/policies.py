@@ -14,6 +14,7 @@ __all__ = [
     "BACKPRESSURE_TABLE",
     "PacingSchedule",
     "ScaleDecision",
+    "backpressure_headroom",
     "backpressure_sleep",
     "decide_scaling",
     "stabilize_scale_down",
@@ -43,6 +44,23 @@ def backpressure_sleep(usage: float) -> float:
         if usage > above:
             return sleep
     return 0.0
+
+
+def backpressure_headroom(length: int, capacity: int) -> int:
+    """How many more records a queue holding ``length`` of ``capacity`` takes before the producer must sleep.
+
+    The records that can go in one after another with no sleep before any
+    of them: each sees the queue at or below the table's lowest bound (by
+    the same comparison as :func:`backpressure_sleep`, on ``len /
+    capacity``). 0 when the next record already needs a sleep.
+    """
+    lowest = BACKPRESSURE_TABLE[-1][0]
+    room = max(0, int(lowest * capacity) - length + 1)  # the estimate; float rounding is settled below
+    while room > 0 and backpressure_sleep((length + room - 1) / capacity):
+        room -= 1
+    while not backpressure_sleep((length + room) / capacity):
+        room += 1
+    return room
 
 
 class ScaleDecision(enum.Enum):
