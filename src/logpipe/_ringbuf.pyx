@@ -1118,7 +1118,7 @@ cdef int lp_wait_gather(lp_ring_t *r, uint64_t need, double deadline, int *stop,
         need = r.capacity // 2
     if need <= 1:
         need = 1
-    if gathered(r, need):
+    if gathered(r, need, True):
         return LP_OK
     # Counted as waiting from here, before the spin: a putter lingering for
     # the GIL (linger_for_gil) takes it as soon as this thread has let it go.
@@ -1144,14 +1144,22 @@ cdef inline uint64_t ring_count(lp_ring_t *r) noexcept nogil:
     return (lp_load_acquire(&r.enqueue_pos) & ~LP_CLOSED_BIT) - deq
 
 
-cdef inline bint gathered(lp_ring_t *r, uint64_t need) noexcept nogil:
+cdef inline bint gathered(lp_ring_t *r, uint64_t need, bint look_closed) noexcept nogil:
     """What a getter needing ``need`` records waits for: a record ready at the
-    head (or the ring drained), and, for more than one, ``need`` of them in
-    the ring, a putter waiting for room, or the ring closed."""
+    head (or the ring drained), and, for more than one, the ``need``-th one
+    from the head published too, a putter waiting for room, or (with
+    ``look_closed``) the ring closed. It reads the ``need``-th record's header,
+    not the count of claims, and the closed bit only before parking: a
+    gatherer spins on this, and ``enqueue_pos`` is the producers' busiest line."""
+    cdef uint64_t last
     if not readable(r):
         return False
-    return (need <= 1 or ring_count(r) >= need or lp_load_relaxed_u32(&r.putters_waiting) != 0
-            or (lp_load_relaxed(&r.enqueue_pos) & LP_CLOSED_BIT) != 0)
+    if need <= 1:
+        return True
+    last = lp_load_acquire(&r.dequeue_pos) + need - 1
+    return (lp_load_acquire(&slot_at(r, last).seq) == last + 1
+            or lp_load_relaxed_u32(&r.putters_waiting) != 0
+            or (look_closed and (lp_load_relaxed(&r.enqueue_pos) & LP_CLOSED_BIT) != 0))
 
 
 # ``gathering``'s low half: the least need of the gatherers counted in its high half.
@@ -1204,21 +1212,37 @@ cdef inline int wait_readable(lp_ring_t *r, uint64_t need, double deadline, int 
                               bint spin_long) noexcept nogil:
     cdef int spins = 0
     cdef int spin_limit = LP_SPIN_LIMIT_LONG if spin_long else LP_SPIN_LIMIT
+    cdef int spun = 0
+    cdef uint64_t seen = ring_count(r) if need > 1 else 0
+    cdef uint64_t count
     cdef uint32_t epoch
     cdef double left
     while True:
-        if gathered(r, need):
+        if gathered(r, need, False):
             return LP_OK
         if stop != NULL and lp_load_acquire_int(stop):
             return LP_STOPPED
         if spins < spin_limit:
             spins += 1
+            if spins == spin_limit and need > 1 and spun < LP_SPIN_LIMIT_LONG:
+                # A gatherer whose records came in while it spun: the batch
+                # fills faster than a park and a wake-up would take, so it
+                # spins on (up to LP_SPIN_LIMIT_LONG pauses in all). From a
+                # trickle nothing comes in a spin, and it parks.
+                count = ring_count(r)
+                if count > seen:
+                    seen = count
+                    spun += spins
+                    spins = 0
             lp_cpu_relax()
             continue
         epoch = lp_ec_prepare(&r.not_empty)
-        if gathered(r, need) or (stop != NULL and lp_load_acquire_int(stop)):
+        if gathered(r, need, True):
             lp_ec_done(&r.not_empty)
-            continue
+            return LP_OK
+        if stop != NULL and lp_load_acquire_int(stop):
+            lp_ec_done(&r.not_empty)
+            return LP_STOPPED
         left = remaining(deadline)
         if deadline >= 0 and left <= 0:
             lp_ec_done(&r.not_empty)
