@@ -112,6 +112,12 @@ from logpipe.infrastructure.sources.nats_config import DEFAULT_ACK_WAIT, NatsSou
 __all__ = ["NatsSource", "NatsSourceConfig"]
 
 CONNECT_TIMEOUT = 2.0  # longest wait to connect and set up the consumer at startup
+# JetStream requests of the consumer's setup that time out are tried again,
+# for this many CONNECT_TIMEOUTs in all: a cluster whose server was just
+# restarted can leave them unanswered while it elects its leaders, and a
+# logpipe restarted then should wait that out rather than exit.
+SETUP_PATIENCE = 3
+SETUP_RETRY_PAUSE = 0.25  # seconds between two setup attempts
 RECONNECT_WAIT = 0.25  # between reconnection attempts
 # Longest a pull request lingers on the server when nothing is waiting. It
 # bounds how long close() waits for the request open at a stop, not the stop.
@@ -297,7 +303,8 @@ class NatsSource:
         self._loop_thread = LoopThread("logpipe-nats-source", SourceError)
         self._loop = self._loop_thread.loop
         try:
-            self._call(self._start(), timeout=4 * connect_timeout + 5)
+            # Connecting, then the setup and its retries (SETUP_PATIENCE), each of a few requests.
+            self._call(self._start(), timeout=(SETUP_PATIENCE + 5) * connect_timeout + 5)
         except BaseException:
             self._stop_loop()
             raise
@@ -507,46 +514,66 @@ class NatsSource:
         self._lag_task = asyncio.ensure_future(self._poll_lag())
 
     async def _setup_consumer(self) -> None:
+        """Find the stream and find or create the durable consumer; SourceError naming what is wrong.
+
+        A request that times out is tried again, up to ``SETUP_PATIENCE``
+        times the connect timeout in all (see there); every other answer
+        is final.
+        """
+        errors = self._nats.js.errors
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + SETUP_PATIENCE * self._connect_timeout
+        while True:
+            try:
+                await self._find_or_create_consumer()
+                return
+            except errors.ServiceUnavailableError:
+                raise SourceError(
+                    f"{self.name}: the server has no JetStream (start nats-server with -js)"
+                ) from None
+            except (self._nats.errors.TimeoutError, asyncio.TimeoutError) as exc:
+                if loop.time() + SETUP_RETRY_PAUSE >= give_up:
+                    raise SourceError(f"{self.name}: cannot set up the consumer ({describe(exc)})") from None
+                await asyncio.sleep(SETUP_RETRY_PAUSE)
+            except (errors.APIError, self._nats.errors.Error) as exc:
+                raise SourceError(f"{self.name}: cannot set up the consumer ({describe(exc)})") from None
+
+    async def _find_or_create_consumer(self) -> None:
         errors = self._nats.js.errors
         api = self._nats.js.api
         js = self._js
-        try:
-            if self.stream is None:
-                try:
-                    self.stream = await js.find_stream_name_by_subject(self.subject)
-                except errors.NotFoundError:
-                    raise SourceError(f"{self.name}: no JetStream stream takes subject {self.subject!r}") from None
-            else:
-                try:
-                    await js.stream_info(self.stream)
-                except errors.NotFoundError:
-                    raise SourceError(
-                        f"{self.name}: no JetStream stream {self.stream!r} (the agents' nats sink "
-                        "creates it with --nats-stream NAME, or create it first)"
-                    ) from None
+        if self.stream is None:
             try:
-                info = await js.consumer_info(self.stream, self.durable)
+                self.stream = await js.find_stream_name_by_subject(self.subject)
             except errors.NotFoundError:
-                config = api.ConsumerConfig(
-                    durable_name=self.durable,
-                    name=self.durable,
-                    ack_policy=api.AckPolicy.EXPLICIT,
-                    deliver_policy=api.DeliverPolicy.ALL,
-                    ack_wait=self.ack_wait,
-                    max_ack_pending=self.max_ack_pending,
-                    filter_subject=self.subject,
-                )
-                try:
-                    info = await js.add_consumer(self.stream, config=config)
-                    self.created_consumer = True
-                except errors.BadRequestError:
-                    # Another member of the group created it meanwhile: use theirs.
-                    info = await js.consumer_info(self.stream, self.durable)
-            self._check_consumer(info)
-        except errors.ServiceUnavailableError:
-            raise SourceError(f"{self.name}: the server has no JetStream (start nats-server with -js)") from None
-        except (errors.APIError, self._nats.errors.Error, asyncio.TimeoutError) as exc:
-            raise SourceError(f"{self.name}: cannot set up the consumer ({describe(exc)})") from None
+                raise SourceError(f"{self.name}: no JetStream stream takes subject {self.subject!r}") from None
+        else:
+            try:
+                await js.stream_info(self.stream)
+            except errors.NotFoundError:
+                raise SourceError(
+                    f"{self.name}: no JetStream stream {self.stream!r} (the agents' nats sink "
+                    "creates it with --nats-stream NAME, or create it first)"
+                ) from None
+        try:
+            info = await js.consumer_info(self.stream, self.durable)
+        except errors.NotFoundError:
+            config = api.ConsumerConfig(
+                durable_name=self.durable,
+                name=self.durable,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_wait=self.ack_wait,
+                max_ack_pending=self.max_ack_pending,
+                filter_subject=self.subject,
+            )
+            try:
+                info = await js.add_consumer(self.stream, config=config)
+                self.created_consumer = True
+            except errors.BadRequestError:
+                # Another member of the group created it meanwhile: use theirs.
+                info = await js.consumer_info(self.stream, self.durable)
+        self._check_consumer(info)
 
     def _check_consumer(self, info: Any) -> None:
         api = self._nats.js.api
