@@ -12,10 +12,9 @@ duplicate the part already written nor leave a torn line.
 
 A *held* batch (``RingBuffer.get_batch(..., hold=True)``, which the workers
 ask for when the sink says ``takes_held_batches``) is written straight from
-the ring's memory with ``writev(2)`` (``HeldWrites.write_batch``, and
-``UnfinishedBatch.finish_held`` for the rest of one cut short): one copy
-of every byte fewer than writing the batch's own buffer, on the busiest
-thread of a file -> file run.
+the ring's memory with ``writev(2)`` (``HeldWrites.write_batch``,
+``UnfinishedBatch.write_held``): one copy of every byte fewer than writing
+the batch's own buffer, on the busiest thread of a file -> file run.
 """
 
 from __future__ import annotations
@@ -95,25 +94,24 @@ class UnfinishedBatch:
                 raise SinkError(f"{name}: write made no progress")
             view = view[written:]
 
-    def finish_held(self, writes: HeldWrites, fd: int, batch: Batch, written: int, name: str) -> None:
-        """After a held batch's write (``writes.write_batch``) put only ``written`` of its bytes in the file:
-        :meth:`write_all` the rest.
+    def write_held(self, writes: HeldWrites, fd: int, batch: Batch, name: str) -> None:
+        """:meth:`write_all` for a held batch, written from the ring's memory.
 
-        The caller makes that first write itself (it is the whole of
-        nearly every batch; call it only when nothing is :attr:`pending`).
-        A write that failed before any byte raised there and kept nothing
-        (the batch is still whole); the rest of one cut short goes on from a
-        copy (``memoryview`` detaches the batch), which is kept as
-        :attr:`rest` if it fails too.
+        Call it only when nothing is :attr:`pending`. A write that failed before any
+        byte raises and keeps nothing (the batch is still whole); one cut
+        short goes on from a copy of the rest (``memoryview`` detaches the
+        batch), which is kept as :attr:`rest` if it fails too.
         """
-        try:
-            rest = memoryview(batch)[written:]
-        except MemoryError:
-            self._owed = (batch, written)  # settle() copies it out when it can
-            raise
-        try:
-            self.write_all(writes, fd, rest, name)
-        except BaseException:
-            if self.rest is None:
-                self.rest = rest  # those bytes are owed, whatever stopped them
-            raise
+        written = writes.write_batch(fd, batch)
+        if written < batch.nbytes:
+            try:
+                rest = memoryview(batch)[written:]
+            except MemoryError:
+                self._owed = (batch, written)  # settle() copies it out when it can
+                raise
+            try:
+                self.write_all(writes, fd, rest, name)
+            except BaseException:
+                if self.rest is None:
+                    self.rest = rest  # those bytes are owed, whatever stopped them
+                raise

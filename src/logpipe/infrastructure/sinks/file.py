@@ -51,7 +51,6 @@ by hand, are not touched. Each rotated file is synced to disk (when
 from __future__ import annotations
 
 import errno
-import math
 import os
 import stat
 from typing import TYPE_CHECKING, ClassVar
@@ -115,7 +114,6 @@ class FileSink(CountingSink):
         # file's size, which rotation is decided on) are set by _open.
         self._writes = HeldWrites()
         self._written_back = 0  # self._writes.written when writeback was last asked for
-        self._writeback_at: float = math.inf  # ... and when it is due again (never without fsync)
         self._open()
 
     @property
@@ -142,7 +140,7 @@ class FileSink(CountingSink):
             self._writes.regular = stat.S_ISREG(status.st_mode)
         except OSError:
             self._writes.written, self._writes.regular = 0, False
-        self._mark_written_back(self._writes.written)
+        self._written_back = self._writes.written
         self._fd = fd
 
     @property
@@ -170,25 +168,19 @@ class FileSink(CountingSink):
 
     def _write_held(self, batch: Batch) -> bool:
         # Only the plain case: a rest to finish, a rotation or a file to
-        # reopen go through _write (the batch is copied out for it). It runs
-        # for every batch, so it makes one call when the write is whole
-        # (bench/bench_worker.py, "sink.write_batch alone").
-        writes, nbytes = self._writes, batch.nbytes
+        # reopen go through _write (the batch is copied out for it).
         if (
-            self._fd < 0
-            or not writes.regular
-            or self._unfinished.pending
-            or (self.rotate_bytes is not None and self._rotation_due(nbytes))
+            self._unfinished.pending
+            or self._fd < 0
+            or not self._writes.regular
+            or self._rotation_due(batch.nbytes)
         ):
             return False
         try:
-            written = writes.write_batch(self._fd, batch)
-            if written < nbytes:
-                self._unfinished.finish_held(writes, self._fd, batch, written, self.name)
+            self._unfinished.write_held(self._writes, self._fd, batch, self.name)
         except OSError as exc:
             raise self._write_failed(exc) from exc
-        if writes.written >= self._writeback_at:
-            self._write_back()
+        self._write_back()
         return True
 
     def _rotation_due(self, nbytes: int) -> bool:
@@ -239,14 +231,9 @@ class FileSink(CountingSink):
 
     def _write_back(self) -> None:
         size = self._writes.written
-        if size >= self._writeback_at:
+        if self._fsync and size - self._written_back >= WRITEBACK_STEP:
             start_writeback(self._fd, self._written_back, size - self._written_back)
-            self._mark_written_back(size)
-
-    def _mark_written_back(self, size: int) -> None:
-        """Bytes up to ``size`` are asked for (or need no asking); the next request is due a step on."""
-        self._written_back = size
-        self._writeback_at = size + WRITEBACK_STEP if self._fsync else math.inf
+            self._written_back = size
 
     def _close(self) -> None:
         if self._fd < 0:

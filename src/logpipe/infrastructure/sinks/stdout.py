@@ -107,9 +107,7 @@ class StdoutSink(CountingSink):
             return False
         try:
             self._stream.flush()  # what the process wrote to the stream before goes first
-            written = self._writes.write_batch(self._file_fd, batch)
-            if written < batch.nbytes:
-                self._unfinished.finish_held(self._writes, self._file_fd, batch, written, self.name)
+            self._unfinished.write_held(self._writes, self._file_fd, batch, self.name)
         except OSError as exc:
             raise _write_failed(exc) from exc
         return True
