@@ -171,9 +171,8 @@ class Pipeline:
         # The flush watermark, only for a source that takes commits (a file
         # with a state directory, NATS): every flush reports its positions
         # to it, ~0.5 us of a batch of 50 that no other run needs to pay.
-        commit = getattr(source, "commit", None)
-        self._commit_to = commit if getattr(source, "keeps_checkpoints", True) else None
-        self.tracker = FlushTracker() if self._commit_to is not None else None
+        takes_commits = hasattr(source, "commit") and getattr(source, "keeps_checkpoints", True)
+        self.tracker = FlushTracker() if takes_commits else None
         self.scaler = AutoScaler(
             self.ring,
             self.pool,
@@ -245,7 +244,7 @@ class Pipeline:
         self.scaler.start()
         self.reporter.start()
         checkpointer = None
-        if self._commit_to is not None:
+        if self.tracker is not None:
             checkpointer = threading.Thread(target=self._checkpoint_loop, name="logpipe-checkpoint", daemon=True)
             checkpointer.start()
 
@@ -300,9 +299,10 @@ class Pipeline:
 
     def _commit(self) -> None:
         # Sources that can resume (a file tail) record how far the written
-        # prefix of their input reaches; the rest have no commit().
-        if self._commit_to is not None and self.tracker is not None:
-            self._commit_to(self.tracker.watermark)
+        # prefix of their input reaches; the rest have no tracker (no
+        # commit(), or no checkpoints kept).
+        if self.tracker is not None:
+            self.source.commit(self.tracker.watermark)  # type: ignore[attr-defined]
 
     def _checkpoint_loop(self) -> None:
         # A source that acknowledges upstream (NATS) asks for a faster pace:
