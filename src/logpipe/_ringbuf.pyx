@@ -92,10 +92,11 @@ A notify is one fence and one load when nobody waits, so the fast paths make
 no system call. A ``get_batch`` short of its batch waits for the records it
 still needs (lp_wait_gather), not for one: a push wakes getters only if one
 of them waits for any record, or the gatherers' least need is in the ring
-(notify_getters), and a putter that starts waiting for room wakes them all. A waiter also arms the event (the epoch's low bit) when it
-registers, and the notify that wakes disarms it: until a waiter registers
-again, later notifies make no system call either, even while the woken
-waiter has not run yet (on one CPU it waits for the notifier to let the
+(notify_getters), and a putter that starts waiting for room wakes them all.
+A waiter also arms the event (the epoch's low bit) when it registers, and
+the notify that wakes disarms it: until a waiter registers again, later
+notifies make no system call either, even while the woken waiter has not
+run yet (on one CPU it waits for the notifier to let the
 CPU go, and each put of that time slice used to make a futex call). The
 fence on each side (after the publish, after the waiter registration)
 guarantees that either the notifier sees the waiter or the
@@ -1136,14 +1137,6 @@ cdef int lp_wait_gather(lp_ring_t *r, uint64_t need, double deadline, int *stop,
     return status
 
 
-cdef inline uint64_t ring_count(lp_ring_t *r) noexcept nogil:
-    """Positions claimed by producers and not yet by consumers (some may
-    still be being copied into). The head is read first: positions only
-    grow, so the tail read after it is never behind it."""
-    cdef uint64_t deq = lp_load_acquire(&r.dequeue_pos)
-    return (lp_load_acquire(&r.enqueue_pos) & ~LP_CLOSED_BIT) - deq
-
-
 cdef inline bint gathered(lp_ring_t *r, uint64_t need, bint look_closed) noexcept nogil:
     """What a getter needing ``need`` records waits for: a record ready at the
     head (or the ring drained), and, for more than one, the ``need``-th one
@@ -1202,7 +1195,7 @@ cdef inline void notify_getters(lp_ring_t *r) noexcept nogil:
     if waiters == 0:
         return
     gathering = lp_load_relaxed(&r.gathering)
-    if ((gathering >> 32) >= waiters and ring_count(r) < (gathering & LEAST_NEED)
+    if ((gathering >> 32) >= waiters and lp_ring_len(r) < (gathering & LEAST_NEED)
             and not (lp_load_relaxed(&r.enqueue_pos) & LP_CLOSED_BIT)):
         return
     lp_ec_notify(&r.not_empty)
@@ -1213,7 +1206,7 @@ cdef inline int wait_readable(lp_ring_t *r, uint64_t need, double deadline, int 
     cdef int spins = 0
     cdef int spin_limit = LP_SPIN_LIMIT_LONG if spin_long else LP_SPIN_LIMIT
     cdef int spun = 0
-    cdef uint64_t seen = ring_count(r) if need > 1 else 0
+    cdef uint64_t seen = lp_ring_len(r) if need > 1 else 0
     cdef uint64_t count
     cdef uint32_t epoch
     cdef double left
@@ -1229,7 +1222,7 @@ cdef inline int wait_readable(lp_ring_t *r, uint64_t need, double deadline, int 
                 # fills faster than a park and a wake-up would take, so it
                 # spins on (up to LP_SPIN_LIMIT_LONG pauses in all). From a
                 # trickle nothing comes in a spin, and it parks.
-                count = ring_count(r)
+                count = lp_ring_len(r)
                 if count > seen:
                     seen = count
                     spun += spins
@@ -1565,7 +1558,7 @@ cdef extern from *:
     """
     /* An offset no slot ever holds (inline offsets are below 2**25, out-of-line
      * ones 2**31 plus as much): peek_framed's "whatever comes next starts a block". */
-    #define LP_NO_OFFSET 0xFFFFFFFF
+    #define LP_NO_OFFSET 0xFFFFFFFFu
     """
     uint32_t NO_OFFSET "LP_NO_OFFSET"
 
