@@ -37,6 +37,7 @@ cdef extern from "_lp_sync.h" nogil:
     void lp_ec_done(lp_event_t *ev)
     bint lp_ec_wait(lp_event_t *ev, uint32_t epoch, double timeout)
     void lp_ec_notify(lp_event_t *ev)
+    void lp_ec_notify_after_rmw(lp_event_t *ev)
     uint64_t LP_CLOSED_BIT
     uint64_t LP_SLOT_HEADER
     uint32_t LP_OUT_OF_LINE

@@ -833,6 +833,18 @@ cdef int push_one(lp_ring_t *r, const char *data, uint32_t length) noexcept nogi
     return status
 
 
+cdef inline void give_back_bytes(lp_ring_t *r, uint64_t nbytes) noexcept nogil:
+    """After slots were handed back: return their ``nbytes`` of the byte
+    budget and wake the putters waiting for room. The subtraction orders
+    the slots' release before the look at the waiters (a full barrier on
+    x86), so the notify needs no fence of its own (lp_fence_after_rmw)."""
+    if nbytes:
+        lp_fetch_sub_u64(&r.nbytes, nbytes)
+        lp_ec_notify_after_rmw(&r.not_full)
+    else:
+        lp_ec_notify(&r.not_full)
+
+
 cdef inline lp_slot_t *peek_one(lp_ring_t *r, uint64_t *pos_out) noexcept nogil:
     """The slot of the record ready at the head (its position in ``pos_out``),
     or NULL if none is: lp_peek_pop for one record, returning its slot."""
@@ -855,9 +867,7 @@ cdef inline void release_one(lp_ring_t *r, lp_slot_t *s, uint64_t pos) noexcept 
     cdef uint32_t length = s.length
     free_out_of_line(r, s)
     lp_store_release(&s.seq, pos + r.nslots)
-    if length:
-        lp_fetch_sub_u64(&r.nbytes, length)
-    lp_ec_notify(&r.not_full)
+    give_back_bytes(r, length)
 
 
 cdef uint64_t lp_peek_pop(lp_ring_t *r, uint64_t max_items, uint64_t *pos_out,
@@ -961,9 +971,7 @@ cdef void lp_release_pop(lp_ring_t *r, uint64_t pos, uint64_t count) noexcept no
         total += s.length
         free_out_of_line(r, s)
         lp_store_release(&s.seq, pos + i + r.nslots)
-    if total:
-        lp_fetch_sub_u64(&r.nbytes, total)
-    lp_ec_notify(&r.not_full)
+    give_back_bytes(r, total)
 
 
 cdef inline int make_bytes(lp_slot_t *s, PyObject **items, uint64_t n) except -1:
@@ -1012,9 +1020,7 @@ cdef inline void release_claimed(lp_ring_t *r, uint64_t pos, uint64_t n, uint64_
             free_out_of_line(r, s)
             s = next_slot(r, s)
     release_slots(r, pos, n)
-    if payload:
-        lp_fetch_sub_u64(&r.nbytes, payload)
-    lp_ec_notify(&r.not_full)
+    give_back_bytes(r, payload)
 
 
 cdef inline bint readable(lp_ring_t *r) noexcept nogil:
@@ -1758,9 +1764,7 @@ cdef void copy_framed(lp_batch_t *b, lp_ring_t *r, uint64_t pos, uint64_t n,
     if oldest < b.oldest:
         b.oldest = oldest
     size -= offsets[0] + <Py_ssize_t>n            # the payload: bytes less newlines
-    if size:
-        lp_fetch_sub_u64(&r.nbytes, size)
-    lp_ec_notify(&r.not_full)
+    give_back_bytes(r, <uint64_t>size)
 
 
 cdef int lp_batch_take(lp_batch_t *b, lp_ring_t *r, uint64_t max_items) noexcept nogil:
