@@ -25,6 +25,13 @@ measured):
    holds at most its ring (drop mode drops and counts the rest, block mode
    blocks the caller); FileHandler blocks the caller in write().
 
+4. A trickle: the application logs ``--trickle-rate`` records a second
+   for ``--trickle-seconds`` (paced by sleeps, as a server's requests
+   come), and the CPU time of every thread but the caller's is printed:
+   what keeping up with the trickle costs in the background (LogpipeHandler's
+   workers, QueueListener's thread). For LogpipeHandler also its ring's
+   wake-ups of parked workers. FileHandler has no thread of its own.
+
 Ratios are printed at the end with the targets of issue 11: >= 4x less
 added time than QueueHandler, >= 3x its logs/s with 8 threads.
 """
@@ -38,6 +45,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import resource
 import shutil
 import subprocess
 import sys
@@ -172,6 +180,40 @@ def throughput(kind: Kind, directory: str, records: int, threads: int) -> float:
     return per_thread * threads / elapsed
 
 
+def trickle(kind: Kind, directory: str, rate: float, seconds: float) -> tuple[float, int | None]:
+    """CPU seconds the handler's own threads use while the caller logs ``rate`` records a second
+    (every thread but the caller's), and the ring's wake-ups of parked workers (LogpipeHandler)."""
+    path = os.path.join(directory, "trickle.log")
+    handler, finish = kind(path)
+    count = int(rate * seconds)
+    with logger_with(handler) as logger:
+        info = logger.info
+        info(MESSAGE, -1, 3.2)
+        time.sleep(0.2)  # the threads started and settled
+        ring = getattr(handler, "ring", None)
+        wakes_before = ring.get_wakes if ring is not None else 0
+        usage_before = resource.getrusage(resource.RUSAGE_SELF)
+        caller_before = time.thread_time()
+        due = time.monotonic()
+        for i in range(count):
+            info(MESSAGE, i, 3.2)
+            due += 1.0 / rate
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        caller = time.thread_time() - caller_before
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        wakes = ring.get_wakes - wakes_before if ring is not None else None
+    finish()
+    with open(path, "rb") as f:
+        lines = f.read().count(b"\n")
+    os.unlink(path)
+    if lines != count + 1:
+        raise SystemExit(f"{kind}: {lines} lines in the file for {count + 1} logged")
+    process = (usage.ru_utime + usage.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
+    return max(0.0, process - caller), wakes
+
+
 # --- memory while the sink is stalled (one child interpreter per case) --------------
 
 STALL_CASES = ("LogpipeHandler drop", "LogpipeHandler block", "QueueHandler", "FileHandler")
@@ -252,6 +294,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000, help="records per throughput run")
     parser.add_argument("--stall-records", type=int, default=100_000, help="most records logged into the stalled sink")
     parser.add_argument("--stall-seconds", type=float, default=10.0, help="longest the stalled-sink logging runs")
+    parser.add_argument("--trickle-rate", type=float, default=3000.0, help="records a second in the trickle")
+    parser.add_argument("--trickle-seconds", type=float, default=3.0, help="how long the trickle runs")
     parser.add_argument("--stall-child", help=argparse.SUPPRESS)
     parser.add_argument("--fifo", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -292,6 +336,17 @@ def main() -> None:
                   f"{result['returned']:15,} {result['dropped']:9,}  {state}")
         print("   (fixed: RSS the handler costs once it has logged one record; growth: RSS added while logging)")
 
+        print(f"\n4. a trickle: {args.trickle_rate:g} records/s for {args.trickle_seconds:g} s, "
+              "CPU time of the handler's own threads")
+        background: dict[str, float] = {}
+        print(f"   {'handler':16} {'CPU':>10} {'per record':>11} {'wake-ups':>9}")
+        for name in ("LogpipeHandler", "QueueHandler"):
+            cpu, wakes = trickle(KINDS[name], directory, args.trickle_rate, args.trickle_seconds)
+            background[name] = cpu
+            per_record = cpu / (args.trickle_rate * args.trickle_seconds)
+            shown = "" if wakes is None else f"{wakes:9,}"
+            print(f"   {name:16} {cpu * 1e3:8.1f}ms {per_record * 1e6:9.2f}us {shown}")
+
         print("\nRatios (issue 11 targets in brackets)")
         ours, theirs = added["LogpipeHandler"], added["QueueHandler"]
         print(f"   added caller time, QueueHandler / LogpipeHandler: {theirs / ours:5.2f}x  [>= 4x]")
@@ -303,6 +358,8 @@ def main() -> None:
                   f"{ratio:5.2f}x{target}")
         ours_mb = stalled["LogpipeHandler drop"]["rss_growth"] / 2**20
         theirs_mb = stalled["QueueHandler"]["rss_growth"] / 2**20
+        print(f"   background CPU in the trickle, QueueHandler / LogpipeHandler: "
+              f"{background['QueueHandler'] / max(background['LogpipeHandler'], 1e-9):5.2f}x")
         print(f"   RSS growth with the sink stalled: QueueHandler {theirs_mb:.1f} MB, "
               f"LogpipeHandler drop {ours_mb:.1f} MB, for {args.stall_records} records")
     finally:

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from _support import join_all, start_daemon, wait_until
-from logpipe import RingBuffer, StopSignal
+from logpipe import Full, RingBuffer, StopSignal
 
 FAR = 30.0  # a gatherer's timeout: a test that waits for it has failed
 PROMPT = 5.0  # how long a wake-up may take on a loaded machine
@@ -197,3 +197,77 @@ def test_gatherers_and_getters_of_every_kind_lose_and_duplicate_nothing() -> Non
     everything = sorted(record for part in taken for record in part)
     assert everything == sorted(b"%d:%d" % (p, i) for p in range(producers) for i in range(per_producer))
     assert ring._wait_state() == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("how", ["put_nowait", "put_many nonblocking"])
+def test_a_put_that_gives_up_for_room_has_the_gatherer_make_it(how: str) -> None:
+    """A ring full by its byte budget, a producer that does not wait for room (the logging handler's
+    when_full="drop"): the put that finds no room wakes the gatherer, which takes what is there, so
+    the next puts go in. Without that wake-up the ring stays full until the gatherer's timeout.
+    (A blocking put wakes it as it starts to wait: test_a_putter_waiting_for_room_has_the_gatherer_make_it.)"""
+    ring = RingBuffer(1000, max_record_size=100, max_bytes=1000)  # 10 records of 100 bytes fill it
+    stop = StopSignal(ring)
+    got: list[bytes] = []
+    before = ring.get_waits
+    consumer = start_daemon(lambda: got.extend(bytes(ring.get_batch(500, FAR, stop=stop)).splitlines()))
+    assert wait_until(lambda: _parked_getters(ring, before), timeout=PROMPT)
+    records = [b"%03d" % i + b"x" * 97 for i in range(30)]
+    ring.put_many(records[:10])
+    refused = records[10]
+    if how == "put_nowait":
+        with pytest.raises(Full):
+            ring.put_nowait(refused)
+    else:
+        assert ring.put_many([refused], block=False) == 0
+    assert wait_until(lambda: len(ring) == 0, timeout=PROMPT), "the gatherer was not woken to make room"
+    for record in records[10:]:
+        ring.put(record, timeout=PROMPT)  # the refused one again, and the rest
+    stop.set()
+    join_all([consumer], timeout=PROMPT)
+    assert got == records
+
+
+def test_a_held_batch_waits_for_its_records_before_it_takes_any() -> None:
+    """get_batch(50, hold=True) with 5 records there and 45 to come: it takes nothing while it waits,
+    so the whole batch comes held, to be written from the ring. (Taking the 5 first meant copying
+    them out before the wait: a getter never waits holding slots.)"""
+    ring = RingBuffer(1024)
+    got: list = []
+    ring.put_many([b"%d" % i for i in range(5)])
+    before = ring.get_waits
+    consumer = start_daemon(lambda: got.append(ring.get_batch(50, FAR, hold=True)))
+    assert wait_until(lambda: _parked_getters(ring, before), timeout=PROMPT)
+    assert len(ring) == 5  # nothing taken while it waits
+    for i in range(5, 50):
+        ring.put(b"%d" % i)
+    join_all([consumer], timeout=PROMPT)
+    (batch,) = got
+    assert batch.held
+    assert bytes(batch).splitlines() == [b"%d" % i for i in range(50)]
+    batch.release()
+    assert len(ring) == 0 and ring.nbytes == 0
+
+
+@pytest.mark.parametrize("end", ["timeout", "stop", "close"])
+def test_a_held_batch_short_of_its_records_ends_with_what_is_there(end: str) -> None:
+    """A held gatherer whose batch never fills: at its timeout, stop signal or the ring's close it
+    takes what is there, still held, and loses nothing."""
+    ring = RingBuffer(1024)
+    stop = StopSignal(ring)
+    got: list = []
+    ring.put_many([b"a", b"b"])
+    timeout = 0.3 if end == "timeout" else FAR
+    before = ring.get_waits
+    consumer = start_daemon(lambda: got.append(ring.get_batch(50, timeout, stop=stop, hold=True)))
+    assert wait_until(lambda: _parked_getters(ring, before), timeout=PROMPT)
+    ring.put(b"c")
+    if end == "stop":
+        stop.set()
+    elif end == "close":
+        ring.close()
+    join_all([consumer], timeout=PROMPT)
+    (batch,) = got
+    assert batch.held  # (before bytes(batch), which copies a held batch out)
+    assert bytes(batch).splitlines() == [b"a", b"b", b"c"]
+    batch.release()
+    assert ring.nbytes == 0

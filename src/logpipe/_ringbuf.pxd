@@ -83,7 +83,8 @@ cdef struct lp_ring_t:
     uint8_t _pad1[48]
     uint64_t nbytes          # payload bytes held or reserved by pushers
     uint64_t gathering       # batch gatherers parked for several records: count << 32 | fewest needed
-    uint8_t _pad2[48]
+    uint64_t refused_puts    # non-blocking puts refused for want of room (give_up_for_room)
+    uint8_t _pad2[40]
     lp_event_t not_empty     # getters park here; pushers notify
     lp_event_t not_full      # putters park here; poppers notify
     uint64_t put_waits

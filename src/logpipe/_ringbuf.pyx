@@ -89,10 +89,14 @@ on an event count over a Linux futex (``_lp_sync.h``): it registers as a
 waiter, re-checks, and sleeps while the epoch is unchanged. Pushers notify
 ``not_empty``, poppers ``not_full``, ``close()`` and ``StopSignal.set()`` both.
 A notify is one fence and one load when nobody waits, so the fast paths make
-no system call. A ``get_batch`` short of its batch waits for the records it
-still needs (lp_wait_gather), not for one: a push wakes getters only if one
-of them waits for any record, or the gatherers' least need is in the ring
-(notify_getters), and a putter that starts waiting for room wakes them all.
+no system call; a consumer's notify follows its locked subtraction from the
+byte budget, which is that fence on x86 (lp_fence_after_rmw). A ``get_batch``
+short of its batch waits for the records it still needs (lp_wait_gather),
+not for one: a push wakes getters only if one of them waits for any record,
+or the gatherers' least need is in the ring (notify_getters), and a putter
+that starts waiting for room, or a non-blocking put that finds none
+(give_up_for_room), wakes them all. A held batch waits before it takes
+anything (collect_batch), so it comes whole and held.
 A waiter also arms the event (the epoch's low bit) when it registers, and
 the notify that wakes disarms it: until a waiter registers again, later
 notifies make no system call either, even while the woken waiter has not
@@ -1213,11 +1217,13 @@ cdef inline int wait_readable(lp_ring_t *r, uint64_t need, double deadline, int 
     cdef int spin_limit = LP_SPIN_LIMIT_LONG if spin_long else LP_SPIN_LIMIT
     cdef int spun = 0
     cdef uint64_t seen = lp_ring_len(r) if need > 1 else 0
+    # A put refused for want of room from now on ends a gatherer's wait.
+    cdef uint64_t refused = lp_load_relaxed(&r.refused_puts)
     cdef uint64_t count
     cdef uint32_t epoch
     cdef double left
     while True:
-        if gathered(r, need, False):
+        if gathered(r, need, False) or (need > 1 and lp_load_relaxed(&r.refused_puts) != refused):
             return LP_OK
         if stop != NULL and lp_load_acquire_int(stop):
             return LP_STOPPED
@@ -1236,7 +1242,7 @@ cdef inline int wait_readable(lp_ring_t *r, uint64_t need, double deadline, int 
             lp_cpu_relax()
             continue
         epoch = lp_ec_prepare(&r.not_empty)
-        if gathered(r, need, True):
+        if gathered(r, need, True) or (need > 1 and lp_load_relaxed(&r.refused_puts) != refused):
             lp_ec_done(&r.not_empty)
             return LP_OK
         if stop != NULL and lp_load_acquire_int(stop):
@@ -1313,6 +1319,20 @@ cdef inline void wake_gatherers(lp_ring_t *r) noexcept nogil:
     take what is there now. After the putters_waiting increment, whose
     counterpart is the gatherer's re-check; lp_ec_notify fences first."""
     lp_ec_notify(&r.not_empty)
+
+
+cdef inline void give_up_for_room(lp_ring_t *r) noexcept nogil:
+    """A non-blocking put or put_many gives up for want of room: the ring is
+    full, so a getter gathering a batch takes what is there now, as for a
+    putter that starts waiting (wake_gatherers; a blocking put that times
+    out has woken them so when it started to wait).
+    A program that drops records when the ring is full (the logging
+    handler's when_full="drop") would otherwise drop until the gatherer's
+    timeout. The gatherers see the count move (wait_readable); the
+    increment comes before their wake-up, as a waiting putter's does."""
+    if lp_load_relaxed(&r.enqueue_pos) & LP_CLOSED_BIT == 0:
+        lp_fetch_add_u64(&r.refused_puts, 1)
+        wake_gatherers(r)
 
 
 cdef inline int wait_writable(lp_ring_t *r, uint64_t need_bytes, double deadline,
@@ -2353,9 +2373,22 @@ cdef int collect_batch(Batch batch, lp_ring_t *r, uint64_t want, double deadline
                        bint no_wait, int *stop, double slice) noexcept nogil:
     """get_batch's loop: take records until ``want``, the deadline, ``stop``, or
     the end of a closed ring. Returns LP_OK, LP_CLOSED (drained), LP_NOMEM
-    or LP_INTERRUPTED (run the signal handlers, then call again)."""
+    or LP_INTERRUPTED (run the signal handlers, then call again).
+
+    A held batch that is not all there waits for it before it takes
+    anything: held slots must not wait with it (see below), and taking the
+    records only once the batch has come keeps it held, to be written from
+    the ring, instead of copying what it took first out again."""
     cdef int status
     cdef Py_ssize_t before
+    if (batch.b.hold != NULL and batch.b.count == 0 and not no_wait
+            and lp_ring_len(r) < want and not lp_ring_drained(r)):
+        status = lp_wait_gather(r, want, deadline, stop, slice)
+        if status == LP_INTERRUPTED:
+            return status
+        if status != LP_OK:
+            # Timed out or stopped: what is there is the batch.
+            return LP_OK if lp_batch_take(&batch.b, r, want) == LP_OK else LP_NOMEM
     while True:
         before = batch.b.count
         if lp_batch_take(&batch.b, r, want - batch.b.count) != LP_OK:
@@ -2651,6 +2684,8 @@ cdef class RingBuffer:
                     raise Closed("ring buffer is closed")
                 if status == LP_NOMEM:
                     raise MemoryError("out of memory copying a record into the ring")
+                if not block:
+                    give_up_for_room(r)
                 if not block or last_try:
                     raise Full("ring buffer is full")
                 slice = lp_wait_slice()
@@ -2781,6 +2816,7 @@ cdef class RingBuffer:
                         return done + i
                     if not block or pushed:
                         if not block:
+                            give_up_for_room(r)
                             return done + i
                         continue        # progress: retry before parking
                     need = lengths[i]
@@ -2921,9 +2957,10 @@ cdef class RingBuffer:
         out of the producers' reach, until it is released, and
         ``batch.write_to(fd)`` writes them straight from the ring (see
         Batch). So that a getter never pins the ring while it waits, a call
-        that has to wait for more records copies out those it already holds
-        first, and goes on as an ordinary batch (``batch.held`` is then
-        False). A ring of capacity 1 always copies.
+        that is not all there waits for its batch before it takes any
+        record; one that must wait again after taking some copies out those
+        it holds first, and goes on as an ordinary batch (``batch.held`` is
+        then False). A ring of capacity 1 always copies.
 
         If a signal handler raises while it waits (Ctrl+C), the exception
         propagates with the records already taken on its ``logpipe_batch``

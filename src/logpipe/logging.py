@@ -11,7 +11,7 @@ The calling thread pays for the rendering and one put, nothing else: no
 handler lock (the ring is thread-safe, so ``handle`` skips
 ``Handler.acquire``; a Formatter, when one is set, is therefore called from
 many threads at once), no Formatter unless one is set, no copy of the
-record, and no wake-up of a worker (see :class:`_LingeringRing`).
+record, and no wake-up of a worker (see :class:`_HandlerRing`).
 
 When the ring is full:
 
@@ -73,7 +73,6 @@ _NAME = "LogpipeHandler"
 _OWN_THREADS = "logpipe-"  # how the pipeline's threads are named (workers, scaler, NATS loop)
 _PREFIX = "logpipe.logging: "
 _WHEN_FULL = ("block", "drop")
-_LINGER_SLICE = 0.005  # how often a worker gathering a batch looks at the ring
 _HANDLE_RETURNS_RECORD = sys.version_info >= (3, 12)  # Handler.handle's contract there
 _FLUSH_POLL = 0.005  # seconds between looks while flush() waits for the workers
 
@@ -145,7 +144,7 @@ class LogpipeHandler(logging.Handler):
         # to build must not be flushed and closed at exit.
         self.sink = _open(sink, rotate_bytes, rotate_keep, nats_stream)
         try:
-            self.ring = _LingeringRing(capacity, max_record_size=max_record_size)
+            self.ring = _HandlerRing(capacity, max_record_size=max_record_size)
         except BaseException:
             self.sink.close()
             raise
@@ -408,35 +407,34 @@ class LogpipeHandler(logging.Handler):
 # --- the ring ------------------------------------------------------------------------
 
 
-class _LingeringRing(RingBuffer):
-    """The handler's ring: its workers gather a batch without being parked on it.
+class _HandlerRing(RingBuffer):
+    """The handler's ring: after an idle spell, the first record is written at once.
 
-    A worker in ``RingBuffer.get_batch`` takes what is ready and parks until
-    more comes, so while it gathers a batch every put has a parked waiter
-    to wake: a futex system call in the logging thread, the very cost this
-    handler exists to avoid. So a worker that finds records waiting does not
-    park: it sleeps in slices of _LINGER_SLICE until a batch is there (or
-    the ring is half full, or its timeout, stop signal or close comes), then
-    takes it without waiting. Meanwhile a put is a few atomic operations.
-    Only a worker that finds the ring empty parks, until the first record
-    comes (an idle program costs nothing); that record is written at once.
-    The flush rule is the pipeline's: a full batch, or ``timeout``.
+    A worker gathering a batch parks with its need noted in the ring (the
+    core's gathering, docs/ringbuffer.md): a put wakes it only once the
+    batch can be had, so the logging thread pays no wake-up per record, the
+    very cost this handler exists to avoid. The worker is also woken when
+    the ring fills (a put that finds no room, in either ``when_full``
+    mode), and by its timeout, stop signal or close. The flush rule is the
+    pipeline's (a full batch, or ``timeout``), with one addition: a worker
+    that finds the ring empty waits for one record only and writes it at
+    once, so an idle program's next line is not held back for the batch
+    timeout. The call after such a lone record gathers as usual, even from
+    an empty ring: otherwise a trickle of records, each finding the ring
+    empty, would be written one by one, a wake-up each.
     """
+
+    _after_lone = False  # the last call took a lone record from an idle ring
 
     def get_batch(
         self, max_items: int, timeout: float | None = None, *, stop: Any = None, hold: bool = False
     ) -> Any:
-        if not len(self):
-            return super().get_batch(1, timeout, stop=stop, hold=hold)  # idle: park until a record comes
-        deadline = math.inf if timeout is None else time.monotonic() + timeout
-        while len(self) < max_items and self.usage < 0.5 and not self.closed:
-            if stop is not None and stop.is_set():
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            time.sleep(min(left, _LINGER_SLICE))
-        return super().get_batch(max_items, 0, hold=hold)
+        if len(self) or self._after_lone:
+            self._after_lone = False
+            return super().get_batch(max_items, timeout, stop=stop, hold=hold)
+        batch = super().get_batch(1, timeout, stop=stop, hold=hold)  # idle: park until a record comes
+        self._after_lone = len(batch) == 1
+        return batch
 
 
 # --- helpers ---------------------------------------------------------------------

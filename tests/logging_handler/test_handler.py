@@ -352,3 +352,23 @@ def test_stdout_sink_spec() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=JOIN_TIMEOUT)
     assert (done.returncode, done.stderr) == (0, b"")
     assert [orjson.loads(line)["msg"] for line in done.stdout.splitlines()] == [f"line {i}" for i in range(500)]
+
+
+def test_a_trickle_wakes_a_worker_once_a_batch_and_an_idle_record_goes_at_once(tmp_path: Path, make_logger) -> None:
+    """The worker gathers its batch parked in the ring (its need noted there), so a trickle of
+    records costs a few wake-ups per batch, not one per record; after an idle spell the first
+    record is written at once, not after the batch timeout (30 s here: waiting for it fails)."""
+    out = tmp_path / "out.ndjson"
+    handler = LogpipeHandler(f"file:{out}", capacity=1024, batch_size=50, batch_timeout=30.0, sigterm=False)
+    logger = make_logger(handler)
+    logger.info("first after idle")
+    assert wait_until(lambda: len(read_lines(out)) == 1, timeout=5.0), "an idle worker held the first record back"
+    wakes_before = handler.ring.get_wakes
+    for i in range(400):
+        logger.info("r %d", i)
+        time.sleep(0.0003)
+    handler.close()
+    messages = [line["msg"] for line in read_lines(out)]
+    assert messages == ["first after idle"] + [f"r {i}" for i in range(400)]
+    wakes = handler.ring.get_wakes - wakes_before
+    assert wakes <= 40, f"{wakes} wake-ups of the worker for 400 records in batches of 50"
