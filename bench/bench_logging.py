@@ -149,6 +149,11 @@ def caller_times(directory: str, calls: int, repeats: int) -> dict[str, float]:
     return best
 
 
+def count_lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
 def throughput(kind: Kind, directory: str, records: int, threads: int) -> float:
     """Records per second from the first call until all are in the file."""
     path = os.path.join(directory, f"throughput-{threads}.log")
@@ -172,8 +177,7 @@ def throughput(kind: Kind, directory: str, records: int, threads: int) -> float:
             worker.join()
         finish()
         elapsed = time.perf_counter() - started
-    with open(path, "rb") as f:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    lines = count_lines(path)
     os.unlink(path)
     if lines != per_thread * threads:
         raise SystemExit(f"{kind}: {lines} lines in the file for {per_thread * threads} logged")
@@ -205,8 +209,7 @@ def trickle(kind: Kind, directory: str, rate: float, seconds: float) -> tuple[fl
         usage = resource.getrusage(resource.RUSAGE_SELF)
         wakes = ring.get_wakes - wakes_before if ring is not None else None
     finish()
-    with open(path, "rb") as f:
-        lines = f.read().count(b"\n")
+    lines = count_lines(path)
     os.unlink(path)
     if lines != count + 1:
         raise SystemExit(f"{kind}: {lines} lines in the file for {count + 1} logged")

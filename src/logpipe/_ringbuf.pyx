@@ -703,8 +703,7 @@ cdef Py_ssize_t push_sized(lp_ring_t *r, const char **data, const uint32_t *leng
                 for n in range(i, k):
                     unused += lengths[n]
                 if unused:
-                    lp_fetch_sub_u64(&r.nbytes, unused)
-                    lp_ec_notify(&r.not_full)  # a putter may be waiting for those bytes
+                    give_back_bytes(r, unused)  # a putter may be waiting for those bytes
                 k = i
                 status[0] = LP_NOMEM
                 break
@@ -781,8 +780,7 @@ cdef Py_ssize_t push_sized(lp_ring_t *r, const char **data, const uint32_t *leng
             if lengths[i] > r.inline_max:
                 free(copies[i])
         if unused:
-            lp_fetch_sub_u64(&r.nbytes, unused)
-            lp_ec_notify(&r.not_full)
+            give_back_bytes(r, unused)
         if status[0] == LP_OK:
             status[0] = LP_WOULD_BLOCK
     elif k < count and status[0] == LP_OK:
@@ -832,16 +830,16 @@ cdef int push_one(lp_ring_t *r, const char *data, uint32_t length) noexcept nogi
         else:
             pos = lp_load_relaxed(&r.enqueue_pos)
     if length:
-        lp_fetch_sub_u64(&r.nbytes, length)
-        lp_ec_notify(&r.not_full)  # a putter may be waiting for those bytes
+        give_back_bytes(r, length)  # a putter may be waiting for those bytes
     return status
 
 
 cdef inline void give_back_bytes(lp_ring_t *r, uint64_t nbytes) noexcept nogil:
-    """After slots were handed back: return their ``nbytes`` of the byte
-    budget and wake the putters waiting for room. The subtraction orders
-    the slots' release before the look at the waiters (a full barrier on
-    x86), so the notify needs no fence of its own (lp_fence_after_rmw)."""
+    """Return ``nbytes`` of the byte budget (slots handed back, or a push's
+    reservation it could not use) and wake the putters waiting for room. The
+    subtraction orders the slots' release before the look at the waiters (a
+    full barrier on x86), so the notify needs no fence of its own
+    (lp_fence_after_rmw)."""
     if nbytes:
         lp_fetch_sub_u64(&r.nbytes, nbytes)
         lp_ec_notify_after_rmw(&r.not_full)
@@ -1162,7 +1160,7 @@ cdef inline bint gathered(lp_ring_t *r, uint64_t need, bint look_closed) noexcep
     last = lp_load_acquire(&r.dequeue_pos) + need - 1
     return (lp_load_acquire(&slot_at(r, last).seq) == last + 1
             or lp_load_relaxed_u32(&r.putters_waiting) != 0
-            or (look_closed and (lp_load_relaxed(&r.enqueue_pos) & LP_CLOSED_BIT) != 0))
+            or (look_closed and lp_ring_is_closed(r)))
 
 
 # ``gathering``'s low half: the least need of the gatherers counted in its high half.
@@ -1206,9 +1204,16 @@ cdef inline void notify_getters(lp_ring_t *r) noexcept nogil:
         return
     gathering = lp_load_relaxed(&r.gathering)
     if ((gathering >> 32) >= waiters and lp_ring_len(r) < (gathering & LEAST_NEED)
-            and not (lp_load_relaxed(&r.enqueue_pos) & LP_CLOSED_BIT)):
+            and not lp_ring_is_closed(r)):
         return
     lp_ec_notify(&r.not_empty)
+
+
+cdef inline bint wait_over(lp_ring_t *r, uint64_t need, bint look_closed, uint64_t refused) noexcept nogil:
+    """wait_readable's test: gathered(), or, for a gatherer, a put refused for
+    want of room since the wait began (``refused``: refused_puts then; see
+    give_up_for_room)."""
+    return gathered(r, need, look_closed) or (need > 1 and lp_load_relaxed(&r.refused_puts) != refused)
 
 
 cdef inline int wait_readable(lp_ring_t *r, uint64_t need, double deadline, int *stop, double slice,
@@ -1217,13 +1222,12 @@ cdef inline int wait_readable(lp_ring_t *r, uint64_t need, double deadline, int 
     cdef int spin_limit = LP_SPIN_LIMIT_LONG if spin_long else LP_SPIN_LIMIT
     cdef int spun = 0
     cdef uint64_t seen = lp_ring_len(r) if need > 1 else 0
-    # A put refused for want of room from now on ends a gatherer's wait.
     cdef uint64_t refused = lp_load_relaxed(&r.refused_puts)
     cdef uint64_t count
     cdef uint32_t epoch
     cdef double left
     while True:
-        if gathered(r, need, False) or (need > 1 and lp_load_relaxed(&r.refused_puts) != refused):
+        if wait_over(r, need, False, refused):
             return LP_OK
         if stop != NULL and lp_load_acquire_int(stop):
             return LP_STOPPED
@@ -1242,7 +1246,7 @@ cdef inline int wait_readable(lp_ring_t *r, uint64_t need, double deadline, int 
             lp_cpu_relax()
             continue
         epoch = lp_ec_prepare(&r.not_empty)
-        if gathered(r, need, True) or (need > 1 and lp_load_relaxed(&r.refused_puts) != refused):
+        if wait_over(r, need, True, refused):
             lp_ec_done(&r.not_empty)
             return LP_OK
         if stop != NULL and lp_load_acquire_int(stop):
@@ -1330,7 +1334,7 @@ cdef inline void give_up_for_room(lp_ring_t *r) noexcept nogil:
     handler's when_full="drop") would otherwise drop until the gatherer's
     timeout. The gatherers see the count move (wait_readable); the
     increment comes before their wake-up, as a waiting putter's does."""
-    if lp_load_relaxed(&r.enqueue_pos) & LP_CLOSED_BIT == 0:
+    if not lp_ring_is_closed(r):
         lp_fetch_add_u64(&r.refused_puts, 1)
         wake_gatherers(r)
 
